@@ -1,0 +1,37 @@
+# Setup is two commands on a fresh machine: `make demo` and `make test`.
+# Both find a Python 3.10 (PYTHON=... override, python3.10 or python3 on PATH,
+# or pyenv's versions directory), build .venv and install the project into it.
+SHELL := /bin/bash
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+define find_python
+for c in "$(PYTHON)" python3.10 python3 $$HOME/.pyenv/versions/3.10.*/bin/python /usr/local/bin/python3.10 /usr/bin/python3.10; do \
+  [ -n "$$c" ] || continue; \
+  p=$$(command -v "$$c" 2>/dev/null) || continue; \
+  if "$$p" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' 2>/dev/null; then echo "$$p"; exit 0; fi; \
+done; exit 1
+endef
+
+.PHONY: demo test venv clean
+
+$(STAMP): pyproject.toml
+	@py=$$( $(find_python) ) || { echo "error: no Python 3.10 found (lava-nc needs 3.10); set PYTHON=/path/to/python3.10" >&2; exit 2; }; \
+	echo "using $$py"; \
+	[ -x $(VPY) ] && $(VPY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' || { rm -rf $(VENV); "$$py" -m venv $(VENV); }
+	$(VPY) -m pip install -q --upgrade pip setuptools wheel
+	$(VPY) -m pip install -q -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VPY) -m demo
+
+test: $(STAMP)
+	@$(VPY) -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; fi; exit $$rc
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache

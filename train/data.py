@@ -1,0 +1,214 @@
+"""Spiking audio datasets: readers for the SHD/SSC and N-TIDIGITS18 layouts.
+
+Events are kept flat (one array of times, one of channels, per-sample offsets)
+because that is how both layouts store them and because binning, jitter and
+batching are then single vectorised operations over a whole split.
+
+Odd spike times (NaN, +-inf, negative) are dropped, never binned: the count is
+kept in `SpikeSet.dropped` and printed by `cli.py data info`. Every other defect
+(missing key, channel out of range, label outside the class list, empty sample,
+times and channels of different lengths) raises `InputError` naming the file
+and the sample.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from train.errors import InputError
+
+SHD_CHANNELS = 700
+DAS_CHANNELS = 64
+DAS_CLASSES = ["z", "o", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
+_DAS_ID = re.compile(r"^(?P<speaker>.*?)(?P<take>\d*)-(?P<digits>[^-]+?)(?P<letter>[a-z]?)$")
+
+
+@dataclass
+class SpikeSet:
+    """Events of many samples; sample i owns events offsets[i]:offsets[i+1]."""
+
+    times: np.ndarray  # float64 seconds
+    units: np.ndarray  # int64 channel ids, 0 <= unit < n_channels
+    offsets: np.ndarray  # int64, len n+1
+    labels: np.ndarray  # int64 class index
+    speakers: np.ndarray | None  # int64 speaker index, or None when the file has none
+    class_names: list[str]
+    n_channels: int
+    source: str
+    ids: list[str] | None = None
+    dropped: dict[str, int] = field(default_factory=lambda: {"nan": 0, "inf": 0, "negative": 0})
+    skipped_multi_digit: int = 0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    def counts(self) -> np.ndarray:
+        """Events per sample."""
+        return np.diff(self.offsets)
+
+    def sample(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b = self.offsets[i], self.offsets[i + 1]
+        return self.times[a:b], self.units[a:b]
+
+    def subset(self, index: np.ndarray) -> "SpikeSet":
+        index = np.asarray(index, dtype=np.int64)
+        starts, stops = self.offsets[index], self.offsets[index + 1]
+        take = _ranges(starts, stops)
+        offsets = np.concatenate([[0], np.cumsum(stops - starts)]).astype(np.int64)
+        return SpikeSet(
+            times=self.times[take], units=self.units[take], offsets=offsets,
+            labels=self.labels[index],
+            speakers=None if self.speakers is None else self.speakers[index],
+            class_names=self.class_names, n_channels=self.n_channels, source=self.source,
+            ids=None if self.ids is None else [self.ids[i] for i in index],
+            dropped=dict(self.dropped), skipped_multi_digit=self.skipped_multi_digit,
+        )
+
+
+def _ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(start, stop) for each pair, without a Python loop."""
+    lengths = stops - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    seg_start = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(starts, lengths) + (np.arange(total) - seg_start)
+
+
+def _open(path: Path) -> h5py.File:
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected an HDF5 file")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise InputError(f"{path}: not a readable HDF5 file ({exc.__class__.__name__})") from None
+
+
+def _decode(values) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _require(h5: h5py.File, key: str, path: Path, layout: str):
+    if key not in h5:
+        raise InputError(f"{path}: not the {layout} layout, missing '{key}'")
+    return h5[key]
+
+
+def _assemble(path: Path, times_list, units_list, names: list[str], n_channels: int) -> tuple:
+    """Checks each sample, drops odd times, and flattens; returns arrays and drop counts."""
+    dropped = {"nan": 0, "inf": 0, "negative": 0}
+    lengths = np.array([len(t) for t in times_list], dtype=np.int64)
+    unit_lengths = np.array([len(u) for u in units_list], dtype=np.int64)
+    bad = np.flatnonzero(lengths != unit_lengths)
+    if bad.size:
+        i = bad[0]
+        raise InputError(f"{path}: sample {names[i]} has {lengths[i]} spike times but {unit_lengths[i]} channel ids")
+    empty = np.flatnonzero(lengths == 0)
+    if empty.size:
+        raise InputError(f"{path}: sample {names[empty[0]]} has no events ({empty.size} empty samples)")
+    times = np.concatenate(times_list).astype(np.float64)
+    units = np.concatenate(units_list).astype(np.int64)
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    out = np.flatnonzero((units < 0) | (units >= n_channels))
+    if out.size:
+        j = out[0]
+        raise InputError(f"{path}: sample {names[owner[j]]} has channel id {units[j]} outside 0..{n_channels - 1}")
+    nan, inf = np.isnan(times), np.isinf(times)
+    neg = ~nan & (times < 0)
+    dropped["nan"], dropped["inf"], dropped["negative"] = int(nan.sum()), int(inf.sum()), int((neg & ~inf).sum())
+    keep = ~(nan | inf | neg)
+    kept_per_sample = np.bincount(owner[keep], minlength=len(lengths))
+    now_empty = np.flatnonzero(kept_per_sample == 0)
+    if now_empty.size:
+        raise InputError(f"{path}: sample {names[now_empty[0]]} has no valid spike times left (all NaN, inf or negative)")
+    offsets = np.concatenate([[0], np.cumsum(kept_per_sample)]).astype(np.int64)
+    return times[keep], units[keep], offsets, dropped
+
+
+def read_shd(path: str | Path, n_channels: int = SHD_CHANNELS) -> SpikeSet:
+    """One SHD/SSC file: spikes/times, spikes/units, labels, extra/keys, extra/speaker."""
+    path = Path(path)
+    with _open(path) as h5:
+        times_ds = _require(h5, "spikes/times", path, "SHD/SSC")
+        units_ds = _require(h5, "spikes/units", path, "SHD/SSC")
+        labels = np.asarray(_require(h5, "labels", path, "SHD/SSC")[()]).astype(np.int64).ravel()
+        times_list, units_list = list(times_ds[()]), list(units_ds[()])
+        keys = _decode(h5["extra/keys"][()]) if "extra/keys" in h5 else None
+        speakers = np.asarray(h5["extra/speaker"][()]).astype(np.int64) if "extra/speaker" in h5 else None
+    n = len(labels)
+    if len(times_list) != n or len(units_list) != n:
+        raise InputError(f"{path}: {n} labels but {len(times_list)} spike-time and {len(units_list)} channel arrays")
+    if speakers is not None and len(speakers) != n:
+        raise InputError(f"{path}: {n} labels but {len(speakers)} speaker entries")
+    class_names = keys if keys is not None else [str(i) for i in range(int(labels.max(initial=-1)) + 1)]
+    bad = np.flatnonzero((labels < 0) | (labels >= len(class_names)))
+    if bad.size:
+        raise InputError(f"{path}: sample {bad[0]} has label {labels[bad[0]]} outside the {len(class_names)} classes")
+    names = [str(i) for i in range(n)]
+    times, units, offsets, dropped = _assemble(path, times_list, units_list, names, n_channels)
+    return SpikeSet(times, units, offsets, labels, speakers, class_names, n_channels, str(path), dropped=dropped)
+
+
+def parse_das_id(sample_id: str) -> tuple[str, str]:
+    """'george07-5a' -> ('george', '5'): speaker and digit string of an N-TIDIGITS18 id."""
+    m = _DAS_ID.match(sample_id)
+    if not m or not m.group("digits"):
+        raise ValueError(sample_id)
+    return m.group("speaker"), m.group("digits")
+
+
+def read_das(path: str | Path, split: str, n_channels: int = DAS_CHANNELS) -> SpikeSet:
+    """One split of an N-TIDIGITS18-layout file; single-digit samples only (11 classes)."""
+    path = Path(path)
+    with _open(path) as h5:
+        ids = _decode(_require(h5, f"{split}_labels", path, "N-TIDIGITS18")[()])
+        addr = _require(h5, f"{split}_addresses", path, "N-TIDIGITS18")
+        stamps = _require(h5, f"{split}_timestamps", path, "N-TIDIGITS18")
+        kept, labels, speaker_names, times_list, units_list = [], [], [], [], []
+        skipped = 0
+        for sid in ids:
+            try:
+                speaker, digits = parse_das_id(sid)
+            except ValueError:
+                raise InputError(f"{path}: sample {sid} is not an N-TIDIGITS18 id (<speaker><take>-<digits><letter>)") from None
+            if len(digits) != 1:
+                skipped += 1
+                continue
+            if digits not in DAS_CLASSES:
+                raise InputError(f"{path}: sample {sid} has digit '{digits}' outside the classes {' '.join(DAS_CLASSES)}")
+            if sid not in addr or sid not in stamps:
+                raise InputError(f"{path}: sample {sid} has no {split}_addresses or {split}_timestamps entry")
+            kept.append(sid)
+            labels.append(DAS_CLASSES.index(digits))
+            speaker_names.append(speaker)
+            times_list.append(np.asarray(stamps[sid][()]).ravel())
+            units_list.append(np.asarray(addr[sid][()]).ravel())
+    if not kept:
+        raise InputError(f"{path}: split '{split}' has no single-digit samples")
+    times, units, offsets, dropped = _assemble(path, times_list, units_list, kept, n_channels)
+    speaker_list = sorted(set(speaker_names))
+    speakers = np.array([speaker_list.index(s) for s in speaker_names], dtype=np.int64)
+    return SpikeSet(times, units, offsets, np.array(labels, dtype=np.int64), speakers, list(DAS_CLASSES),
+                    n_channels, str(path), ids=kept, dropped=dropped, skipped_multi_digit=skipped)
+
+
+def detect_layout(path: str | Path) -> str:
+    """'shd' (SHD/SSC) or 'das' (N-TIDIGITS18) for an HDF5 file."""
+    path = Path(path)
+    with _open(path) as h5:
+        if "spikes" in h5:
+            return "shd"
+        if any(k.endswith("_labels") for k in h5.keys()):
+            return "das"
+    raise InputError(f"{path}: neither the SHD/SSC layout (spikes/times, spikes/units, labels) "
+                     "nor the N-TIDIGITS18 layout ({split}_labels, {split}_addresses, {split}_timestamps)")
