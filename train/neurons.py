@@ -109,8 +109,7 @@ class SpikGRUParams(NamedTuple):
     Wz: Tensor
     Uz: Tensor
     bz: Tensor
-    alpha: Tensor
-    beta: Tensor
+    alpha: Tensor  # the gate z takes beta's place, so SpikGRU has no beta
 
 
 class RNNParams(NamedTuple):

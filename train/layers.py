@@ -1,0 +1,187 @@
+"""The study's layers as thin nn.Module blocks (lava-dl slayer "block" style).
+
+A block owns its parameters and options and hands them to `kernels.py`: the
+fused kernel when `fast` (default) or the plain per-timestep loop otherwise; both
+compute the same equations (DESIGN "The models"). Every block maps x [B, T, n_in]
+to [B, T, n_out], has a `kind` string, `clamp_()` to call after each optimiser
+step and `export_params()` for the export stage.
+
+Spiking blocks clip i and v to `clip` (default [-4, 4], `neurons.DEFAULT_CLIP`;
+None disables clipping) at every step and use a triangle surrogate of height
+`surrogate_scale` and half-width `surrogate_width` (default 1 = vth).
+"""
+import math
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import kernels
+from .neurons import (DEFAULT_CLIP, VTH, CubaLIFParams, LIFParams, ReadoutParams, RNNParams,
+                      SpikeOpts, SpikGRUParams)
+
+Clip = Optional[Tuple[float, float]]
+
+
+def _uniform(*shape: int, fan_in: int) -> nn.Parameter:
+    """U(-1/sqrt(k), 1/sqrt(k)) with k the fan-in (DESIGN)."""
+    k = 1.0 / math.sqrt(fan_in)
+    return nn.Parameter(torch.empty(shape).uniform_(-k, k))
+
+
+def _decay(n: int) -> nn.Parameter:
+    """Per-neuron decay, initialised 0.9 (DESIGN)."""
+    return nn.Parameter(torch.full((n,), 0.9))
+
+
+class _Block(nn.Module):
+    kind = ''
+
+    def clamp_(self) -> None:
+        """Clip the decays to [0, 1]; call after every optimiser step."""
+        with torch.no_grad():
+            for name in ('alpha', 'beta'):
+                decay = getattr(self, name, None)
+                if decay is not None:
+                    decay.clamp_(0.0, 1.0)
+
+    def export_params(self) -> Dict[str, np.ndarray]:
+        """Float parameters by name (W, U, b, alpha, beta, ...)."""
+        return {name: p.detach().cpu().numpy().copy() for name, p in self.named_parameters()}
+
+
+class _Recurrent(_Block):
+    """Shared parts of the recurrent blocks: W [n_out, n_in], U [n_out, n_out], b."""
+
+    def __init__(self, n_in: int, n_out: int, fast: bool):
+        super().__init__()
+        self.n_in, self.n_out, self.fast = n_in, n_out, fast
+        self.W = _uniform(n_out, n_in, fan_in=n_in)
+        self.U = _uniform(n_out, n_out, fan_in=n_out)
+        self.b = _uniform(n_out, fan_in=n_in)
+
+    def extra_repr(self) -> str:
+        return f'{self.n_in} -> {self.n_out}, fast={self.fast}'
+
+
+class _Spiking(_Recurrent):
+    def __init__(self, n_in: int, n_out: int, clip: Clip, surrogate_scale: float,
+                 surrogate_width: float, fast: bool):
+        super().__init__(n_in, n_out, fast)
+        self.opts = SpikeOpts(None if clip is None else tuple(clip), surrogate_scale,
+                              surrogate_width)
+
+    def extra_repr(self) -> str:
+        return f'{super().extra_repr()}, {self.opts}'
+
+
+class LIFRecurrent(_Spiking):
+    """LIF: v_t = beta v_{t-1} + W x_t + U s_{t-1} + b - vth s_{t-1}; returns spikes."""
+    kind = 'lif'
+
+    def __init__(self, n_in: int, n_out: int, *, clip: Clip = DEFAULT_CLIP,
+                 surrogate_scale: float = 1.0, surrogate_width: float = VTH, fast: bool = True):
+        super().__init__(n_in, n_out, clip, surrogate_scale, surrogate_width, fast)
+        self.beta = _decay(n_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = LIFParams(self.W, self.U, self.b, self.beta)
+        return (kernels.lif if self.fast else kernels.lif_reference)(x, p, self.opts)
+
+
+class CubaLIFRecurrent(_Spiking):
+    """Cuba-LIF: i_t = alpha i_{t-1} + W x_t + U s_{t-1} + b,
+    v_t = beta v_{t-1} + (1 - beta) i_t - vth s_{t-1}; returns spikes.
+
+    lava_cuba=True trains Lava's own CUBA neuron instead, for an exact export to
+    stock Lava/netx: one shared alpha and beta, v_t = beta v_{t-1} + i_t + b, hard
+    reset to 0 after a spike, spike when v >= vth.
+    """
+    kind = 'cuba-lif'
+
+    def __init__(self, n_in: int, n_out: int, *, clip: Clip = DEFAULT_CLIP,
+                 surrogate_scale: float = 1.0, surrogate_width: float = VTH, fast: bool = True,
+                 lava_cuba: bool = False):
+        super().__init__(n_in, n_out, clip, surrogate_scale, surrogate_width, fast)
+        self.lava_cuba = lava_cuba
+        n_decay = 1 if lava_cuba else n_out
+        self.alpha, self.beta = _decay(n_decay), _decay(n_decay)
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = CubaLIFParams(self.W, self.U, self.b, self.alpha, self.beta)
+        run = kernels.cuba_lif if self.fast else kernels.cuba_lif_reference
+        return run(x, p, self.opts, lava=self.lava_cuba)
+
+    def extra_repr(self) -> str:
+        return f'{super().extra_repr()}, lava_cuba={self.lava_cuba}'
+
+
+class SpikGRURecurrent(_Spiking):
+    """SpikGRU: i_t as Cuba-LIF, z_t = sigmoid(Wz x_t + Uz s_{t-1} + bz),
+    v_t = z_t v_{t-1} + (1 - z_t) i_t - vth s_{t-1}; returns spikes. The gate
+    replaces beta, so the only decay parameter is alpha."""
+    kind = 'spikgru'
+
+    def __init__(self, n_in: int, n_out: int, *, clip: Clip = DEFAULT_CLIP,
+                 surrogate_scale: float = 1.0, surrogate_width: float = VTH, fast: bool = True):
+        super().__init__(n_in, n_out, clip, surrogate_scale, surrogate_width, fast)
+        self.alpha = _decay(n_out)
+        self.Wz = _uniform(n_out, n_in, fan_in=n_in)
+        self.Uz = _uniform(n_out, n_out, fan_in=n_out)
+        self.bz = _uniform(n_out, fan_in=n_in)
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = SpikGRUParams(self.W, self.U, self.b, self.Wz, self.Uz, self.bz, self.alpha)
+        return (kernels.spikgru if self.fast else kernels.spikgru_reference)(x, p, self.opts)
+
+
+class RNNRecurrent(_Recurrent):
+    """RNN baseline: h_t = ReLU(W x_t + U h_{t-1} + b), U initialised 0.5 I; returns h
+    (not clipped)."""
+    kind = 'rnn'
+
+    def __init__(self, n_in: int, n_out: int, *, fast: bool = True):
+        super().__init__(n_in, n_out, fast)
+        with torch.no_grad():
+            self.U.copy_(0.5 * torch.eye(n_out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = RNNParams(self.W, self.U, self.b)
+        return (kernels.rnn if self.fast else kernels.rnn_reference)(x, p)
+
+
+class LeakyReadout(_Block):
+    """Leaky integrator readout without spike or reset: o_t = beta o_{t-1} + W s_t + b
+    (parameters W, b, beta play DESIGN's Wo, bo, beta_o); returns o."""
+    kind = 'readout'
+
+    def __init__(self, n_in: int, n_out: int, *, fast: bool = True):
+        super().__init__()
+        self.n_in, self.n_out, self.fast = n_in, n_out, fast
+        self.W = _uniform(n_out, n_in, fan_in=n_in)
+        self.b = _uniform(n_out, fan_in=n_in)
+        self.beta = _decay(n_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = ReadoutParams(self.W, self.b, self.beta)
+        return (kernels.readout if self.fast else kernels.readout_reference)(x, p)
+
+    def extra_repr(self) -> str:
+        return f'{self.n_in} -> {self.n_out}, fast={self.fast}'
+
+
+class GRUStack(_Block):
+    """GRU baseline: torch GRU layers (batch_first) and a linear readout applied at
+    every step; returns the readout [B, T, n_out]. Parameters export under torch's
+    names (gru.weight_ih_l0, ..., readout.weight, readout.bias)."""
+    kind = 'gru'
+
+    def __init__(self, n_in: int, n_out: int, *, hidden: int = 128, num_layers: int = 1):
+        super().__init__()
+        self.gru = nn.GRU(n_in, hidden, num_layers, batch_first=True)
+        self.readout = nn.Linear(hidden, n_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, _ = self.gru(x)
+        return self.readout(h)

@@ -1,0 +1,113 @@
+"""Whole models: a stack of recurrent blocks and a readout, built from a plain config.
+
+The config (kind, sizes, layer options) is what a checkpoint stores, so any stage
+can rebuild the exact network from it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from train.errors import InputError
+from train.layers import (CubaLIFRecurrent, GRUStack, LeakyReadout, LIFRecurrent, RNNRecurrent,
+                          SpikGRURecurrent)
+
+RECURRENT = {"lif": LIFRecurrent, "cuba-lif": CubaLIFRecurrent, "spikgru": SpikGRURecurrent, "rnn": RNNRecurrent}
+MODEL_KINDS = ("lif", "cuba-lif", "spikgru", "rnn", "gru")
+SPIKING = ("lif", "cuba-lif", "spikgru")
+# layer options each kind accepts (the rest of a block's keywords are fixed by the recipe)
+OPTIONS = {
+    "lif": {"clip", "surrogate_scale", "surrogate_width"},
+    "cuba-lif": {"clip", "surrogate_scale", "surrogate_width", "lava_cuba"},
+    "spikgru": {"clip", "surrogate_scale", "surrogate_width"},
+    "rnn": set(),
+    "gru": set(),
+}
+
+
+@dataclass
+class ModelConfig:
+    kind: str
+    n_in: int
+    n_classes: int
+    layers: int = 2
+    hidden: int = 128
+    options: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise InputError(f"--model {self.kind!r}: unknown, choose one of {', '.join(MODEL_KINDS)}")
+        for name in ("n_in", "n_classes", "layers", "hidden"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"model {name} must be at least 1, got {getattr(self, name)}")
+        unknown = set(self.options) - OPTIONS[self.kind]
+        if unknown:
+            raise InputError(f"option(s) {', '.join(sorted(unknown))} do not apply to a {self.kind} model")
+
+    @property
+    def sizes(self) -> list[int]:
+        return [self.n_in] + [self.hidden] * self.layers
+
+
+class RecurrentNet(nn.Module):
+    """L recurrent blocks of one kind, then the leaky-integrator readout."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        block = RECURRENT[cfg.kind]
+        sizes = cfg.sizes
+        self.hidden_layers = nn.ModuleList(block(sizes[l], sizes[l + 1], **cfg.options) for l in range(cfg.layers))
+        self.readout = LeakyReadout(cfg.hidden, cfg.n_classes)
+
+    def forward(self, x: Tensor, return_hidden: bool = False):
+        """x [B, T, n_in] -> readout [B, T, K] (and each hidden layer's output)."""
+        hidden = []
+        for layer in self.hidden_layers:
+            x = layer(x)
+            hidden.append(x)
+        out = self.readout(x)
+        return (out, hidden) if return_hidden else out
+
+    def clamp_(self) -> None:
+        for block in [*self.hidden_layers, self.readout]:
+            block.clamp_()
+
+
+class GRUNet(nn.Module):
+    """The GRU baseline: torch GRU layers and a per-step linear readout."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.net = GRUStack(cfg.n_in, cfg.n_classes, hidden=cfg.hidden, num_layers=cfg.layers)
+
+    def forward(self, x: Tensor, return_hidden: bool = False):
+        out = self.net(x)
+        return (out, []) if return_hidden else out
+
+    def clamp_(self) -> None:
+        """Nothing to clip: the GRU has no decays."""
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    cfg.validate()
+    if cfg.kind == "gru":
+        return GRUNet(cfg)
+    opts = dict(cfg.options)
+    if "clip" in opts and opts["clip"] is not None:
+        opts["clip"] = tuple(opts["clip"])
+    return RecurrentNet(ModelConfig(cfg.kind, cfg.n_in, cfg.n_classes, cfg.layers, cfg.hidden, opts))
+
+
+def model_from_checkpoint(ckpt: dict) -> nn.Module:
+    """Rebuilds a model and loads its weights; a mismatching state dict is an InputError."""
+    cfg = ModelConfig(**ckpt["model"])
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "mismatch"
+        raise InputError(f"{ckpt.get('path', 'checkpoint')}: weights do not fit a {cfg.kind} model ({first})") from None
+    model.eval()
+    return model

@@ -1,0 +1,168 @@
+"""The study's training recipe: Adam, max-over-time loss, model chosen on validation.
+
+A run directory holds `config.json`, `metrics.jsonl` (one line per epoch),
+`last.pt` (resume point) and `best.pt` (best validation accuracy). Each epoch's
+shuffle and jitter draw from a generator seeded by (seed, epoch), and the
+checkpoint carries the optimiser state and the metric history, so a run resumed
+after any interruption (SIGKILL included) ends with the weights of an
+uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from train.atomic import atomic_path
+from train.checkpoint import load_checkpoint, save_checkpoint
+from train.datasets import Dataset, load_dataset
+from train.errors import InputError
+from train.loss import max_over_time_loss, predict
+from train.models import ModelConfig, build_model
+
+
+class TrainingDiverged(InputError):
+    """The loss became NaN or inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    layers: int = 2
+    hidden: int = 128
+    data: str = "builtin"
+    epochs: int = 200
+    seed: int = 0
+    batch: int | None = None  # None: the dataset's default (128, 512 for SSC)
+    lr: float = 1e-3
+    jitter: float | None = None  # None: the dataset's default (2 channels for SHD/SSC, 0 for DAS)
+    bin_hz: float | None = None
+    duration: float | None = None
+    channels: int | None = None
+    options: dict = field(default_factory=dict)  # layer options, see train.models.ModelConfig
+
+    def validate(self) -> None:
+        for name in ("layers", "hidden", "epochs"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.batch is not None and self.batch < 1:
+            raise InputError(f"--batch must be at least 1, got {self.batch}")
+        if not self.lr > 0:
+            raise InputError(f"--lr must be positive, got {self.lr}")
+        if self.jitter is not None and self.jitter < 0:
+            raise InputError(f"--jitter must be >= 0, got {self.jitter}")
+
+
+def load_data(cfg: TrainConfig) -> Dataset:
+    return load_dataset(cfg.data, bin_hz=cfg.bin_hz, duration=cfg.duration, n_channels=cfg.channels, seed=cfg.seed)
+
+
+def model_config(cfg: TrainConfig, data: Dataset) -> ModelConfig:
+    return ModelConfig(cfg.model, data.spec.n_channels, data.n_classes, cfg.layers, cfg.hidden, dict(cfg.options))
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, split, batch: int = 256) -> float:
+    model.eval()
+    correct = 0
+    for x, y in split.batches(batch):
+        correct += int((predict(model(x)) == y).sum())
+    return correct / max(1, len(split))
+
+
+def _write_metrics(run_dir: Path, history: list[dict]) -> None:
+    with atomic_path(run_dir / "metrics.jsonl") as tmp:
+        tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
+
+
+def _payload(cfg: TrainConfig, mcfg: ModelConfig, data: Dataset, model, opt, epoch: int, history: list, best: float) -> dict:
+    return {
+        "model": asdict(mcfg), "train_config": asdict(cfg), "state_dict": model.state_dict(),
+        "optimizer": opt.state_dict(), "epoch": epoch, "history": history, "best_valid": best,
+        "data": {"name": data.name, "spec": data.spec.__dict__, "class_names": data.class_names},
+    }
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """Trains (or resumes) a run; returns a summary with best validation and its test accuracy."""
+    run_dir = Path(run_dir)
+    cfg.validate()
+    if not resume and (run_dir / "last.pt").exists():
+        raise InputError(f"{run_dir}: already holds a run; use --resume {run_dir} to continue it or pick another --out")
+    data = load_data(cfg)
+    mcfg = model_config(cfg, data)
+    torch.manual_seed(cfg.seed)
+    model = build_model(mcfg)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    start, history, best = 0, [], -1.0
+    if resume and (run_dir / "last.pt").exists():
+        ckpt = load_checkpoint(run_dir / "last.pt", expect_kind=cfg.model)
+        model.load_state_dict(ckpt["state_dict"])
+        opt.load_state_dict(ckpt["optimizer"])
+        start, history, best = ckpt["epoch"], ckpt["history"], ckpt["best_valid"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(run_dir / "config.json") as tmp:
+        tmp.write_text(json.dumps(asdict(cfg), indent=2))
+    batch = cfg.batch or data.default_batch
+    jitter = data.default_jitter if cfg.jitter is None else cfg.jitter
+    for epoch in range(start + 1, cfg.epochs + 1):
+        rng = np.random.default_rng([cfg.seed, epoch])
+        model.train()
+        t0, seen, correct, loss_sum = time.perf_counter(), 0, 0, 0.0
+        bar = tqdm(total=len(data.train), desc=f"epoch {epoch}/{cfg.epochs}", unit="sample",
+                   disable=not progress, leave=False)
+        for x, y in data.train.batches(batch, shuffle=True, rng=rng, jitter_sigma=jitter):
+            out = model(x)
+            loss = max_over_time_loss(out, y)
+            if not torch.isfinite(loss):
+                bar.close()
+                raise TrainingDiverged(f"{run_dir}: loss became {loss.item()} in epoch {epoch}; stopped, "
+                                       f"the last good checkpoint (epoch {epoch - 1}) is kept")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            model.clamp_()
+            seen += len(y)
+            correct += int((predict(out.detach()) == y).sum())
+            loss_sum += loss.item() * len(y)
+            rate = seen / (time.perf_counter() - t0)
+            bar.update(len(y))
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", sps=f"{rate:.0f}")
+        bar.close()
+        valid = accuracy(model, data.valid)
+        row = {"epoch": epoch, "loss": loss_sum / seen, "train_acc": correct / seen, "valid_acc": valid,
+               "samples_per_s": seen / (time.perf_counter() - t0)}
+        history.append(row)
+        improved = valid > best
+        best = max(best, valid)
+        payload = _payload(cfg, mcfg, data, model, opt, epoch, history, best)
+        if improved:
+            save_checkpoint(run_dir / "best.pt", payload)
+        save_checkpoint(run_dir / "last.pt", payload)
+        _write_metrics(run_dir, history)
+        if progress:
+            tqdm.write(f"epoch {epoch}: loss {row['loss']:.4f} train {row['train_acc']:.3f} "
+                       f"valid {valid:.3f}{' (best)' if improved else ''} {row['samples_per_s']:.0f} samples/s")
+    best_ckpt = load_checkpoint(run_dir / "best.pt")
+    model.load_state_dict(best_ckpt["state_dict"])
+    summary = {"run_dir": str(run_dir), "model": cfg.model, "layers": cfg.layers, "hidden": cfg.hidden,
+               "seed": cfg.seed, "data": data.name, "epochs": len(history), "best_epoch": best_ckpt["epoch"],
+               "best_valid_acc": best, "test_acc": accuracy(model, data.test)}
+    with atomic_path(run_dir / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def config_from_run(run_dir: str | Path) -> TrainConfig:
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise InputError(f"{run_dir}: not a run directory (no config.json)")
+    try:
+        return TrainConfig(**json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise InputError(f"{path}: unreadable run config ({exc})") from None
