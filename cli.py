@@ -1,10 +1,10 @@
 """The command line: parse, call one library function, print.
 
-Bad input (`InputError`) becomes one line on stderr and exit code 2.
+Bad input (`InputError`) and click's own usage errors become one line on stderr
+and exit code 2, never a traceback.
 """
 from __future__ import annotations
 
-import functools
 import json
 import sys
 
@@ -13,19 +13,28 @@ import click
 from train.errors import InputError
 
 
-def user_errors(fn):
-    """Turns InputError into a one-line message and exit code 2."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+class OneLineErrors(click.Group):
+    """A click group whose errors are one line each, exit code 2."""
+
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False
         try:
-            return fn(*args, **kwargs)
-        except InputError as exc:
-            click.echo(f"error: {exc}", err=True)
+            rv = super().main(*args, **kwargs)
+        except (click.ClickException, InputError) as exc:
+            msg = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+            click.echo(f"error: {msg}", err=True)
             sys.exit(2)
-    return wrapper
+        except click.exceptions.Abort:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
 
-@click.group()
+def _echo_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, default=float))
+
+
+@click.group(cls=OneLineErrors)
 def cli():
     """Spiking recurrent audio networks: train, export for Loihi 2, simulate in Lava, compare ops."""
 
@@ -40,12 +49,11 @@ def data():
 @click.option("--channels", type=int, default=None, help="Channel count (default: 700 SHD/SSC, 64 N-TIDIGITS18).")
 @click.option("--duration", type=float, default=None, help="Cut window in seconds (default: 1 SHD/SSC, 1.25 N-TIDIGITS18).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@user_errors
 def data_info(path, channels, duration, as_json):
     """Samples, classes, speakers, spikes per sample, durations and odd values of PATH."""
     from train.inspect_data import describe, format_info
     rows = describe(path, channels, duration)
-    click.echo(json.dumps(rows, indent=2) if as_json else format_info(rows))
+    _echo_json(rows) if as_json else click.echo(format_info(rows))
 
 
 @data.command("plot")
@@ -54,11 +62,80 @@ def data_info(path, channels, duration, as_json):
 @click.option("--split", default="train", show_default=True, help="Split, for a dataset with several.")
 @click.option("--channels", type=int, default=None, help="Channel count.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output image (.png, .pdf, .svg).")
-@user_errors
 def data_plot(path, index, split, channels, out):
     """Save a spike raster (channels vs time) of one sample."""
     from train.inspect_data import plot_sample
     click.echo(plot_sample(path, index, out, split, channels))
+
+
+@cli.command("train")
+@click.option("--model", help="lif, cuba-lif, spikgru, rnn or gru.")
+@click.option("--layers", type=int, default=2, show_default=True, help="Recurrent layers.")
+@click.option("--hidden", type=int, default=128, show_default=True, help="Neurons per recurrent layer.")
+@click.option("--data", default="builtin", show_default=True, help="'builtin', a dataset directory or an HDF5 file.")
+@click.option("--epochs", type=int, default=None, help="Epochs (study: 200; with --resume: extend to this many).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seeds", type=int, default=1, show_default=True, help="Train this many seeds (seed, seed+1, ...) and report mean +- 95 % CI.")
+@click.option("--batch", type=int, default=None, help="Batch size (default 128, 512 for SSC).")
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--jitter", type=float, default=None, help="Channel jitter sigma (default 2 for SHD/SSC, 0 for N-TIDIGITS18).")
+@click.option("--bin-hz", type=float, default=None, help="Bin rate (default 250 SHD/SSC, 200 N-TIDIGITS18).")
+@click.option("--duration", type=float, default=None, help="Cut window in seconds.")
+@click.option("--channels", type=int, default=None, help="Input channels.")
+@click.option("--clip", type=float, nargs=2, default=None, help="Training range of i and v (default -4 4).")
+@click.option("--no-clip", is_flag=True, help="Do not clip i and v.")
+@click.option("--surrogate-scale", type=float, default=None, help="Height of the triangle surrogate (default 1).")
+@click.option("--surrogate-width", type=float, default=None, help="Half-width of the triangle surrogate (default vth = 1).")
+@click.option("--lava-cuba", is_flag=True, help="Cuba-LIF with Lava's own CUBA dynamics (hard reset, shared decays) for stock netx.")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory.")
+@click.option("--resume", type=click.Path(file_okay=False), default=None, help="Continue the run in this directory.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_cmd(model, layers, hidden, data, epochs, seed, seeds, batch, lr, jitter, bin_hz, duration, channels,
+              clip, no_clip, surrogate_scale, surrogate_width, lava_cuba, out, resume, quiet):
+    """Train one of the study's models with its recipe (Adam 1e-3, max-over-time loss)."""
+    from train.stats import format_summary, summarize
+    from train.trainer import TrainConfig, resume_runs, train_seeds
+    if resume:
+        runs = resume_runs(resume, epochs, progress=not quiet)
+    else:
+        if not model or not out:
+            raise InputError("--model and --out are required (or --resume RUN_DIR)")
+        options = {k: v for k, v in (("clip", None if no_clip else clip), ("surrogate_scale", surrogate_scale),
+                                     ("surrogate_width", surrogate_width)) if v is not None or (k == "clip" and no_clip)}
+        if lava_cuba:
+            options["lava_cuba"] = True
+        cfg = TrainConfig(model=model, layers=layers, hidden=hidden, data=data, epochs=epochs or 200, seed=seed,
+                          batch=batch, lr=lr, jitter=jitter, bin_hz=bin_hz, duration=duration, channels=channels,
+                          options=options)
+        runs = train_seeds(cfg, out, seeds, progress=not quiet)
+    for r in runs:
+        click.echo(f"{r['run_dir']}: best valid {100 * r['best_valid_acc']:.2f} % (epoch {r['best_epoch']}), "
+                   f"test {100 * r['test_acc']:.2f} %")
+    if len(runs) > 1:
+        click.echo(format_summary(summarize([r["run_dir"] for r in runs])))
+
+
+@cli.command("eval")
+@click.argument("checkpoint")
+@click.option("--data", default=None, help="Dataset (default: the one it was trained on).")
+@click.option("--split", default="test", show_default=True, help="train, valid or test.")
+@click.option("--limit", type=int, default=None, help="Only the first N samples.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def eval_cmd(checkpoint, data, split, limit, as_json):
+    """Accuracy, activity rates and predicted MAC/AC per timestep (the study's Table 2)."""
+    from train.evaluate import evaluate, format_eval
+    r = evaluate(checkpoint, data, split, limit)
+    _echo_json(r) if as_json else click.echo(format_eval(r))
+
+
+@cli.command("summary")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def summary_cmd(runs, as_json):
+    """Test accuracy mean +- 95 % CI over seeds for every finished run under RUNS."""
+    from train.stats import format_summary, summarize
+    rows = summarize(list(runs))
+    _echo_json(rows) if as_json else click.echo(format_summary(rows))
 
 
 if __name__ == "__main__":

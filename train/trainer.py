@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from train.checkpoint import load_checkpoint, save_checkpoint
 from train.datasets import Dataset, load_dataset
 from train.errors import InputError
 from train.loss import max_over_time_loss, predict
-from train.models import ModelConfig, build_model
+from train.models import MODEL_KINDS, ModelConfig, build_model
 
 
 class TrainingDiverged(InputError):
@@ -47,6 +47,8 @@ class TrainConfig:
     options: dict = field(default_factory=dict)  # layer options, see train.models.ModelConfig
 
     def validate(self) -> None:
+        if self.model not in MODEL_KINDS:
+            raise InputError(f"--model {self.model!r}: unknown, choose one of {', '.join(MODEL_KINDS)}")
         for name in ("layers", "hidden", "epochs"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name} must be at least 1, got {getattr(self, name)}")
@@ -166,3 +168,31 @@ def config_from_run(run_dir: str | Path) -> TrainConfig:
         return TrainConfig(**json.loads(path.read_text()))
     except (json.JSONDecodeError, TypeError) as exc:
         raise InputError(f"{path}: unreadable run config ({exc})") from None
+
+
+def train_seeds(cfg: TrainConfig, out: str | Path, n_seeds: int = 1, progress: bool = True) -> list[dict]:
+    """Trains seeds cfg.seed .. cfg.seed + n_seeds - 1; several seeds go to out/seed<k>."""
+    if n_seeds < 1:
+        raise InputError(f"--seeds must be at least 1, got {n_seeds}")
+    if n_seeds == 1:
+        return [train(cfg, out, progress=progress)]
+    return [train(replace(cfg, seed=cfg.seed + k), Path(out) / f"seed{cfg.seed + k}", progress=progress)
+            for k in range(n_seeds)]
+
+
+def resume_runs(run_dir: str | Path, epochs: int | None = None, progress: bool = True) -> list[dict]:
+    """Continues a run (or every seed<k> run under a multi-seed directory), optionally to more epochs."""
+    run_dir = Path(run_dir)
+    if (run_dir / "config.json").exists():
+        dirs = [run_dir]
+    else:
+        dirs = sorted(p.parent for p in run_dir.glob("seed*/config.json"))
+        if not dirs:
+            raise InputError(f"{run_dir}: not a run directory (no config.json, no seed*/config.json)")
+    summaries = []
+    for d in dirs:
+        cfg = config_from_run(d)
+        if epochs is not None:
+            cfg.epochs = epochs
+        summaries.append(train(cfg, d, resume=True, progress=progress))
+    return summaries
