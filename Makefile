@@ -26,8 +26,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+DEMO := demo_out
 demo: $(STAMP)
-	$(VPY) -m demo
+	rm -rf $(DEMO) && mkdir -p $(DEMO)
+	$(VPY) cli.py data info builtin
+	$(VPY) cli.py data plot builtin --index 0 --out $(DEMO)/sample0.png
+	$(VPY) cli.py train --model cuba-lif --layers 1 --hidden 64 --data builtin --bin-hz 100 --epochs 15 --batch 16 --out $(DEMO)/cuba-lif
+	$(VPY) cli.py eval $(DEMO)/cuba-lif
 
 test: $(STAMP)
 	@$(VPY) -m pytest -q; rc=$$?; \

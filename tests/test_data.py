@@ -260,26 +260,26 @@ def test_wrong_layout_names_the_missing_keys(tmp_path):
 
 
 def _odd_times_shd(path: Path) -> Path:
-    times = [[0.1, np.nan, 0.2, -0.25, np.inf, 0.3], [np.nan, 0.4, -np.inf, -1e-3, -2.0, 1.5]]
-    units = [[1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12]]
+    times = [[0.1, np.nan, 0.2, -0.25, np.inf, 0.3], [-0.5, 0.4, -np.inf, -1e-3, 1.5]]
+    units = [[1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11]]
     return write_shd_file(path, times, units, [0, 1], ["a", "b"])
 
 
 def test_odd_spike_times_dropped_and_counted_shd(tmp_path):
     s = read_shd(_odd_times_shd(tmp_path / "odd_train.h5"))
-    assert s.dropped == {"nan": 2, "inf": 2, "negative": 3}
+    assert s.dropped == {"nan": 1, "inf": 2, "negative": 3}  # -inf counts as inf
     assert s.counts().tolist() == [3, 2]
     np.testing.assert_array_equal(s.times, f32([0.1, 0.2, 0.3, 0.4, 1.5]))
-    np.testing.assert_array_equal(s.units, [1, 3, 6, 8, 12])  # each surviving time keeps its own channel
+    np.testing.assert_array_equal(s.units, [1, 3, 6, 8, 11])  # each surviving time keeps its own channel
     assert np.isfinite(s.times).all() and (s.times >= 0).all()
     # the counts survive a subset (validation split)
     assert s.subset(np.array([1])).dropped == s.dropped
 
 
 def test_odd_spike_times_dropped_and_counted_das(tmp_path):
-    samples = {"eve01-4a": ([0.1, np.nan, -0.5, 0.2], [1, 2, 3, 4]), "eve02-5a": ([np.inf, 0.3], [5, 6])}
+    samples = {"eve01-4a": ([0.1, np.nan, -0.5, 0.2, np.nan], [1, 2, 3, 4, 5]), "eve02-5a": ([np.inf, 0.3], [5, 6])}
     s = read_das(write_das_file(tmp_path / "o.hdf5", {"train": samples}), "train")
-    assert s.dropped == {"nan": 1, "inf": 1, "negative": 1}
+    assert s.dropped == {"nan": 2, "inf": 1, "negative": 1}
     np.testing.assert_array_equal(s.units, [1, 4, 6])
     assert s.counts().tolist() == [2, 1]
 
@@ -288,11 +288,11 @@ def test_describe_reports_dropped_and_cut_events(tmp_path):
     path = _odd_times_shd(tmp_path / "odd_train.h5")
     (row,) = describe(str(path))
     assert row["samples"] == 2 and row["classes"] == 2
-    assert (row["dropped_nan"], row["dropped_inf"], row["dropped_negative"]) == (2, 2, 3)
+    assert (row["dropped_nan"], row["dropped_inf"], row["dropped_negative"]) == (1, 2, 3)
     assert row["events_after_cut"] == 1  # the 1.5 s event
     assert row["spikes_min"] == 2 and row["spikes_max"] == 3
     text = format_info([row])
-    assert "NaN 2, inf 2, negative 3" in text
+    assert "NaN 1, inf 2, negative 3" in text
     assert "1 events after the 1.0 s cut" in text
 
 
@@ -324,7 +324,7 @@ def test_cli_info_json_counts_dropped(tmp_path):
     r = _invoke("data", "info", "--json", str(_odd_times_shd(tmp_path / "odd_train.h5")))
     assert r.exit_code == 0, r.output
     (row,) = json.loads(r.stdout)
-    assert (row["samples"], row["dropped_nan"], row["dropped_inf"], row["dropped_negative"]) == (2, 2, 2, 3)
+    assert (row["samples"], row["dropped_nan"], row["dropped_inf"], row["dropped_negative"]) == (2, 1, 2, 3)
 
 
 def _assert_user_error(r, must_contain: str):
@@ -449,8 +449,18 @@ def test_load_dataset_bin_options_equal_brute_force(tmp_path):
     assert ds.test.labels.tolist() == labels.tolist()
     with pytest.raises(InputError, match="channel id"):
         load_dataset(str(tmp_path), n_channels=n_ch - 1)
-    with pytest.raises(InputError, match="must be positive"):
-        load_dataset(str(tmp_path), bin_hz=-5.0)
+
+
+@pytest.mark.parametrize("option", ["bin_hz", "duration", "n_channels"])
+@pytest.mark.parametrize("value", [0, -5])
+def test_load_dataset_rejects_non_positive_options(tmp_path, option, value):
+    """0 is an error, not 'use the default'."""
+    for split in ("train", "test"):
+        write_shd_file(tmp_path / f"toy_{split}.h5", [[0.1, 0.2]], [[1, 2]], [0], ["a"])
+    with pytest.raises(InputError, match=f"{option} must be positive, got {value}"):
+        load_dataset(str(tmp_path), **{option: value})
+    with pytest.raises(InputError, match="gives no time step"):
+        load_dataset(str(tmp_path), bin_hz=10.0, duration=0.01)
 
 
 def test_batches_cover_every_sample_once():

@@ -140,7 +140,9 @@ def load_dataset(spec: str, *, bin_hz: float | None = None, duration: float | No
     """Reads, splits and bins a dataset; options default to the layout's (SHD 250 Hz/1 s/700, DAS 200 Hz/1.25 s/64)."""
     source = find_source(spec)
     d = LAYOUTS[source.layout]
-    bins = BinSpec(float(bin_hz or d["bin_hz"]), float(duration or d["duration"]), int(n_channels or d["n_channels"]))
+    bins = BinSpec(float(d["bin_hz"] if bin_hz is None else bin_hz),  # `is None`: a 0 must reach the check below
+                   float(d["duration"] if duration is None else duration),
+                   int(d["n_channels"] if n_channels is None else n_channels))
     for name, value in (("bin_hz", bins.bin_hz), ("duration", bins.duration), ("n_channels", bins.n_channels)):
         if not value > 0:
             raise InputError(f"{name} must be positive, got {value}")

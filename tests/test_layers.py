@@ -1,0 +1,209 @@
+"""Neuron layers: fused kernels = plain loop = DESIGN's equations written out here."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from train.layers import (CubaLIFRecurrent, GRUStack, LeakyReadout, LIFRecurrent, RNNRecurrent,
+                          SpikGRURecurrent)
+from train.neurons import SpikeOpts, spike
+
+B, T, N_IN, N = 4, 30, 20, 16
+NARROW = (-1.5, 1.5)  # tight enough that test inputs hit the clip bounds
+
+CASES = {
+    'lif': lambda clip: LIFRecurrent(N_IN, N, clip=clip),
+    'cuba-lif': lambda clip: CubaLIFRecurrent(N_IN, N, clip=clip),
+    'lava-cuba': lambda clip: CubaLIFRecurrent(N_IN, N, clip=clip, lava_cuba=True),
+    'spikgru': lambda clip: SpikGRURecurrent(N_IN, N, clip=clip, surrogate_scale=0.7,
+                                             surrogate_width=0.6),
+    'rnn': lambda clip: RNNRecurrent(N_IN, N),
+    'readout': lambda clip: LeakyReadout(N_IN, N),
+}
+SPIKING = ('lif', 'cuba-lif', 'lava-cuba', 'spikgru')
+
+
+def randomized(layer, seed=0, gain=4.0):
+    """Random parameters: weights scaled up so that neurons fire and clip, decays in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in layer.named_parameters():
+            if name in ('alpha', 'beta'):
+                p.copy_(torch.rand(p.shape, generator=g))
+            elif name != 'U' or layer.kind != 'rnn':
+                p.mul_(gain)
+    return layer.double()
+
+
+def spikes_in(seed=1, density=0.1):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(B, T, N_IN, generator=g) < density).double()
+
+
+def run(layer, x):
+    """Output and gradients (input, every parameter) of a random linear function of it."""
+    x = x.clone().requires_grad_()
+    y = layer(x)
+    weights = torch.randn(y.shape, generator=torch.Generator().manual_seed(2), dtype=y.dtype)
+    (y * weights).sum().backward()
+    return y.detach(), x.grad, {n: p.grad for n, p in layer.named_parameters()}
+
+
+@pytest.mark.parametrize('clip', [None, NARROW], ids=['noclip', 'clip'])
+@pytest.mark.parametrize('case', list(CASES))
+def test_kernel_matches_plain_loop(case, clip):
+    fast = randomized(CASES[case](clip))
+    loop = copy.deepcopy(fast)
+    loop.fast = False
+    x = spikes_in()
+    y, gx, grads = run(fast, x)
+    y_ref, gx_ref, grads_ref = run(loop, x)
+    if case in SPIKING:  # the comparison means something only if some neurons spike
+        assert 0.02 < y.mean() < 0.9
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-9, atol=1e-9)
+    assert grads.keys() == grads_ref.keys()
+    for name in grads:
+        assert grads[name].abs().sum() > 0, name
+        torch.testing.assert_close(grads[name], grads_ref[name], rtol=1e-9, atol=1e-9, msg=name)
+
+
+def test_clipping_is_exercised():
+    layer = randomized(CubaLIFRecurrent(N_IN, N, clip=NARROW, fast=False))
+    unclipped = copy.deepcopy(layer)
+    unclipped.opts = unclipped.opts._replace(clip=None)
+    x = spikes_in()
+    assert not torch.equal(layer(x), unclipped(x))
+
+
+def test_kernel_float32_matches_float64_loop():
+    fast = randomized(CubaLIFRecurrent(N_IN, N)).float()
+    loop = copy.deepcopy(fast).double()
+    loop.fast = False
+    x = spikes_in()
+    torch.testing.assert_close(fast(x.float()).double(), loop(x), rtol=0, atol=0)
+
+
+def hand_written_cuba_lif(layer, x, lo, hi):
+    W, U, b, alpha, beta = (p.detach() for p in (layer.W, layer.U, layer.b, layer.alpha,
+                                                 layer.beta))
+    s, i, v = (torch.zeros(B, N, dtype=x.dtype) for _ in range(3))
+    out = []
+    for t in range(x.shape[1]):
+        i = torch.clamp(alpha * i + x[:, t] @ W.T + s @ U.T + b, lo, hi)
+        v = torch.clamp(beta * v + (1 - beta) * i - 1.0 * s, lo, hi)
+        s = (v > 1.0).double()
+        out.append(s)
+    return torch.stack(out, 1)
+
+
+def hand_written_spikgru(layer, x, lo, hi):
+    W, U, b, Wz, Uz, bz, alpha = (p.detach() for p in (layer.W, layer.U, layer.b, layer.Wz,
+                                                       layer.Uz, layer.bz, layer.alpha))
+    s, i, v = (torch.zeros(B, N, dtype=x.dtype) for _ in range(3))
+    out = []
+    for t in range(x.shape[1]):
+        i = torch.clamp(alpha * i + x[:, t] @ W.T + s @ U.T + b, lo, hi)
+        z = torch.sigmoid(x[:, t] @ Wz.T + s @ Uz.T + bz)
+        v = torch.clamp(z * v + (1 - z) * i - 1.0 * s, lo, hi)
+        s = (v > 1.0).double()
+        out.append(s)
+    return torch.stack(out, 1)
+
+
+def hand_written_lava_cuba(layer, x, lo, hi):
+    W, U, b, alpha, beta = (p.detach() for p in (layer.W, layer.U, layer.b, layer.alpha,
+                                                 layer.beta))
+    s, i, v = (torch.zeros(B, N, dtype=x.dtype) for _ in range(3))
+    out = []
+    for t in range(x.shape[1]):
+        i = torch.clamp(alpha * i + x[:, t] @ W.T + s @ U.T, lo, hi)
+        v = torch.clamp(beta * torch.where(s > 0, 0.0, v) + i + b, lo, hi)
+        s = (v >= 1.0).double()
+        out.append(s)
+    return torch.stack(out, 1)
+
+
+def hand_written_readout(layer, x):
+    o, out = torch.zeros(B, N, dtype=x.dtype), []
+    for t in range(x.shape[1]):
+        o = layer.beta.detach() * o + x[:, t] @ layer.W.detach().T + layer.b.detach()
+        out.append(o)
+    return torch.stack(out, 1)
+
+
+@pytest.mark.parametrize('fast', [False, True], ids=['loop', 'kernel'])
+@pytest.mark.parametrize('case, equations, clip', [
+    ('cuba-lif', hand_written_cuba_lif, NARROW),
+    ('spikgru', hand_written_spikgru, NARROW),
+    ('lava-cuba', hand_written_lava_cuba, NARROW),
+    ('lava-cuba', hand_written_lava_cuba, (-1.5, 1.0)),  # v clipped onto vth: >= matters
+])
+def test_layer_follows_design_equations(case, equations, clip, fast):
+    layer = randomized(CASES[case](clip))
+    layer.fast = fast
+    x = spikes_in()
+    with torch.no_grad():
+        y = layer(x)
+    assert 0.02 < y.mean() < 0.9
+    torch.testing.assert_close(y, equations(layer, x, *clip), rtol=0, atol=0)
+
+
+def test_readout_follows_design_equation():
+    layer = randomized(LeakyReadout(N_IN, N, fast=False))
+    x = spikes_in()
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), hand_written_readout(layer, x))
+
+
+@pytest.mark.parametrize('case', ['lif', 'cuba-lif', 'lava-cuba', 'spikgru', 'readout'])
+def test_clamp_puts_decays_back_in_unit_interval(case):
+    layer = CASES[case](None)
+    names = [n for n in ('alpha', 'beta') if hasattr(layer, n)]
+    assert names
+    with torch.no_grad():
+        for name in names:
+            p = getattr(layer, name)
+            p.copy_(torch.linspace(-2, 3, p.numel()))
+    layer.clamp_()
+    for name in names:
+        p = getattr(layer, name).detach()
+        assert p.min() >= 0 and p.max() <= 1
+        expected = torch.linspace(-2, 3, p.numel()).clamp(0, 1)
+        torch.testing.assert_close(p, expected)
+
+
+def test_surrogate_is_a_triangle():
+    opts = SpikeOpts(scale=2.0, width=0.5)
+    v = torch.tensor([0.0, 0.5, 0.75, 0.875, 1.0, 1.125, 1.25, 1.5, 2.0], requires_grad=True)
+    s = spike(v, opts)
+    s.sum().backward()
+    assert s.tolist() == [0, 0, 0, 0, 0, 1, 1, 1, 1]  # strictly above vth = 1
+    torch.testing.assert_close(v.grad, torch.tensor([0, 0, 1.0, 1.5, 2.0, 1.5, 1.0, 0, 0]))
+    v_default = torch.tensor([0.0, 0.5, 1.0, 1.5], requires_grad=True)
+    spike(v_default).sum().backward()
+    torch.testing.assert_close(v_default.grad, torch.tensor([0.0, 0.5, 1.0, 0.5]))
+    assert spike(torch.tensor([1.0]), inclusive=True).item() == 1
+
+
+def test_layer_interface_and_initialisation():
+    x = torch.rand(2, 5, N_IN)
+    for case, make in CASES.items():
+        layer = make(None)
+        assert layer(x).shape == (2, 5, N)
+        params = layer.export_params()
+        assert all(isinstance(a, np.ndarray) for a in params.values())
+        assert params['W'].shape == (N, N_IN)
+        assert np.abs(params['W']).max() <= 1 / np.sqrt(N_IN)
+        for name in ('alpha', 'beta'):
+            if name in params:
+                assert np.all(params[name] == np.float32(0.9))
+    assert np.array_equal(CASES['rnn'](None).export_params()['U'], 0.5 * np.eye(N))
+    assert set(CASES['spikgru'](None).export_params()) == {'W', 'U', 'b', 'Wz', 'Uz', 'bz', 'alpha'}
+    assert CASES['lava-cuba'](None).export_params()['alpha'].shape == (1,)
+    assert {m(None).kind for m in CASES.values()} == {'lif', 'cuba-lif', 'spikgru', 'rnn', 'readout'}
+    gru = GRUStack(N_IN, 11, hidden=8, num_layers=2)
+    assert gru.kind == 'gru' and gru(x).shape == (2, 5, 11)
+    gru.clamp_()
+    assert 'readout.weight' in gru.export_params()
