@@ -1,0 +1,172 @@
+"""The fixed-point spec in code: Loihi 2 integer arithmetic of the study's neurons.
+
+This module is the single source of truth for fixed-point behaviour (see
+docs/fixed_point.md): the PyTorch fixed-point forward, the fast engine and the Lava
+`fixed_pt` ProcessModels call these functions or are tested equal to them.
+
+Every function is plain numpy on integer arrays whose last axis is the neuron axis,
+so the same code runs one Lava process (shape [n]) or a whole batch ([B, n]).
+
+Units: the threshold is THETA = VTH_MANT << 6 = 2**16 state units and stands for
+vth = 1; a float state x is the integer x * THETA. A weight w is a mantissa
+w_mant in [-128, 127] and a per-connection exponent e with w ~ w_mant * 2**e /
+VTH_MANT; the dendrite accumulates sum(w_mant * s), shifts it by e (left for e > 0,
+arithmetic right, i.e. floor, for e < 0, as Lava's Dense does) and saturates it to
+16 bits; the neuron adds it << 6.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+WEIGHT_BITS = 8
+W_MIN, W_MAX = -(1 << (WEIGHT_BITS - 1)), (1 << (WEIGHT_BITS - 1)) - 1  # -128, 127
+EXP_MIN, EXP_MAX = -8, 7  # per-connection weight exponent
+ACC_BITS = 16
+ACC_MIN, ACC_MAX = -(1 << (ACC_BITS - 1)), (1 << (ACC_BITS - 1)) - 1
+ACT_SHIFT = 6  # synaptic input MSB alignment (Lava: act_shift)
+VTH_SHIFT = 6  # threshold MSB alignment (Lava: vth_shift)
+VTH_MANT = 1 << 10
+THETA = VTH_MANT << VTH_SHIFT  # 65536: the integer value of vth = 1
+STATE_BITS = 24
+STATE_MAX = (1 << (STATE_BITS - 1)) - 1  # states saturate to [-STATE_MAX, STATE_MAX]
+DECAY_BITS = 12
+DECAY_UNITY = 1 << DECAY_BITS  # 4096
+DECAY_MAX = DECAY_UNITY - 1  # a 12-bit decay d is in [0, 4095]
+BIAS_MANT_BITS = 13  # bias = bias_mant << bias_exp, bias_mant in [-4096, 4095] (Lava LIF)
+BIAS_MANT_MAX = (1 << (BIAS_MANT_BITS - 1)) - 1
+BIAS_EXP_MAX = 7
+PAYLOAD_BITS = 8  # graded input spikes: a spike count in [0, 255]
+PAYLOAD_MAX = (1 << PAYLOAD_BITS) - 1
+# SpikGRU gate: sigmoid by a 256-entry table over [-8, 8) thresholds, 1/16 threshold per entry
+SIGMOID_ENTRIES = 256
+SIGMOID_SHIFT = 12  # THETA >> 12 = 16 entries per threshold
+SIGMOID_RANGE = SIGMOID_ENTRIES * (1 << SIGMOID_SHIFT) // THETA // 2  # 8 thresholds each side
+_SIGMOID_IDX = np.arange(SIGMOID_ENTRIES) - SIGMOID_ENTRIES // 2
+SIGMOID_TABLE = np.clip(np.rint(DECAY_UNITY / (1 + np.exp(-(_SIGMOID_IDX + 0.5) * (1 << SIGMOID_SHIFT) / THETA))),
+                        0, DECAY_MAX).astype(np.int64)
+
+
+def saturate(x: np.ndarray, bound: int = STATE_MAX) -> np.ndarray:
+    return np.clip(x, -bound, bound)
+
+
+def decay(x: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """x * (4096 - d) >> 12, rounding toward zero (Lava's PyLifModelBitAcc)."""
+    return mul12(x, DECAY_UNITY - d)
+
+
+def mul12(x: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """x * f / 4096 rounded toward zero: the one multiplier of the neuron programs."""
+    p = np.asarray(x, dtype=np.int64) * f
+    return np.sign(p) * (np.abs(p) >> DECAY_BITS)
+
+
+def dendrite(w_mant: np.ndarray, exp: int, s: np.ndarray) -> np.ndarray:
+    """Dendritic accumulation of one connection: sum(w_mant * s) shifted by exp, saturated to 16 bits.
+
+    w_mant [n_out, n_in]; s [..., n_in] spikes (0/1) or graded payloads. Exact in float64 (|sum| < 2**53).
+    """
+    acc = np.rint(np.asarray(s, dtype=np.float64) @ w_mant.T.astype(np.float64)).astype(np.int64)
+    acc = acc << exp if exp >= 0 else acc >> -exp
+    return np.clip(acc, ACC_MIN, ACC_MAX)
+
+
+def synaptic(a: np.ndarray) -> np.ndarray:
+    """A dendritic input in state units (MSB alignment)."""
+    return np.asarray(a, dtype=np.int64) << ACT_SHIFT
+
+
+def spikes_of(v: np.ndarray) -> np.ndarray:
+    """Spike when v > THETA (Lava's PyLifModelBitAcc: v > vth << 6)."""
+    return (v > THETA).astype(np.int64)
+
+
+def lif_step(a: np.ndarray, v: np.ndarray, s: np.ndarray, v_decay: np.ndarray, bias: np.ndarray):
+    """LIF: v = decay(v, dv) + a<<6 + bias - THETA*s_prev; s = v > THETA. Returns (s, v)."""
+    v = saturate(decay(v, v_decay) + synaptic(a) + bias - THETA * s)
+    return spikes_of(v), v
+
+
+def cuba_lif_step(a: np.ndarray, i: np.ndarray, v: np.ndarray, s: np.ndarray,
+                  i_decay: np.ndarray, v_decay: np.ndarray, bias: np.ndarray):
+    """Cuba-LIF: i = decay(i, di) + a<<6 + bias; v = decay(v, dv) + (i*dv >> 12) - THETA*s_prev.
+
+    dv = round((1 - beta) * 4096) serves both as v's decay and as the (1 - beta) factor. Returns (s, i, v).
+    """
+    i = saturate(decay(i, i_decay) + synaptic(a) + bias)
+    v = saturate(decay(v, v_decay) + mul12(i, v_decay) - THETA * s)
+    return spikes_of(v), i, v
+
+
+def gate(az: np.ndarray, bias_z: np.ndarray) -> np.ndarray:
+    """SpikGRU gate z as a 12-bit factor: sigmoid table at (az<<6 + bias_z) >> 12, clamped to the table."""
+    g = synaptic(az) + bias_z
+    idx = np.clip(g >> SIGMOID_SHIFT, -(SIGMOID_ENTRIES // 2), SIGMOID_ENTRIES // 2 - 1)
+    return SIGMOID_TABLE[idx + SIGMOID_ENTRIES // 2]
+
+
+def spikgru_step(a: np.ndarray, az: np.ndarray, i: np.ndarray, v: np.ndarray, s: np.ndarray,
+                 i_decay: np.ndarray, bias: np.ndarray, bias_z: np.ndarray):
+    """SpikGRU: i as Cuba-LIF; z = gate(az); v = (v*z >> 12) + (i*(4096 - z) >> 12) - THETA*s_prev."""
+    i = saturate(decay(i, i_decay) + synaptic(a) + bias)
+    z = gate(az, bias_z)
+    v = saturate(mul12(v, z) + mul12(i, DECAY_UNITY - z) - THETA * s)
+    return spikes_of(v), i, v
+
+
+def readout_step(a: np.ndarray, o: np.ndarray, v_decay: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """Leaky readout: o = decay(o, dv) + a<<6 + bias; no spike, no reset."""
+    return saturate(decay(o, v_decay) + synaptic(a) + bias)
+
+
+def lava_cuba_step(a: np.ndarray, u: np.ndarray, v: np.ndarray, du: int, dv: int, bias: np.ndarray):
+    """Lava's own CUBA (PyLifModelBitAcc) for --netx-compatible files: the current's decay is du + 1
+    (Lava's ds_offset), u wraps at 24 bits, v saturates, spike when v > THETA, hard reset to 0.
+    Returns (s, u, v) with v already reset."""
+    u = decay(u, du + 1) + synaptic(a)
+    u = np.where(u > STATE_MAX + 1, u - (1 << STATE_BITS), u)
+    u = np.where(u <= -(STATE_MAX + 1), u + (1 << STATE_BITS), u)
+    v = np.clip(decay(v, dv) + u + bias, -STATE_MAX, STATE_MAX)
+    s = spikes_of(v)
+    return s, u, np.where(s > 0, 0, v)
+
+
+def decay_to_int(decay_factor: np.ndarray) -> np.ndarray:
+    """Float decay in [0, 1] (alpha, beta) -> 12-bit d with (4096 - d)/4096 ~ decay."""
+    return np.clip(np.rint((1.0 - np.asarray(decay_factor, dtype=np.float64)) * DECAY_UNITY), 0, DECAY_MAX).astype(np.int64)
+
+
+def weight_exponent(w: np.ndarray) -> int:
+    """Smallest exponent whose 8-bit mantissa holds max|w| (w in float threshold units)."""
+    peak = float(np.max(np.abs(w))) * VTH_MANT if np.size(w) else 0.0
+    if peak == 0.0:
+        return EXP_MIN
+    e = int(np.ceil(np.log2(peak / W_MAX)))
+    return int(np.clip(e, EXP_MIN, EXP_MAX))
+
+
+def quantize_weight(w: np.ndarray, exp: int) -> tuple[np.ndarray, int]:
+    """(mantissa, number of saturated entries) of a float weight matrix at exponent `exp`."""
+    m = np.rint(np.asarray(w, dtype=np.float64) * VTH_MANT / 2.0 ** exp)
+    saturated = int(np.sum((m < W_MIN) | (m > W_MAX)))
+    return np.clip(m, W_MIN, W_MAX).astype(np.int64), saturated
+
+
+def dequantize_weight(w_mant: np.ndarray, exp: int) -> np.ndarray:
+    return np.asarray(w_mant, dtype=np.float64) * 2.0 ** exp / VTH_MANT
+
+
+def quantize_bias(b: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """(bias_mant, bias_exp, saturated): b * THETA ~ bias_mant << bias_exp, 13-bit mantissa."""
+    target = np.asarray(b, dtype=np.float64) * THETA
+    peak = float(np.max(np.abs(target))) if target.size else 0.0
+    exp = 0 if peak <= BIAS_MANT_MAX else int(np.ceil(np.log2(peak / BIAS_MANT_MAX)))
+    exp = min(exp, BIAS_EXP_MAX)
+    m = np.rint(target / 2.0 ** exp)
+    saturated = int(np.sum(np.abs(m) > BIAS_MANT_MAX))
+    return np.clip(m, -BIAS_MANT_MAX - 1, BIAS_MANT_MAX).astype(np.int64), exp, saturated
+
+
+def bias_value(bias_mant: np.ndarray, bias_exp: int) -> np.ndarray:
+    """The bias in state units (Lava: bias_mant << bias_exp)."""
+    return np.asarray(bias_mant, dtype=np.int64) << bias_exp

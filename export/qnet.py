@@ -1,0 +1,154 @@
+"""A quantized network: plain integer arrays per layer, and its integer semantics.
+
+`QNetwork` is what the exporter writes, what the HDF5 reader returns and what the
+fast engine and the Lava builder consume. `run_network` is the reference meaning of
+a QNetwork in model time (no Lava delays): every layer sees the layer below at the
+same step, its own spikes one step late, exactly as the float equations.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from export import fixed_point as fx
+
+NEURON_KINDS = ("lif", "cuba-lif", "spikgru", "lava-cuba", "readout")
+
+
+@dataclass
+class Synapse:
+    """One dense connection: 8-bit mantissas [n_out, n_in] and one exponent."""
+
+    weight: np.ndarray
+    exp: int
+
+    def accumulate(self, s: np.ndarray) -> np.ndarray:
+        return fx.dendrite(self.weight, self.exp, s)
+
+    def to_float(self) -> np.ndarray:
+        return fx.dequantize_weight(self.weight, self.exp)
+
+
+@dataclass
+class QLayer:
+    """One layer's integer parameters; unused fields of a kind stay None.
+
+    i_decay, v_decay: 12-bit decays d (factor (4096 - d)/4096), per neuron (one value for lava-cuba).
+    bias: bias_mant with exponent bias_exp (state units: bias_mant << bias_exp).
+    """
+
+    kind: str
+    ff: Synapse
+    rec: Synapse | None = None
+    bias_mant: np.ndarray | None = None
+    bias_exp: int = 0
+    i_decay: np.ndarray | None = None
+    v_decay: np.ndarray | None = None
+    ff_z: Synapse | None = None  # SpikGRU gate
+    rec_z: Synapse | None = None
+    bias_z_mant: np.ndarray | None = None
+    bias_z_exp: int = 0
+
+    @property
+    def n_in(self) -> int:
+        return self.ff.weight.shape[1]
+
+    @property
+    def n_out(self) -> int:
+        return self.ff.weight.shape[0]
+
+    @property
+    def bias(self) -> np.ndarray:
+        return fx.bias_value(self.bias_mant, self.bias_exp)
+
+    @property
+    def bias_z(self) -> np.ndarray:
+        return fx.bias_value(self.bias_z_mant, self.bias_z_exp)
+
+    def synapses(self) -> dict[str, Synapse]:
+        names = ("ff", "rec", "ff_z", "rec_z")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+
+@dataclass
+class QNetwork:
+    """Hidden layers then the readout; `meta` carries model kind, dataset, channels, steps, bin rate, classes."""
+
+    layers: list[QLayer]
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def hidden(self) -> list[QLayer]:
+        return self.layers[:-1]
+
+    @property
+    def readout(self) -> QLayer:
+        return self.layers[-1]
+
+
+def zero_state(layer: QLayer, batch_shape: tuple) -> dict[str, np.ndarray]:
+    z = lambda: np.zeros(batch_shape + (layer.n_out,), dtype=np.int64)
+    if layer.kind == "readout":
+        return {"o": z()}
+    if layer.kind == "lif":
+        return {"s": z(), "v": z()}
+    return {"s": z(), "i": z(), "v": z()}
+
+
+def layer_step(layer: QLayer, x: np.ndarray, st: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One step of one layer: input x (spikes or graded counts of the layer below at this step)."""
+    a = layer.ff.accumulate(x)
+    if layer.kind == "readout":
+        return {"o": fx.readout_step(a, st["o"], layer.v_decay, layer.bias)}
+    a = a + layer.rec.accumulate(st["s"])
+    if layer.kind == "lif":
+        s, v = fx.lif_step(a, st["v"], st["s"], layer.v_decay, layer.bias)
+        return {"s": s, "v": v}
+    if layer.kind == "cuba-lif":
+        s, i, v = fx.cuba_lif_step(a, st["i"], st["v"], st["s"], layer.i_decay, layer.v_decay, layer.bias)
+    elif layer.kind == "spikgru":
+        az = layer.ff_z.accumulate(x) + layer.rec_z.accumulate(st["s"])
+        s, i, v = fx.spikgru_step(a, az, st["i"], st["v"], st["s"], layer.i_decay, layer.bias, layer.bias_z)
+    elif layer.kind == "lava-cuba":
+        # Lava's CUBA takes the recurrent input through the same dendrite; reset is built in
+        s, i, v = fx.lava_cuba_step(a, st["i"], st["v"], int(layer.i_decay.ravel()[0]),
+                                    int(layer.v_decay.ravel()[0]), layer.bias)
+    else:
+        raise ValueError(f"unknown neuron kind {layer.kind}")
+    return {"s": s, "i": i, "v": v}
+
+
+def run_network(net: QNetwork, counts: np.ndarray, record_states: bool = False) -> dict:
+    """Runs integer counts [B, T, C] (or [T, C]) through the network in model time.
+
+    Returns {'spikes': [per hidden layer int array [..., T, n]], 'readout': [..., T, K],
+    'states': per layer {name: [..., T, n]} when record_states}.
+    """
+    counts = np.clip(np.asarray(counts, dtype=np.int64), 0, fx.PAYLOAD_MAX)
+    batch_shape, T = counts.shape[:-2], counts.shape[-2]
+    states = [zero_state(l, batch_shape) for l in net.layers]
+    spikes = [np.zeros(batch_shape + (T, l.n_out), dtype=np.int8) for l in net.hidden]
+    readout = np.zeros(batch_shape + (T, net.readout.n_out), dtype=np.int64)
+    trace = [{k: np.zeros(batch_shape + (T, l.n_out), dtype=np.int64) for k in zero_state(l, ())} for l in net.layers]
+    for t in range(T):
+        x = counts[..., t, :]
+        for k, layer in enumerate(net.layers):
+            states[k] = layer_step(layer, x, states[k])
+            if record_states:
+                for name, value in states[k].items():
+                    trace[k][name][..., t, :] = value
+            if layer.kind == "readout":
+                readout[..., t, :] = states[k]["o"]
+            else:
+                x = states[k]["s"]
+                spikes[k][..., t, :] = x
+    out = {"spikes": spikes, "readout": readout}
+    if record_states:
+        out["states"] = trace
+    return out
+
+
+def predict(readout: np.ndarray) -> np.ndarray:
+    """Class with the largest readout maximum over time (the max-over-time rule)."""
+    return readout.max(axis=-2).argmax(axis=-1)

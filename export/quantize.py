@@ -1,0 +1,102 @@
+"""Float checkpoint -> QNetwork, following docs/fixed_point.md.
+
+Each connection gets the smallest exponent whose 8-bit mantissa holds its largest
+weight, so weights saturate only when that exponent would pass EXP_MAX; decays
+become 12-bit, biases 13-bit mantissas with an exponent. Everything that had to be
+clipped is counted in the report, with the worst relative error it caused.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from export import fixed_point as fx
+from export.qnet import QLayer, QNetwork, Synapse
+from train.errors import InputError
+from train.models import SPIKING, ModelConfig, model_from_checkpoint
+
+
+@dataclass
+class QuantReport:
+    """Per parameter: exponent, entries clipped, worst error relative to the parameter's range."""
+
+    rows: list[dict] = field(default_factory=list)
+
+    @property
+    def saturated(self) -> int:
+        return sum(r["saturated"] for r in self.rows)
+
+    def add(self, layer: int, name: str, exp: int, saturated: int, w: np.ndarray, wq: np.ndarray) -> None:
+        scale = float(np.max(np.abs(w))) or 1.0
+        err = np.abs(wq - w)
+        self.rows.append({"layer": layer, "param": name, "exp": exp, "saturated": saturated,
+                          "max_abs_err": float(err.max()) if err.size else 0.0,
+                          "worst_rel_err": float(err.max() / scale) if err.size else 0.0})
+
+
+def _synapse(w: np.ndarray, layer: int, name: str, report: QuantReport) -> Synapse:
+    exp = fx.weight_exponent(w)
+    mant, sat = fx.quantize_weight(w, exp)
+    report.add(layer, name, exp, sat, w, fx.dequantize_weight(mant, exp))
+    return Synapse(mant, exp)
+
+
+def _bias(b: np.ndarray, layer: int, name: str, report: QuantReport) -> tuple[np.ndarray, int]:
+    mant, exp, sat = fx.quantize_bias(b)
+    report.add(layer, name, exp, sat, b, fx.bias_value(mant, exp) / fx.THETA)
+    return mant, exp
+
+
+def quantize_block(kind: str, p: dict[str, np.ndarray], index: int, report: QuantReport) -> QLayer:
+    """One block's float parameters (its export_params()) -> QLayer."""
+    ff = _synapse(p["W"], index, "W", report)
+    bias_mant, bias_exp = _bias(p["b"], index, "b", report)
+    if kind == "readout":
+        return QLayer("readout", ff, bias_mant=bias_mant, bias_exp=bias_exp, v_decay=fx.decay_to_int(p["beta"]))
+    rec = _synapse(p["U"], index, "U", report)
+    layer = QLayer(kind, ff, rec, bias_mant=bias_mant, bias_exp=bias_exp)
+    if kind == "lif":
+        layer.v_decay = fx.decay_to_int(p["beta"])
+    elif kind == "cuba-lif":
+        layer.i_decay, layer.v_decay = fx.decay_to_int(p["alpha"]), fx.decay_to_int(p["beta"])
+    elif kind == "lava-cuba":
+        # Lava's CUBA decays the current by du + 1 (ds_offset): store du so that 4096 - du - 1 ~ alpha * 4096
+        layer.i_decay = np.maximum(fx.decay_to_int(p["alpha"]) - 1, 0)
+        layer.v_decay = fx.decay_to_int(p["beta"])
+    elif kind == "spikgru":
+        layer.i_decay = fx.decay_to_int(p["alpha"])
+        layer.ff_z = _synapse(p["Wz"], index, "Wz", report)
+        layer.rec_z = _synapse(p["Uz"], index, "Uz", report)
+        layer.bias_z_mant, layer.bias_z_exp = _bias(p["bz"], index, "bz", report)
+    else:
+        raise InputError(f"cannot quantize a {kind} layer")
+    return layer
+
+
+def quantize_model(model, cfg: ModelConfig, meta: dict | None = None) -> tuple[QNetwork, QuantReport]:
+    if cfg.kind not in SPIKING:
+        raise InputError(f"a {cfg.kind} model is an ANN baseline: only lif, cuba-lif and spikgru export to Loihi 2")
+    report = QuantReport()
+    kind = "lava-cuba" if cfg.options.get("lava_cuba") else cfg.kind
+    layers = [quantize_block(kind, block.export_params(), l, report) for l, block in enumerate(model.hidden_layers)]
+    layers.append(quantize_block("readout", model.readout.export_params(), len(layers), report))
+    return QNetwork(layers, dict(meta or {})), report
+
+
+def quantize_checkpoint(ckpt: dict) -> tuple[QNetwork, QuantReport]:
+    """A loaded checkpoint (train.checkpoint.load_checkpoint) -> (QNetwork, report); meta from its config."""
+    cfg = ModelConfig(**ckpt["model"])
+    if cfg.kind not in SPIKING:
+        raise InputError(f"{ckpt.get('path', 'checkpoint')}: a {cfg.kind} model is an ANN baseline; "
+                         "only lif, cuba-lif and spikgru export to Loihi 2")
+    model = model_from_checkpoint(ckpt)
+    data = ckpt.get("data", {})
+    spec = data.get("spec", {})
+    meta = {"model": cfg.kind, "layers": cfg.layers, "hidden": cfg.hidden, "n_in": cfg.n_in,
+            "n_classes": cfg.n_classes, "options": dict(cfg.options), "dataset": data.get("name", ""),
+            "channels": spec.get("n_channels", cfg.n_in), "bin_hz": spec.get("bin_hz"),
+            "duration": spec.get("duration"),
+            "steps": int(round(spec["duration"] * spec["bin_hz"])) if spec.get("bin_hz") else None,
+            "class_names": data.get("class_names", []), "checkpoint": ckpt.get("path", "")}
+    return quantize_model(model, cfg, meta)
