@@ -147,6 +147,18 @@ def test_parse_das_id(sid, speaker, digits):
     assert parse_das_id(sid) == (speaker, digits)
 
 
+def test_subset_keeps_samples_in_index_order(tmp_path):
+    s = read_das(good_das(tmp_path / "d.hdf5"), "train")
+    sub = s.subset(np.array([4, 0, 2]))
+    assert sub.ids == ["carl11-9a", "george07-5a", "bob02-oa"]
+    assert sub.labels.tolist() == [10, 6, 1] and sub.speakers.tolist() == [2, 3, 1]
+    for j, sid in enumerate(sub.ids):
+        t, u = sub.sample(j)
+        np.testing.assert_array_equal(t, f32(DAS_TRAIN[sid][0]))
+        np.testing.assert_array_equal(u, DAS_TRAIN[sid][1])
+    assert sub.skipped_multi_digit == 2 and sub.class_names == s.class_names
+
+
 def test_detect_layout(tmp_path):
     assert detect_layout(good_shd(tmp_path / "x_train.h5")) == "shd"
     assert detect_layout(good_das(tmp_path / "x.hdf5")) == "das"
@@ -291,6 +303,8 @@ def test_describe_reports_dropped_and_cut_events(tmp_path):
     assert (row["dropped_nan"], row["dropped_inf"], row["dropped_negative"]) == (1, 2, 3)
     assert row["events_after_cut"] == 1  # the 1.5 s event
     assert row["spikes_min"] == 2 and row["spikes_max"] == 3
+    (row_short,) = describe(str(path), duration=0.35)
+    assert row_short["events_after_cut"] == 2 and row_short["cut_s"] == 0.35  # 0.4 s and 1.5 s
     text = format_info([row])
     assert "NaN 1, inf 2, negative 3" in text
     assert "1 events after the 1.0 s cut" in text

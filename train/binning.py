@@ -52,6 +52,8 @@ class BinnedSet:
         flat = self.flat[_ranges(starts, stops)]
         owner = np.repeat(np.arange(len(index)), stops - starts)
         if jitter_sigma > 0:
+            if rng is None:
+                raise ValueError("jitter needs a random generator (rng)")
             flat, owner = jitter(flat, owner, self.spec.n_channels, jitter_sigma, rng)
         size = self.spec.n_steps * self.spec.n_channels
         out = torch.zeros(len(index) * size, dtype=torch.float32)

@@ -93,7 +93,9 @@ def find_source(spec: str) -> Source:
 
 
 def read_split(source: Source, split: str, n_channels: int | None = None) -> SpikeSet:
-    channels = n_channels or LAYOUTS[source.layout]["n_channels"]
+    channels = LAYOUTS[source.layout]["n_channels"] if n_channels is None else n_channels
+    if channels < 1:
+        raise InputError(f"n_channels must be positive, got {channels}")
     if source.layout == "das":
         return read_das(source.files[split], split, channels)
     return read_shd(source.files[split], channels)

@@ -28,7 +28,9 @@ def _read(source: Source, split: str, n_channels: int | None) -> SpikeSet:
 def describe(spec: str, n_channels: int | None = None, duration: float | None = None) -> list[dict]:
     """One dict per split: sizes, spikes per sample, durations and odd-value counts."""
     source = _source_for_info(spec)
-    cut = duration or LAYOUTS[source.layout]["duration"]
+    cut = LAYOUTS[source.layout]["duration"] if duration is None else duration
+    if not cut > 0:
+        raise InputError(f"--duration must be positive, got {cut}")
     rows = []
     for split in source.files:
         s = _read(source, split, n_channels)
