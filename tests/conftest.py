@@ -7,6 +7,10 @@ import h5py
 import numpy as np
 import pytest
 
+# Lava sets multiprocessing's start method when this module is first imported and fails if
+# anything (tqdm's lock, during a training test) has fixed it before: import it first.
+import lava.magma.runtime.message_infrastructure.multiprocessing  # noqa: F401,E402
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
