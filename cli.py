@@ -138,5 +138,36 @@ def summary_cmd(runs, as_json):
     _echo_json(rows) if as_json else click.echo(format_summary(rows))
 
 
+@cli.command("export")
+@click.argument("checkpoint")
+@click.option("--target", type=click.Choice(["loihi2"]), default="loihi2", show_default=True, help="Hardware target.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="netx-style HDF5 file to write.")
+@click.option("--netx-compatible", is_flag=True, help="Stock lava-dl netx file (Cuba-LIF trained with --lava-cuba).")
+@click.option("--chips", type=int, default=1, show_default=True, help="Loihi 2 chips the network may use.")
+def export_cmd(checkpoint, target, out, netx_compatible, chips):
+    """Quantize CHECKPOINT to Loihi 2 fixed point, check the hardware limits, write netx-style HDF5."""
+    from export.exporter import export_checkpoint, format_export
+    r = export_checkpoint(checkpoint, out, target, netx_compatible, chips)
+    for line in r.warnings:
+        click.echo(f"warning: {line}", err=True)
+    for line in r.notes:
+        click.echo(f"note: {line}", err=True)
+    click.echo(format_export(r))
+
+
+@cli.command("finetune")
+@click.argument("checkpoint")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory for the fine-tuned model.")
+@click.option("--epochs", type=int, default=10, show_default=True, help="Fine-tuning epochs.")
+@click.option("--lr", type=float, default=1e-4, show_default=True, help="Adam learning rate.")
+@click.option("--data", default=None, help="Dataset (default: the one it was trained on).")
+@click.option("--batch", type=int, default=None, help="Batch size (default: the checkpoint's).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def finetune_cmd(checkpoint, out, epochs, lr, data, batch, quiet):
+    """Quantization-aware fine-tuning of a spiking CHECKPOINT with the exact Loihi 2 fixed-point forward."""
+    from export.qat import finetune, format_finetune
+    click.echo(format_finetune(finetune(checkpoint, out, epochs, lr, data, batch, progress=not quiet)))
+
+
 if __name__ == "__main__":
     cli()

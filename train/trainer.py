@@ -90,8 +90,12 @@ def _payload(cfg: TrainConfig, mcfg: ModelConfig, data: Dataset, model, opt, epo
     }
 
 
-def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
-    """Trains (or resumes) a run; returns a summary with best validation and its test accuracy."""
+def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
+          model: torch.nn.Module | None = None) -> dict:
+    """Trains (or resumes) a run; returns a summary with best validation and its test accuracy.
+
+    `model`: train this module (built for cfg, e.g. export.qat's fixed-point wrapper of a loaded
+    model, whose state_dict is the float model's) instead of a freshly initialised one."""
     run_dir = Path(run_dir)
     cfg.validate()
     if not resume and (run_dir / "last.pt").exists():
@@ -99,7 +103,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     data = load_data(cfg)
     mcfg = model_config(cfg, data)
     torch.manual_seed(cfg.seed)
-    model = build_model(mcfg)
+    model = build_model(mcfg) if model is None else model
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     start, history, best = 0, [], -1.0
     if resume and (run_dir / "last.pt").exists():

@@ -1,0 +1,539 @@
+"""Quantization-aware fine-tuning: a PyTorch forward that computes the fixed-point network exactly.
+
+`run_fixed_point(model, counts)` runs a float spiking model (train.models.RecurrentNet: lif,
+cuba-lif, spikgru, and cuba-lif with lava_cuba) the way its exported QNetwork runs
+(docs/fixed_point.md): every parameter is quantized on the fly exactly as export/quantize.py
+does it (the same export.fixed_point functions pick exponents and mantissas), and every step
+is the integer arithmetic of export.fixed_point's step functions in torch, on float64 tensors
+that hold integers (every value stays far below 2**53, so all of it is exact; the input
+dendrite runs in float32 when its sums stay below 2**24, also exact). Spikes and readout equal
+export.qnet.run_network on quantize_model(model) bit for bit (tests/test_qat.py).
+
+Gradients (the forward values are untouched):
+- rounding, flooring, shifts, the truncating 12-bit multiply: straight-through (identity);
+- saturation (weight and bias mantissas, decays, 16-bit dendrites, 24-bit states): identity
+  inside the range, zero where it saturates; Lava CUBA's 24-bit current wrap: identity;
+- the spike v > THETA: the layer's triangle surrogate (train.neurons.triangle, its scale and
+  width) in threshold units; Lava CUBA's hard reset passes gradient through the spike;
+- the SpikGRU sigmoid table: the derivative of the true sigmoid at the gate input.
+The chain rule then keeps the float model's gradient scale (a weight w acts as w * THETA
+state units), and the gradients point where the float model's do (tested).
+
+Layers run one after the other over the whole sequence (the same result as run_network's
+step-major order: no layer feeds a lower one); a layer's input dendrite is one matmul over all
+steps. The recurrence of a hidden layer is a fused autograd.Function (`_FusedHidden`: forward
+without a graph, backpropagation through time written out, states kept as float32, exact below
+2**24), tested equal in value and gradient to `_hidden_reference`, the same equations as a
+plain autograd loop (`run_fixed_point(..., fused=False)`).
+
+`FixedPointNet(model)` wraps a model so that train.trainer trains and evaluates it with the
+fixed-point forward; its state_dict is the float model's, so checkpoints stay ordinary
+training checkpoints. `finetune(...)` is the QAT recipe on top (`cli.py finetune`).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from export import fixed_point as fx
+from train.atomic import atomic_path
+from train.checkpoint import load_checkpoint, save_checkpoint
+from train.errors import InputError
+from train.models import SPIKING, ModelConfig, RecurrentNet, model_from_checkpoint
+from train.neurons import VTH, triangle
+from train.trainer import TrainConfig, accuracy, load_data, model_config, train
+
+THETA = float(fx.THETA)
+SAT = float(fx.STATE_MAX)
+UNITY = float(fx.DECAY_UNITY)
+_TABLE = torch.from_numpy(fx.SIGMOID_TABLE.astype(np.float64))
+_HALF_TABLE = fx.SIGMOID_ENTRIES // 2
+
+
+# ---------------------------------------------------------------- straight-through helpers
+def _st(value: Tensor, path: Tensor) -> Tensor:
+    """`value` forward, the gradient of `path` backward. path - path.detach() is exactly 0, so the
+    forward is `value` bit for bit (the parentheses matter)."""
+    return value.detach() + (path - path.detach())
+
+
+def _floor(x: Tensor) -> Tensor:
+    return _st(torch.floor(x.detach()), x)
+
+
+def _trunc(x: Tensor) -> Tensor:
+    return _st(torch.trunc(x.detach()), x)
+
+
+def _wrap24(u: Tensor) -> Tensor:
+    """Lava CUBA's current wrap (fixed_point.lava_cuba_step), identity gradient."""
+    top = float(fx.STATE_MAX + 1)
+    span = float(1 << fx.STATE_BITS)
+    shift = torch.where(u.detach() > top, -span, 0.0) + torch.where(u.detach() <= -top, span, 0.0)
+    return u + shift
+
+
+class _Spike(torch.autograd.Function):
+    """s = v > THETA; backward the triangle surrogate of v / THETA (threshold units), per state unit."""
+
+    @staticmethod
+    def forward(ctx, v, scale: float, width: float):
+        ctx.save_for_backward(v)
+        ctx.shape_args = (scale, width)
+        return (v > THETA).to(v.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (v,) = ctx.saved_tensors
+        return grad * triangle(v / THETA, VTH, *ctx.shape_args) / THETA, None, None
+
+
+# ---------------------------------------------------------------- integer operations (fixed_point.py in torch)
+def mul12(x: Tensor, f: Tensor) -> Tensor:
+    """fixed_point.mul12: x * f / 4096 rounded toward zero (x * f < 2**36: exact)."""
+    return _trunc(x * f / UNITY)
+
+
+def decay(x: Tensor, d: Tensor) -> Tensor:
+    return mul12(x, UNITY - d)
+
+
+def saturate(x: Tensor) -> Tensor:
+    return x.clamp(-SAT, SAT)
+
+
+def dendrite(w_mant: Tensor, exp: int, s: Tensor) -> Tensor:
+    """fixed_point.dendrite: sum(w_mant * s), shifted by exp (floor for exp < 0), saturated to 16 bits.
+
+    s is float64, or float32 where every partial sum stays below 2**24 (exact; see _exact_input)."""
+    acc = (s @ w_mant.t().to(s.dtype)).double()
+    acc = acc * 2.0 ** exp if exp >= 0 else _floor(acc * 2.0 ** exp)
+    return acc.clamp(float(fx.ACC_MIN), float(fx.ACC_MAX))
+
+
+def gate(az: Tensor, bias_z: Tensor) -> Tensor:
+    """fixed_point.gate: sigmoid table at (az << 6 + bias_z) >> 12; gradient of 4096 * sigmoid(g / THETA)."""
+    g = az * float(1 << fx.ACT_SHIFT) + bias_z
+    idx = torch.floor(g.detach() / float(1 << fx.SIGMOID_SHIFT)).clamp(-_HALF_TABLE, _HALF_TABLE - 1)
+    z = _TABLE.to(g.device)[idx.long() + _HALF_TABLE]
+    return _st(z, UNITY * torch.sigmoid(g / THETA))
+
+
+# ---------------------------------------------------------------- parameters -> integers (quantize.py in torch)
+def q_weight(W: Tensor) -> tuple[Tensor, int]:
+    """(8-bit mantissa as float64, exponent) exactly as quantize.py's; straight-through inside the range."""
+    w = W.detach().cpu().numpy()
+    exp = fx.weight_exponent(w)
+    mant, _ = fx.quantize_weight(w, exp)
+    scaled = (W.double() * (fx.VTH_MANT / 2.0 ** exp)).clamp(fx.W_MIN - 0.5, fx.W_MAX + 0.5)
+    return _st(torch.from_numpy(mant).to(W.device, torch.float64), scaled), exp
+
+
+def q_bias(b: Tensor) -> Tensor:
+    """The bias in state units (bias_mant << bias_exp) as quantize.py's; straight-through inside the range."""
+    mant, exp, _ = fx.quantize_bias(b.detach().cpu().numpy())
+    lo, hi = (-fx.BIAS_MANT_MAX - 1.5) * 2.0 ** exp, (fx.BIAS_MANT_MAX + 0.5) * 2.0 ** exp
+    value = torch.from_numpy(fx.bias_value(mant, exp)).to(b.device, torch.float64)
+    return _st(value, (b.double() * THETA).clamp(lo, hi))
+
+
+def q_decay(decay_factor: Tensor, offset: int = 0) -> Tensor:
+    """12-bit d = round((1 - decay) * 4096) in [0, 4095] (fixed_point.decay_to_int), minus `offset`
+    floored at 0 (Lava CUBA's du = di - 1); straight-through inside the range."""
+    d = np.maximum(fx.decay_to_int(decay_factor.detach().cpu().numpy()) - offset, 0)
+    path = ((1.0 - decay_factor.double()) * UNITY - offset).clamp(-0.5, fx.DECAY_MAX + 0.5)
+    return _st(torch.from_numpy(d).to(decay_factor.device, torch.float64), path)
+
+
+def layer_kind(model) -> str:
+    """The exported neuron kind of a spiking RecurrentNet's hidden layers (quantize.quantize_model's rule)."""
+    if not isinstance(model, RecurrentNet) or model.hidden_layers[0].kind not in SPIKING:
+        raise TypeError(f"the fixed-point forward takes a lif, cuba-lif or spikgru RecurrentNet, "
+                        f"not {type(model).__name__}")
+    block = model.hidden_layers[0]
+    return "lava-cuba" if getattr(block, "lava_cuba", False) else block.kind
+
+
+# ---------------------------------------------------------------- one hidden layer
+def _layer_params(kind: str, block) -> dict:
+    """A block's parameters as the integers its QLayer holds (float64, straight-through gradients)."""
+    p = {"W": q_weight(block.W), "U": q_weight(block.U), "bias": q_bias(block.b)}
+    if kind == "spikgru":
+        p.update(Wz=q_weight(block.Wz), Uz=q_weight(block.Uz), bias_z=q_bias(block.bz))
+    if kind in ("cuba-lif", "spikgru"):
+        p["di"] = q_decay(block.alpha)
+    if kind == "lava-cuba":
+        p["di"] = q_decay(block.alpha, offset=1) + 1.0  # Lava decays the current by du + 1
+    if kind in ("lif", "cuba-lif", "lava-cuba"):
+        p["dv"] = q_decay(block.beta)
+    return p
+
+
+def _hidden_reference(kind: str, p: dict, x: Tensor, scale: float, width: float) -> Tensor:
+    """One spiking layer by plain autograd, one step at a time: x [B, T, n_in] -> spikes [B, T, n].
+
+    The readable definition (fixed_point.py's step functions with straight-through gradients); the
+    fused kernel below must equal it in value and gradient (tests/test_qat.py)."""
+    (W, eW), (U, eU), bias = p["W"], p["U"], p["bias"]
+    a_ff = dendrite(W, eW, x).unbind(1)  # per-step views: one backward node, not one per step
+    if kind == "spikgru":
+        (Wz, eWz), (Uz, eUz), bias_z = p["Wz"], p["Uz"], p["bias_z"]
+        az_ff = dendrite(Wz, eWz, x).unbind(1)
+    di, dv = p.get("di"), p.get("dv")
+    act = float(1 << fx.ACT_SHIFT)
+    zero = x.new_zeros(x.shape[0], W.shape[0])
+    s, i, v = zero, zero, zero
+    out = []
+    for t in range(x.shape[1]):
+        a = a_ff[t] + dendrite(U, eU, s)
+        if kind == "lif":
+            v = saturate(decay(v, dv) + a * act + bias - THETA * s)
+        elif kind == "cuba-lif":
+            i = saturate(decay(i, di) + a * act + bias)
+            v = saturate(decay(v, dv) + mul12(i, dv) - THETA * s)
+        elif kind == "spikgru":
+            i = saturate(decay(i, di) + a * act + bias)
+            z = gate(az_ff[t] + dendrite(Uz, eUz, s), bias_z)
+            v = saturate(mul12(v, z) + mul12(i, UNITY - z) - THETA * s)
+        elif kind == "lava-cuba":
+            i = _wrap24(decay(i, di) + a * act)
+            v = saturate(decay(v, dv) + i + bias)
+        else:
+            raise ValueError(f"no fixed-point forward for a {kind} layer")
+        s = _Spike.apply(v, scale, width)
+        if kind == "lava-cuba":
+            v = v * (1.0 - s)  # hard reset to 0 (exactly fixed_point's where(s, 0, v)), gradient through s
+        out.append(s)
+    return torch.stack(out, 1)
+
+
+# ---------------------------------------------------------------- the fused kernel
+def _imul12(x: Tensor, f) -> Tensor:
+    return (x * f).div_(UNITY).trunc_()
+
+
+def _inside(x: Tensor, lo: float, hi: float) -> Tensor:
+    """Where clamp(x, lo, hi) passes gradient (torch's rule: lo <= x <= hi)."""
+    return (x >= lo) & (x <= hi)
+
+
+def _irec(s: Tensor, UT: Tensor, exp: int) -> tuple[Tensor, Tensor]:
+    """The recurrent dendrite without autograd: (16-bit value, inside-the-range mask)."""
+    acc = (s @ UT).mul_(2.0 ** exp)
+    if exp < 0:
+        acc.floor_()
+    inside = _inside(acc, float(fx.ACC_MIN), float(fx.ACC_MAX))
+    return acc.clamp_(float(fx.ACC_MIN), float(fx.ACC_MAX)), inside
+
+
+class _FusedHidden(torch.autograd.Function):
+    """One spiking layer over the whole sequence: the recurrence runs without autograd and
+    backpropagation through time is written out, with exactly _hidden_reference's gradients.
+
+    Inputs are time-major: a_ff, az_ff [T, B, n] (the feed-forward dendrites); U, Uz mantissas;
+    bias, bias_z in state units; di (lava-cuba: du + 1), dv 12-bit decays. Returns spikes [T, B, n]."""
+
+    @staticmethod
+    def forward(ctx, kind, eU, eUz, scale, width, a_ff, U, bias, di, dv, az_ff, Uz, bias_z):
+        T, B, n = a_ff.shape
+        act = float(1 << fx.ACT_SHIFT)
+        zero = a_ff.new_zeros(B, n)
+        s, i, v = zero, zero, zero
+        S = torch.empty_like(a_ff)
+        # saved states are integers below 2**24: float32 holds them exactly at half the memory
+        I, V = (torch.empty(T, B, n, dtype=torch.float32, device=a_ff.device) for _ in range(2))
+        MR, MI, MV = (torch.empty(T, B, n, dtype=torch.bool, device=a_ff.device) for _ in range(3))
+        UT = U.t().contiguous()
+        ki = None if di is None else UNITY - di
+        kv = None if dv is None else UNITY - dv
+        if kind == "spikgru":
+            UzT, MRZ = Uz.t().contiguous(), torch.empty_like(MR)
+            G, Z = torch.empty_like(I), torch.empty_like(I)
+            table = _TABLE.to(a_ff.device)
+        if kind == "lava-cuba":
+            VS = torch.empty_like(I)
+        for t in range(T):
+            rec, MR[t] = _irec(s, UT, eU)
+            a = rec.add_(a_ff[t]).mul_(act)
+            if kind == "lif":
+                vp = _imul12(v, kv).add_(a).add_(bias).sub_(THETA * s)
+            elif kind in ("cuba-lif", "spikgru"):
+                ip = _imul12(i, ki).add_(a).add_(bias)
+                MI[t] = _inside(ip, -SAT, SAT)
+                i = ip.clamp_(-SAT, SAT)
+                if kind == "cuba-lif":
+                    vp = _imul12(v, kv).add_(_imul12(i, dv)).sub_(THETA * s)
+                else:
+                    recz, MRZ[t] = _irec(s, UzT, eUz)
+                    g = recz.add_(az_ff[t]).mul_(act).add_(bias_z)
+                    idx = torch.floor(g / float(1 << fx.SIGMOID_SHIFT)).clamp_(-_HALF_TABLE, _HALF_TABLE - 1)
+                    z = table[idx.long() + _HALF_TABLE]
+                    G[t], Z[t] = g, z
+                    vp = _imul12(v, z).add_(_imul12(i, UNITY - z)).sub_(THETA * s)
+            elif kind == "lava-cuba":
+                u = _imul12(i, ki).add_(a)
+                span = float(1 << fx.STATE_BITS)  # fixed_point.lava_cuba_step's 24-bit wrap
+                i = u - span * (u > fx.STATE_MAX + 1) + span * (u <= -(fx.STATE_MAX + 1))
+                vp = _imul12(v, kv).add_(i).add_(bias)
+            else:
+                raise ValueError(f"no fixed-point forward for a {kind} layer")
+            MV[t] = _inside(vp, -SAT, SAT)
+            v = vp.clamp_(-SAT, SAT)
+            s = (v > THETA).to(a_ff.dtype)
+            if kind == "lava-cuba":
+                VS[t] = v
+                v = v * (1.0 - s)
+            S[t], I[t], V[t] = s, i, v
+        saved = [S, I, V, MR, MI, MV, U, di, dv]
+        if kind == "spikgru":
+            saved += [G, Z, MRZ, Uz]
+        if kind == "lava-cuba":
+            saved += [VS]
+        ctx.save_for_backward(*saved)
+        ctx.args = (kind, eU, eUz, scale, width)
+        return S
+
+    @staticmethod
+    def backward(ctx, gS):
+        # Per step: d1 = dL/d(current before saturation) (LIF: the voltage's), d2 = dL/d(voltage before
+        # saturation), dacc = dL/d(recurrent accumulation); *_n are the next step's. Everything is computed
+        # step by step on [B, n] tensors (no [T, B, n] temporaries but the input gradients).
+        kind, eU, eUz, scale, width = ctx.args
+        S, I, V, MR, MI, MV, U, di, dv, *extra = ctx.saved_tensors
+        gS = gS.contiguous()
+        dt = gS.dtype
+        act = float(1 << fx.ACT_SHIFT)
+        rec_gain = act * 2.0 ** eU  # d(recurrent accumulation) per d(dendritic input << 6 ...), inside the range
+        kv = None if dv is None else (UNITY - dv) / UNITY
+        ki = None if di is None else (UNITY - di) / UNITY
+        if kind == "spikgru":
+            G, Z, MRZ, Uz = extra
+            recz_gain = act * 2.0 ** eUz
+            gAz, gUz, gbz = torch.empty_like(gS), torch.zeros_like(Uz), gS.new_zeros(gS.shape[-1])
+            daccz_n, z_n = torch.zeros_like(gS[0]), torch.zeros_like(gS[0])
+        if kind == "lava-cuba":
+            (VS,) = extra
+        T = gS.shape[0]
+        gA, gU = torch.empty_like(gS), torch.zeros_like(U)
+        n = gS.shape[-1]
+        gb, gdi, gdv = gS.new_zeros(n), gS.new_zeros(n), gS.new_zeros(n)
+        zero = torch.zeros_like(gS[0])
+        d1_n, d2_n, dacc_n = zero, zero, zero
+        for t in range(T - 1, -1, -1):
+            s_prev = S[t - 1].to(dt) if t else zero
+            v_prev = V[t - 1].to(dt) if t else zero
+            i_prev = I[t - 1].to(dt) if t else zero
+            v_spk = (VS if kind == "lava-cuba" else V)[t].to(dt)
+            sg = triangle(v_spk / THETA, VTH, scale, width).div_(THETA)
+            mv = MV[t].to(dt)
+            ds = torch.addmm(gS[t], dacc_n, U)
+            if kind == "lif":
+                ds -= THETA * d2_n
+                d2 = (ds * sg + kv * d2_n).mul_(mv)
+                d1 = d2
+                gdv -= (d2 * v_prev).sum(0)
+            elif kind == "cuba-lif":
+                ds -= THETA * d2_n
+                d2 = (ds * sg + kv * d2_n).mul_(mv)
+                d1 = (d2 * (dv / UNITY) + ki * d1_n).mul_(MI[t].to(dt))
+                gdv += (d2 * (I[t].to(dt) - v_prev)).sum(0)
+            elif kind == "spikgru":
+                ds.addmm_(daccz_n, Uz).sub_(THETA * d2_n)
+                z = Z[t].to(dt)
+                d2 = (ds * sg + z_n / UNITY * d2_n).mul_(mv)
+                d1 = (d2 * ((UNITY - z) / UNITY) + ki * d1_n).mul_(MI[t].to(dt))
+                sig = torch.sigmoid(G[t].to(dt) / THETA)
+                dg = d2 * (v_prev - I[t].to(dt)) * (sig * (1.0 - sig) / THETA)  # 4096 * sigmoid' / THETA / 4096
+                daccz = dg * MRZ[t].to(dt) * recz_gain
+                gAz[t] = dg * act
+                gbz += dg.sum(0)
+                gUz.addmm_(daccz.t(), s_prev)
+                daccz_n, z_n = daccz, z
+            else:  # lava-cuba: d1 = dL/du (before the wrap), the bias and dv act on v
+                dvr = kv * d2_n
+                ds -= dvr * v_spk
+                d2 = (dvr * (1.0 - S[t].to(dt)) + ds * sg).mul_(mv)
+                d1 = d2 + ki * d1_n
+                gdv -= (d2 * v_prev).sum(0)
+            dacc = d1 * MR[t].to(dt) * rec_gain
+            gA[t] = d1 * act
+            gb += (d2 if kind == "lava-cuba" else d1).sum(0)
+            if kind != "lif":
+                gdi -= (d1 * i_prev).sum(0)
+            gU.addmm_(dacc.t(), s_prev)
+            d1_n, d2_n, dacc_n = d1, d2, dacc
+        shaped = lambda g, like: None if like is None else (g.sum().reshape(like.shape) / UNITY if like.numel() == 1
+                                                             else g / UNITY)
+        out = [None] * 5 + [gA, gU, gb, shaped(gdi, di), shaped(gdv, dv)]
+        out += [gAz, gUz, gbz] if kind == "spikgru" else [None] * 3
+        return tuple(out)
+
+
+def _hidden_fused(kind: str, p: dict, x: Tensor, scale: float, width: float) -> Tensor:
+    (W, eW), (U, eU), bias = p["W"], p["U"], p["bias"]
+    tm = lambda a: a.transpose(0, 1).contiguous()
+    a_ff = tm(dendrite(W, eW, x))
+    az_ff = Uz = bias_z = None
+    eUz = 0
+    if kind == "spikgru":
+        (Wz, eWz), (Uz, eUz), bias_z = p["Wz"], p["Uz"], p["bias_z"]
+        az_ff = tm(dendrite(Wz, eWz, x))
+    s = _FusedHidden.apply(kind, eU, eUz, scale, width, a_ff, U, bias, p.get("di"), p.get("dv"), az_ff, Uz, bias_z)
+    return s.transpose(0, 1)
+
+
+def _hidden_layer(kind: str, block, x: Tensor, fused: bool = True) -> Tensor:
+    """One spiking layer: x [B, T, n_in] (float64 integers) -> spikes [B, T, n]."""
+    run = _hidden_fused if fused else _hidden_reference
+    return run(kind, _layer_params(kind, block), x, block.opts.scale, block.opts.width)
+
+
+def _readout(block, x: Tensor) -> Tensor:
+    W, eW = q_weight(block.W)
+    bias = q_bias(block.b)
+    dv = q_decay(block.beta)
+    a_ff = (dendrite(W, eW, x) * float(1 << fx.ACT_SHIFT) + bias).unbind(1)
+    o = x.new_zeros(x.shape[0], W.shape[0])
+    out = []
+    for a in a_ff:
+        o = saturate(decay(o, dv) + a)
+        out.append(o)
+    return torch.stack(out, 1)
+
+
+def _exact_input(counts: Tensor) -> Tensor:
+    """Payloads clipped to 8 bits; float32 when a float32 matmul of them is exact (every partial sum of
+    w_mant * count, |w_mant| <= 128, stays below 2**24: half the memory and time of float64), else float64."""
+    if counts.dtype == torch.float32:
+        x = counts.clamp(0, fx.PAYLOAD_MAX)
+        if x.numel() == 0 or float(x.sum(-1).max()) * (-fx.W_MIN) < 2 ** 24:
+            return x
+    return counts.to(torch.float64).clamp(0, fx.PAYLOAD_MAX)
+
+
+def run_fixed_point(model, counts: Tensor, fused: bool = True) -> dict:
+    """The fixed-point network of a float spiking model on spike counts [B, T, C] (clipped to 8 bits).
+
+    Returns {'spikes': [per hidden layer [B, T, n] float64 0/1], 'readout': [B, T, K] float64 integer
+    state units}, equal to export.qnet.run_network(quantize_model(model)) and differentiable.
+    fused=False runs the plain autograd loop (the readable reference; slower, more memory).
+    """
+    kind = layer_kind(model)
+    x = _exact_input(torch.as_tensor(counts))
+    spikes = []
+    for block in model.hidden_layers:
+        x = _hidden_layer(kind, block, x, fused)
+        spikes.append(x)
+    return {"spikes": spikes, "readout": _readout(model.readout, x)}
+
+
+class FixedPointNet(nn.Module):
+    """A float spiking model run by its fixed-point forward, readout in threshold units (o / THETA).
+
+    Drop-in for the trainer: same call signature as RecurrentNet, clamp_() clips the decays,
+    state_dict()/load_state_dict() are the wrapped float model's (no prefix).
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        layer_kind(model)
+        self.net = model
+
+    def forward(self, x: Tensor, return_hidden: bool = False):
+        r = run_fixed_point(self.net, x)
+        out = r["readout"] / THETA
+        return (out, r["spikes"]) if return_hidden else out
+
+    def clamp_(self) -> None:
+        self.net.clamp_()
+
+    def state_dict(self, *args, **kwargs):
+        return self.net.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True, **kwargs):
+        return self.net.load_state_dict(state_dict, strict=strict, **kwargs)
+
+
+# ---------------------------------------------------------------- fine-tuning
+def finetune(init_checkpoint: str | Path, out_dir: str | Path, epochs: int = 10, lr: float = 1e-4,
+             data: str | None = None, batch: int | None = None, progress: bool = True) -> dict:
+    """Quantization-aware fine-tuning of a float spiking checkpoint with the fixed-point forward.
+
+    Runs train.trainer.train (Adam, max-over-time loss, tqdm per epoch, atomic best.pt/last.pt,
+    metrics.jsonl) on FixedPointNet(model) initialised from `init_checkpoint`, selecting on the
+    fixed-point validation accuracy; the starting weights count as epoch 0, so best.pt is never
+    worse on validation than the input. Checkpoints have the training format plus "qat": True and
+    "qat_init". Returns float and fixed-point accuracies before and after (see format_finetune).
+    """
+    out_dir = Path(out_dir)
+    if (out_dir / "last.pt").exists():
+        raise InputError(f"{out_dir}: already holds a run; pick another --out")
+    ckpt = load_checkpoint(init_checkpoint)
+    mcfg = ModelConfig(**ckpt["model"])
+    if mcfg.kind not in SPIKING:
+        raise InputError(f"{ckpt['path']}: a {mcfg.kind} model is an ANN baseline; only lif, cuba-lif and "
+                         "spikgru run in fixed point")
+    spec = ckpt.get("data", {}).get("spec", {})
+    try:
+        base = TrainConfig(**ckpt["train_config"]) if "train_config" in ckpt else \
+            TrainConfig(model=mcfg.kind, layers=mcfg.layers, hidden=mcfg.hidden, options=dict(mcfg.options))
+    except TypeError as exc:
+        raise InputError(f"{ckpt['path']}: unreadable train_config ({exc})") from None
+    # the model's own config wins over its train_config; the binning is the one it was trained with
+    cfg = replace(base, model=mcfg.kind, layers=mcfg.layers, hidden=mcfg.hidden, options=dict(mcfg.options),
+                  epochs=epochs, lr=lr, data=data or base.data, batch=base.batch if batch is None else batch,
+                  bin_hz=spec.get("bin_hz", base.bin_hz), duration=spec.get("duration", base.duration),
+                  channels=spec.get("n_channels", base.channels))
+    cfg.validate()
+    dataset = load_data(cfg)
+    have = model_config(cfg, dataset)
+    if (have.n_in, have.n_classes) != (mcfg.n_in, mcfg.n_classes):
+        raise InputError(f"{cfg.data}: {have.n_in} channels and {have.n_classes} classes, the model takes "
+                         f"{mcfg.n_in} and has {mcfg.n_classes}")
+
+    model = model_from_checkpoint(ckpt)
+    fixed = FixedPointNet(model)
+    init_state = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def measure() -> dict:
+        return {"float": {"valid": accuracy(model, dataset.valid), "test": accuracy(model, dataset.test)},
+                "fixed": {"valid": accuracy(fixed, dataset.valid), "test": accuracy(fixed, dataset.test)}}
+
+    before = measure()
+    summary = train(cfg, out_dir, progress=progress, model=fixed)  # leaves best.pt's weights in `model`
+    best = load_checkpoint(out_dir / "best.pt")
+    if before["fixed"]["valid"] >= best["best_valid"]:  # fine-tuning did not beat the start: keep the start
+        best.update(state_dict=init_state, epoch=0, best_valid=before["fixed"]["valid"])
+        model.load_state_dict(init_state)
+        after = before
+    else:  # train() measured the fixed-point accuracies of best.pt already
+        after = {"float": {"valid": accuracy(model, dataset.valid), "test": accuracy(model, dataset.test)},
+                 "fixed": {"valid": best["best_valid"], "test": summary["test_acc"]}}
+    marks = {"qat": True, "qat_init": str(ckpt["path"])}
+    for name in ("last.pt", "best.pt"):
+        payload = best if name == "best.pt" else load_checkpoint(out_dir / name)
+        payload.pop("path", None)
+        save_checkpoint(out_dir / name, {**payload, **marks})
+    summary.update(best_epoch=best["epoch"], best_valid_acc=after["fixed"]["valid"], test_acc=after["fixed"]["test"],
+                   qat=True, qat_init=str(ckpt["path"]), before=before, after=after)
+    with atomic_path(out_dir / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def format_finetune(r: dict) -> str:
+    """The side-by-side table of float and fixed-point accuracy before and after fine-tuning."""
+    lines = [f"{r['model']} {r['layers']}x{r['hidden']} on {r['data']}: quantization-aware fine-tuning, "
+             f"{r['epochs']} epoch(s), best epoch {r['best_epoch']} (0 = the starting weights)",
+             f"{'':<8}{'float valid':>13}{'fixed valid':>13}{'float test':>12}{'fixed test':>12}"]
+    for name in ("before", "after"):
+        a = r[name]
+        lines.append(f"{name:<8}{100 * a['float']['valid']:>11.2f} %{100 * a['fixed']['valid']:>11.2f} %"
+                     f"{100 * a['float']['test']:>10.2f} %{100 * a['fixed']['test']:>10.2f} %")
+    lines.append(f"fine-tuned checkpoint: {r['run_dir']}/best.pt (export it; 'fixed test' is what run_network gives)")
+    return "\n".join(lines)
