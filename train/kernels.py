@@ -2,19 +2,18 @@
 
 Why: a per-timestep autograd loop spends most of its time creating and walking a
 graph of tiny ops. Here the input projection of all timesteps is one matmul
-(ordinary autograd, outside the loop) and the recurrence runs inside one
-autograd.Function whose forward and backward loops are TorchScript: no Python
-and no graph per step, one small matmul and a few element-wise ops per step.
-Forward saves the pre-clip states; backward derives spikes' surrogates and clip
-masks from them vectorised over time and sums every parameter gradient over time
-after the loop.
+(ordinary autograd, outside the loop: x [B, T, C] @ W^T) and the recurrence runs
+inside one autograd.Function whose forward and backward loops are TorchScript:
+no Python and no graph per step, one or two small matmuls and a few in-place
+element-wise ops on reused buffers. Forward saves the pre-clip states (their
+clamp gives the states, their clip masks and the surrogates again); backward
+walks time in reverse and accumulates every parameter gradient as it goes.
+Tensors stay batch-first [B, T, n] throughout, so nothing is transposed or copied
+at the boundaries.
 
 Each kind also has a `*_reference` function: the same equations as a plain
 Python loop of the `neurons.py` step functions with ordinary autograd. It is the
 ground truth of the tests and the "plain loop" of the benchmark.
-
-Public functions take x [B, T, n_in] and return [B, T, n]; inside the kernels
-tensors are time-major [T, B, n] so that one timestep is one contiguous block.
 """
 import math
 from typing import List, Tuple
@@ -22,6 +21,7 @@ from typing import List, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from .neurons import (VTH, CubaLIFParams, CubaLIFState, LIFParams, LIFState, ReadoutParams,
                       ReadoutState, RNNParams, RNNState, SpikeOpts, SpikGRUParams, cuba_lif_step,
@@ -65,31 +65,34 @@ def readout_reference(x: Tensor, p: ReadoutParams) -> Tensor:
 
 
 # ---------------------------------------------------------------- helpers
-def _bounds(opts: SpikeOpts) -> Tuple[float, float]:
-    return opts.clip if opts.clip is not None else (-math.inf, math.inf)
+def _bounds(opts: SpikeOpts) -> Tuple[float, float, bool]:
+    """(low, high, clipping on?) for the scripted loops."""
+    if opts.clip is None:
+        return -math.inf, math.inf, False
+    return float(opts.clip[0]), float(opts.clip[1]), True
 
 
-def _time_major(a: Tensor) -> Tensor:
-    return a.transpose(0, 1).contiguous()
+@torch.jit.script
+def _unclipped(g: Tensor, pre: Tensor, post: Tensor, mask: Tensor, clip: bool) -> Tensor:
+    """Zero g where the clamp cut pre (torch's clamp gradient: lo <= pre <= hi, that is
+    pre == clamp(pre)). The mask is a float buffer: bool masks are several times slower."""
+    if clip:
+        g.mul_(torch.eq(pre, post, out=mask))
+    return g
 
 
-def _prev(x: Tensor) -> Tensor:
-    """x_{t-1} for every t (time-major), zero at t = 0."""
-    return torch.cat([torch.zeros_like(x[:1]), x[:-1]])
-
-
-def _inside(x: Tensor, lo: float, hi: float) -> Tensor:
-    """Where clamp(x, lo, hi) passes gradient (torch's rule: lo <= x <= hi)."""
-    return ((x >= lo) & (x <= hi)).to(x.dtype)
-
-
-def _outer_sum(g: Tensor, x: Tensor) -> Tensor:
-    """sum over t and batch of g_t^T x_t: the gradient of a matrix applied to x."""
-    return g.reshape(-1, g.shape[-1]).t() @ x.reshape(-1, x.shape[-1])
-
-
-def _sum_bt(x: Tensor) -> Tensor:
-    return x.sum((0, 1))
+@torch.jit.script
+def _previous_states(ip_all: Tensor, vp_all: Tensor, s_all: Tensor, t: int, lo: float, hi: float,
+                     i_prev: Tensor, v_prev: Tensor, zero: Tensor) -> Tensor:
+    """Fill i_prev, v_prev with the clipped states of step t - 1 and return s_{t-1}; all
+    are 0 before the first step."""
+    if t == 0:
+        i_prev.zero_()
+        v_prev.zero_()
+        return zero
+    torch.clamp(ip_all[:, t - 1], lo, hi, out=i_prev)
+    torch.clamp(vp_all[:, t - 1], lo, hi, out=v_prev)
+    return s_all[:, t - 1]
 
 
 # ---------------------------------------------------------------- LIF
@@ -97,49 +100,56 @@ def _sum_bt(x: Tensor) -> Tensor:
 def _lif_fwd(a: Tensor, UT: Tensor, beta: Tensor, lo: float, hi: float,
              vth: float) -> Tuple[Tensor, Tensor]:
     s_all, vp_all = torch.empty_like(a), torch.empty_like(a)
-    s, v = torch.zeros_like(a[0]), torch.zeros_like(a[0])
-    for t in range(a.shape[0]):
-        vp = torch.addmm(a[t], s, UT) + beta * v - vth * s
-        v = vp.clamp(lo, hi)
-        s = (v > vth).to(a.dtype)
-        vp_all[t], s_all[t] = vp, s
+    s = a.new_zeros(a.shape[0], a.shape[2])
+    v = torch.zeros_like(s)
+    for t in range(a.shape[1]):
+        vp = torch.addmm(a[:, t], s, UT, out=vp_all[:, t]).addcmul_(beta, v).sub_(s, alpha=vth)
+        torch.clamp(vp, lo, hi, out=v)
+        s = torch.gt(v, vth, out=s_all[:, t])
     return s_all, vp_all
 
 
 @torch.jit.script
-def _lif_bwd(gs: Tensor, sg: Tensor, mv: Tensor, U: Tensor, beta: Tensor, vth: float) -> Tensor:
-    dvp_all = torch.empty_like(gs)
-    dvp = torch.zeros_like(gs[0])
-    for t in range(gs.shape[0] - 1, -1, -1):
-        ds = torch.addmm(gs[t] - vth * dvp, dvp, U)
-        dvp = (beta * dvp + ds * sg[t]) * mv[t]
-        dvp_all[t] = dvp
-    return dvp_all
+def _lif_bwd(gs: Tensor, s_all: Tensor, vp_all: Tensor, U: Tensor, beta: Tensor, lo: float,
+             hi: float, clip: bool, vth: float, scale: float,
+             width: float) -> Tuple[Tensor, Tensor, Tensor]:
+    B, T, N = vp_all.shape
+    dvp_all = torch.empty_like(vp_all)
+    dvp, dbeta, dU = vp_all.new_zeros(B, N), vp_all.new_zeros(B, N), vp_all.new_zeros(N, N)
+    ds, sg, mask = torch.empty_like(dvp), torch.empty_like(dvp), torch.empty_like(dvp)
+    v, v_prev = vp_all[:, T - 1].clamp(lo, hi), torch.zeros_like(dvp)
+    for t in range(T - 1, -1, -1):
+        torch.addmm(gs[:, t], dvp, U, out=ds).sub_(dvp, alpha=vth)  # dvp holds step t + 1
+        dvp = torch.mul(beta, dvp, out=dvp_all[:, t])
+        dvp.addcmul_(ds, triangle(v, vth, scale, width, sg))
+        _unclipped(dvp, vp_all[:, t], v, mask, clip)
+        if t > 0:
+            torch.clamp(vp_all[:, t - 1], lo, hi, out=v_prev)
+            dbeta.addcmul_(dvp, v_prev)
+            dU.addmm_(dvp.t(), s_all[:, t - 1])
+        v, v_prev = v_prev, v
+    return dvp_all, dU, dbeta.sum(0)
 
 
 class _LIF(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, U, beta, opts: SpikeOpts):
-        lo, hi = _bounds(opts)
+        lo, hi, _ = _bounds(opts)
         s, vp = _lif_fwd(a, U.t().contiguous(), beta, lo, hi, VTH)
         ctx.save_for_backward(s, vp, U, beta)
         ctx.opts = opts
         return s
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, gs):
         s, vp, U, beta = ctx.saved_tensors
-        opts = ctx.opts
-        lo, hi = _bounds(opts)
-        v = vp.clamp(lo, hi)
-        dvp = _lif_bwd(gs.contiguous(), triangle(v, VTH, opts.scale, opts.width),
-                       _inside(vp, lo, hi), U, beta, VTH)
-        return dvp, _outer_sum(dvp, _prev(s)), _sum_bt(dvp * _prev(v)), None
+        o = ctx.opts
+        return _lif_bwd(gs, s, vp, U, beta, *_bounds(o), VTH, o.scale, o.width) + (None,)
 
 
 def lif(x: Tensor, p: LIFParams, opts: SpikeOpts) -> Tensor:
-    a = _time_major(F.linear(x, p.W, p.b))
-    return _LIF.apply(a, p.U, p.beta, opts).transpose(0, 1)
+    return _LIF.apply(F.linear(x, p.W, p.b), p.U, p.beta, opts)
 
 
 # ---------------------------------------------------------------- Cuba-LIF
@@ -147,63 +157,80 @@ def lif(x: Tensor, p: LIFParams, opts: SpikeOpts) -> Tensor:
 def _cuba_fwd(a: Tensor, UT: Tensor, alpha: Tensor, beta: Tensor, bv: Tensor, lo: float,
               hi: float, vth: float, lava: bool) -> Tuple[Tensor, Tensor, Tensor]:
     s_all, ip_all, vp_all = torch.empty_like(a), torch.empty_like(a), torch.empty_like(a)
-    s, i, v = torch.zeros_like(a[0]), torch.zeros_like(a[0]), torch.zeros_like(a[0])
-    for t in range(a.shape[0]):
-        ip = torch.addmm(a[t], s, UT) + alpha * i
-        i = ip.clamp(lo, hi)
+    s = a.new_zeros(a.shape[0], a.shape[2])
+    i, v = torch.zeros_like(s), torch.zeros_like(s)
+    c = 1 - beta
+    for t in range(a.shape[1]):
+        ip = torch.addmm(a[:, t], s, UT, out=ip_all[:, t]).addcmul_(alpha, i)
+        torch.clamp(ip, lo, hi, out=i)
         if lava:
-            vp = beta * v * (1 - s) + i + bv
-            v = vp.clamp(lo, hi)
-            s = (v >= vth).to(a.dtype)
+            vp = torch.mul(beta, v, out=vp_all[:, t]).mul_(1 - s).add_(i).add_(bv)
+            torch.clamp(vp, lo, hi, out=v)
+            s = torch.ge(v, vth, out=s_all[:, t])
         else:
-            vp = beta * v + (1 - beta) * i - vth * s
-            v = vp.clamp(lo, hi)
-            s = (v > vth).to(a.dtype)
-        s_all[t], ip_all[t], vp_all[t] = s, ip, vp
+            vp = torch.mul(beta, v, out=vp_all[:, t]).addcmul_(c, i).sub_(s, alpha=vth)
+            torch.clamp(vp, lo, hi, out=v)
+            s = torch.gt(v, vth, out=s_all[:, t])
     return s_all, ip_all, vp_all
 
 
 @torch.jit.script
-def _cuba_bwd(gs: Tensor, sg: Tensor, mi: Tensor, mv: Tensor, U: Tensor, alpha: Tensor,
-              keep: Tensor, reset: Tensor, c: Tensor) -> Tuple[Tensor, Tensor]:
-    """keep[t] = d vp_{t+1} / d v_t, reset[t] = -d vp_{t+1} / d s_t, c = d vp_t / d i_t."""
-    dip_all, dvp_all = torch.empty_like(gs), torch.empty_like(gs)
-    dip, dvp = torch.zeros_like(gs[0]), torch.zeros_like(gs[0])
-    for t in range(gs.shape[0] - 1, -1, -1):
-        ds = torch.addmm(gs[t] - reset[t] * dvp, dip, U)
-        dvp = (keep[t] * dvp + ds * sg[t]) * mv[t]
-        dip = (alpha * dip + c * dvp) * mi[t]
-        dip_all[t], dvp_all[t] = dip, dvp
-    return dip_all, dvp_all
+def _cuba_bwd(gs: Tensor, s_all: Tensor, ip_all: Tensor, vp_all: Tensor, U: Tensor,
+              alpha: Tensor, beta: Tensor, lo: float, hi: float, clip: bool, vth: float,
+              scale: float, width: float,
+              lava: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients w.r.t. a (= d ip), U, alpha, beta and (Lava mode) the bias on v."""
+    B, T, N = ip_all.shape
+    dip_all = torch.empty_like(ip_all)
+    dip, dvp = ip_all.new_zeros(B, N), ip_all.new_zeros(B, N)
+    dalpha, dbeta, dbv = torch.zeros_like(dip), torch.zeros_like(dip), torch.zeros_like(dip)
+    dU = ip_all.new_zeros(N, N)
+    ds, sg, mask, tmp = (torch.empty_like(dip), torch.empty_like(dip), torch.empty_like(dip),
+                         torch.empty_like(dip))
+    c = torch.ones_like(beta) if lava else 1 - beta  # d vp_t / d i_t
+    i, v = ip_all[:, T - 1].clamp(lo, hi), vp_all[:, T - 1].clamp(lo, hi)
+    i_prev, v_prev, zero = torch.zeros_like(dip), torch.zeros_like(dip), torch.zeros_like(dip)
+    for t in range(T - 1, -1, -1):
+        # dip, dvp hold step t + 1: d/ds_t, then back through v_t and i_t
+        torch.addmm(gs[:, t], dip, U, out=ds)
+        if lava:  # vp_{t+1} = beta v_t (1 - s_t) + i_{t+1} + bv
+            ds.addcmul_(torch.mul(beta, v, out=tmp), dvp, value=-1.0)
+            dvp.mul_(beta).mul_(1 - s_all[:, t])
+        else:  # vp_{t+1} = beta v_t + (1 - beta) i_{t+1} - vth s_t
+            ds.sub_(dvp, alpha=vth)
+            dvp.mul_(beta)
+        dvp.addcmul_(ds, triangle(v, vth, scale, width, sg))
+        _unclipped(dvp, vp_all[:, t], v, mask, clip)
+        dip = torch.mul(alpha, dip, out=dip_all[:, t]).addcmul_(c, dvp)
+        _unclipped(dip, ip_all[:, t], i, mask, clip)
+        s_prev = _previous_states(ip_all, vp_all, s_all, t, lo, hi, i_prev, v_prev, zero)
+        dalpha.addcmul_(dip, i_prev)
+        if lava:
+            dbeta.addcmul_(dvp, v_prev * (1 - s_prev))
+            dbv.add_(dvp)
+        else:
+            dbeta.addcmul_(dvp, torch.sub(v_prev, i, out=tmp))
+        dU.addmm_(dip.t(), s_prev)
+        i, i_prev, v, v_prev = i_prev, i, v_prev, v
+    return dip_all, dU, dalpha.sum(0), dbeta.sum(0), dbv.sum(0)
 
 
 class _CubaLIF(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, U, alpha, beta, bv, opts: SpikeOpts, lava: bool):
-        lo, hi = _bounds(opts)
+        lo, hi, _ = _bounds(opts)
         s, ip, vp = _cuba_fwd(a, U.t().contiguous(), alpha, beta, bv, lo, hi, VTH, lava)
         ctx.save_for_backward(s, ip, vp, U, alpha, beta)
         ctx.opts, ctx.lava = opts, lava
         return s
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, gs):
-        s, ip, vp, U, alpha, beta = ctx.saved_tensors
-        opts, lava = ctx.opts, ctx.lava
-        lo, hi = _bounds(opts)
-        i, v = ip.clamp(lo, hi), vp.clamp(lo, hi)
-        if lava:  # vp_t = beta v_{t-1} (1 - s_{t-1}) + i_t + bv
-            keep, reset, c = beta * (1 - s), beta * v, torch.ones_like(beta)
-        else:  # vp_t = beta v_{t-1} + (1 - beta) i_t - vth s_{t-1}
-            keep, reset, c = beta.expand(len(s), 1, -1), torch.full_like(s[:, :1, :1], VTH), 1 - beta
-        dip, dvp = _cuba_bwd(gs.contiguous(), triangle(v, VTH, opts.scale, opts.width),
-                             _inside(ip, lo, hi), _inside(vp, lo, hi), U, alpha, keep, reset, c)
-        v_prev, s_prev = _prev(v), _prev(s)
-        if lava:
-            dbeta, dbv = _sum_bt(dvp * v_prev * (1 - s_prev)), _sum_bt(dvp)
-        else:
-            dbeta, dbv = _sum_bt(dvp * (v_prev - i)), None
-        return (dip, _outer_sum(dip, s_prev), _sum_bt(dip * _prev(i)), dbeta, dbv, None, None)
+        o, lava = ctx.opts, ctx.lava
+        da, dU, dalpha, dbeta, dbv = _cuba_bwd(gs, *ctx.saved_tensors, *_bounds(o), VTH, o.scale,
+                                               o.width, lava)
+        return da, dU, dalpha, dbeta, dbv if lava else None, None, None
 
 
 def cuba_lif(x: Tensor, p: CubaLIFParams, opts: SpikeOpts, lava: bool = False) -> Tensor:
@@ -213,96 +240,104 @@ def cuba_lif(x: Tensor, p: CubaLIFParams, opts: SpikeOpts, lava: bool = False) -
         a, alpha, beta, bv = F.linear(x, p.W), p.alpha.expand(n), p.beta.expand(n), p.b
     else:
         a, alpha, beta, bv = F.linear(x, p.W, p.b), p.alpha, p.beta, p.b.new_zeros(n)
-    return _CubaLIF.apply(_time_major(a), p.U, alpha, beta, bv, opts, lava).transpose(0, 1)
+    return _CubaLIF.apply(a, p.U, alpha, beta, bv, opts, lava)
 
 
 # ---------------------------------------------------------------- SpikGRU
 @torch.jit.script
 def _spikgru_fwd(a: Tensor, UT: Tensor, alpha: Tensor, lo: float, hi: float,
                  vth: float) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """a, UT carry the current and the gate side by side: [..., :N] and [..., N:]."""
-    n = UT.shape[0]
-    s_all = torch.empty_like(a[..., :n])
-    ip_all, z_all, vp_all = torch.empty_like(s_all), torch.empty_like(s_all), torch.empty_like(s_all)
-    s, i, v = torch.zeros_like(s_all[0]), torch.zeros_like(s_all[0]), torch.zeros_like(s_all[0])
-    for t in range(a.shape[0]):
-        r = torch.addmm(a[t], s, UT)
-        ip = r[:, :n] + alpha * i
-        i = ip.clamp(lo, hi)
-        z = torch.sigmoid(r[:, n:])
-        vp = i + z * (v - i) - vth * s
-        v = vp.clamp(lo, hi)
-        s = (v > vth).to(a.dtype)
-        s_all[t], ip_all[t], z_all[t], vp_all[t] = s, ip, z, vp
+    """a and UT hold the current's and the gate's inputs side by side: [..., :N | N:]."""
+    B, T, N = a.shape[0], a.shape[1], UT.shape[0]
+    s_all = a.new_empty(B, T, N)
+    ip_all, z_all = torch.empty_like(s_all), torch.empty_like(s_all)
+    vp_all = torch.empty_like(s_all)
+    s = a.new_zeros(B, N)
+    i, v, r = torch.zeros_like(s), torch.zeros_like(s), a.new_empty(B, 2 * N)
+    for t in range(T):
+        torch.addmm(a[:, t], s, UT, out=r)
+        ip = torch.addcmul(r[:, :N], alpha, i, out=ip_all[:, t])
+        torch.clamp(ip, lo, hi, out=i)
+        z = torch.sigmoid(r[:, N:], out=z_all[:, t])
+        vp = torch.sub(v, i, out=vp_all[:, t]).mul_(z).add_(i).sub_(s, alpha=vth)
+        torch.clamp(vp, lo, hi, out=v)
+        s = torch.gt(v, vth, out=s_all[:, t])
     return s_all, ip_all, z_all, vp_all
 
 
 @torch.jit.script
-def _spikgru_bwd(gs: Tensor, sg: Tensor, mi: Tensor, mv: Tensor, z: Tensor, kz: Tensor,
-                 U: Tensor, alpha: Tensor, vth: float) -> Tensor:
-    """Returns d/d(current, gate pre-activation) side by side, [T, B, 2N]; kz = dvp/dzp."""
-    n = U.shape[1]
-    g_all = torch.empty(gs.shape[0], gs.shape[1], 2 * n, dtype=gs.dtype, device=gs.device)
-    g = torch.zeros_like(g_all[0])
-    dvp, z_next = torch.zeros_like(gs[0]), torch.zeros_like(gs[0])
-    for t in range(gs.shape[0] - 1, -1, -1):
-        ds = torch.addmm(gs[t] - vth * dvp, g, U)
-        dvp = (z_next * dvp + ds * sg[t]) * mv[t]
-        dip = (alpha * g[:, :n] + (1 - z[t]) * dvp) * mi[t]
-        g = g_all[t]
-        g[:, :n] = dip
-        g[:, n:] = dvp * kz[t]
-        z_next = z[t]
-    return g_all
+def _spikgru_bwd(gs: Tensor, s_all: Tensor, ip_all: Tensor, z_all: Tensor, vp_all: Tensor,
+                 U: Tensor, alpha: Tensor, lo: float, hi: float, clip: bool, vth: float,
+                 scale: float, width: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """Gradients w.r.t. a (current | gate pre-activation, [B, T, 2N]), U ([2N, N]), alpha."""
+    B, T, N = ip_all.shape
+    g_all = ip_all.new_empty(B, T, 2 * N)
+    g = ip_all.new_zeros(B, 2 * N)
+    dvp, z_next, dalpha = ip_all.new_zeros(B, N), ip_all.new_zeros(B, N), ip_all.new_zeros(B, N)
+    dU = ip_all.new_zeros(2 * N, N)
+    ds, sg, mask = torch.empty_like(dvp), torch.empty_like(dvp), torch.empty_like(dvp)
+    i, v = ip_all[:, T - 1].clamp(lo, hi), vp_all[:, T - 1].clamp(lo, hi)
+    i_prev, v_prev, zero = torch.zeros_like(dvp), torch.zeros_like(dvp), torch.zeros_like(dvp)
+    for t in range(T - 1, -1, -1):
+        # g, dvp hold step t + 1: d/ds_t, then back through v_t, i_t and z_t
+        torch.addmm(gs[:, t], g, U, out=ds).sub_(dvp, alpha=vth)
+        _unclipped(dvp.mul_(z_next).addcmul_(ds, triangle(v, vth, scale, width, sg)),
+                   vp_all[:, t], v, mask, clip)
+        z, gt = z_all[:, t], g_all[:, t]
+        dip = torch.mul(alpha, g[:, :N], out=gt[:, :N]).add_(dvp).addcmul_(z, dvp, value=-1.0)
+        _unclipped(dip, ip_all[:, t], i, mask, clip)
+        s_prev = _previous_states(ip_all, vp_all, s_all, t, lo, hi, i_prev, v_prev, zero)
+        # vp_t = i_t + z_t (v_{t-1} - i_t): d/dzp_t = dvp (v_{t-1} - i_t) z (1 - z)
+        dzp = torch.sub(v_prev, i, out=gt[:, N:]).mul_(dvp).mul_(z)
+        dzp.addcmul_(dzp, z, value=-1.0)
+        dalpha.addcmul_(dip, i_prev)
+        dU.addmm_(gt.t(), s_prev)
+        i, i_prev, v, v_prev = i_prev, i, v_prev, v
+        g, z_next = gt, z
+    return g_all, dU, dalpha.sum(0)
 
 
 class _SpikGRU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, U, alpha, opts: SpikeOpts):
-        lo, hi = _bounds(opts)
+        lo, hi, _ = _bounds(opts)
         s, ip, z, vp = _spikgru_fwd(a, U.t().contiguous(), alpha, lo, hi, VTH)
         ctx.save_for_backward(s, ip, z, vp, U, alpha)
         ctx.opts = opts
         return s
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, gs):
-        s, ip, z, vp, U, alpha = ctx.saved_tensors
-        opts = ctx.opts
-        lo, hi = _bounds(opts)
-        i, v = ip.clamp(lo, hi), vp.clamp(lo, hi)
-        kz = (_prev(v) - i) * z * (1 - z)
-        g = _spikgru_bwd(gs.contiguous(), triangle(v, VTH, opts.scale, opts.width),
-                         _inside(ip, lo, hi), _inside(vp, lo, hi), z, kz, U, alpha, VTH)
-        n = U.shape[1]
-        return g, _outer_sum(g, _prev(s)), _sum_bt(g[..., :n] * _prev(i)), None
+        o = ctx.opts
+        return _spikgru_bwd(gs, *ctx.saved_tensors, *_bounds(o), VTH, o.scale, o.width) + (None,)
 
 
 def spikgru(x: Tensor, p: SpikGRUParams, opts: SpikeOpts) -> Tensor:
     a = F.linear(x, torch.cat([p.W, p.Wz]), torch.cat([p.b, p.bz]))
-    U = torch.cat([p.U, p.Uz])
-    return _SpikGRU.apply(_time_major(a), U, p.alpha, opts).transpose(0, 1)
+    return _SpikGRU.apply(a, torch.cat([p.U, p.Uz]), p.alpha, opts)
 
 
 # ---------------------------------------------------------------- RNN (ReLU)
 @torch.jit.script
 def _rnn_fwd(a: Tensor, UT: Tensor) -> Tensor:
     h_all = torch.empty_like(a)
-    h = torch.zeros_like(a[0])
-    for t in range(a.shape[0]):
-        h = torch.relu(torch.addmm(a[t], h, UT))
-        h_all[t] = h
+    h = a.new_zeros(a.shape[0], a.shape[2])
+    for t in range(a.shape[1]):
+        h = torch.addmm(a[:, t], h, UT, out=h_all[:, t]).relu_()
     return h_all
 
 
 @torch.jit.script
-def _rnn_bwd(gh: Tensor, active: Tensor, U: Tensor) -> Tensor:
-    dhp_all = torch.empty_like(gh)
-    dhp = torch.zeros_like(gh[0])
-    for t in range(gh.shape[0] - 1, -1, -1):
-        dhp = torch.addmm(gh[t], dhp, U) * active[t]
-        dhp_all[t] = dhp
-    return dhp_all
+def _rnn_bwd(gh: Tensor, h_all: Tensor, U: Tensor) -> Tuple[Tensor, Tensor]:
+    B, T, N = h_all.shape
+    dhp_all = torch.empty_like(h_all)
+    dhp, dU = h_all.new_zeros(B, N), h_all.new_zeros(N, N)
+    for t in range(T - 1, -1, -1):
+        dhp = torch.addmm(gh[:, t], dhp, U, out=dhp_all[:, t]).mul_(h_all[:, t] > 0)
+        if t > 0:
+            dU.addmm_(dhp.t(), h_all[:, t - 1])
+    return dhp_all, dU
 
 
 class _RNN(torch.autograd.Function):
@@ -313,14 +348,13 @@ class _RNN(torch.autograd.Function):
         return h
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, gh):
-        h, U = ctx.saved_tensors
-        dhp = _rnn_bwd(gh.contiguous(), (h > 0).to(h.dtype), U)
-        return dhp, _outer_sum(dhp, _prev(h))
+        return _rnn_bwd(gh, *ctx.saved_tensors)
 
 
 def rnn(x: Tensor, p: RNNParams) -> Tensor:
-    return _RNN.apply(_time_major(F.linear(x, p.W, p.b)), p.U).transpose(0, 1)
+    return _RNN.apply(F.linear(x, p.W, p.b), p.U)
 
 
 # ---------------------------------------------------------------- leaky readout
@@ -328,13 +362,12 @@ def rnn(x: Tensor, p: RNNParams) -> Tensor:
 def _leaky_scan(a: Tensor, beta: Tensor, reverse: bool) -> Tensor:
     """y_t = beta y_{t-1} + a_t (reverse: y_t = beta y_{t+1} + a_t)."""
     y_all = torch.empty_like(a)
-    y = torch.zeros_like(a[0])
-    steps: List[int] = list(range(a.shape[0]))
+    y = a.new_zeros(a.shape[0], a.shape[2])
+    steps: List[int] = list(range(a.shape[1]))
     if reverse:
         steps.reverse()
     for t in steps:
-        y = beta * y + a[t]
-        y_all[t] = y
+        y = torch.addcmul(a[:, t], beta, y, out=y_all[:, t])
     return y_all
 
 
@@ -346,11 +379,12 @@ class _Leaky(torch.autograd.Function):
         return o
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, go):
         o, beta = ctx.saved_tensors
-        do = _leaky_scan(go.contiguous(), beta, True)
-        return do, _sum_bt(do * _prev(o))
+        do = _leaky_scan(go, beta, True)
+        return do, (do[:, 1:] * o[:, :-1]).sum((0, 1))
 
 
 def readout(x: Tensor, p: ReadoutParams) -> Tensor:
-    return _Leaky.apply(_time_major(F.linear(x, p.W, p.b)), p.beta).transpose(0, 1)
+    return _Leaky.apply(F.linear(x, p.W, p.b), p.beta)

@@ -31,9 +31,13 @@ class SpikeOpts(NamedTuple):
     width: float = VTH
 
 
-def triangle(v: Tensor, vth: float, scale: float, width: float) -> Tensor:
-    """Surrogate dH/dv: scale * max(0, 1 - |v - vth| / width)."""
-    return scale * torch.clamp(1.0 - torch.abs(v - vth) / width, min=0.0)
+def triangle(v: Tensor, vth: float, scale: float, width: float,
+             out: Optional[Tensor] = None) -> Tensor:
+    """Surrogate dH/dv: scale * max(0, 1 - |v - vth| / width), into `out` if given
+    (the kernels' loops reuse one buffer)."""
+    if out is None:
+        out = torch.empty_like(v)
+    return torch.sub(v, vth, out=out).abs_().mul_(-scale / width).add_(scale).relu_()
 
 
 class TriangleSpike(torch.autograd.Function):
