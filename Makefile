@@ -33,6 +33,11 @@ demo: $(STAMP)
 	$(VPY) cli.py data plot builtin --index 0 --out $(DEMO)/sample0.png
 	$(VPY) cli.py train --model cuba-lif --layers 1 --hidden 64 --data builtin --bin-hz 100 --epochs 15 --batch 16 --out $(DEMO)/cuba-lif
 	$(VPY) cli.py eval $(DEMO)/cuba-lif
+	$(VPY) cli.py export $(DEMO)/cuba-lif/best.pt --target loihi2 --out $(DEMO)/cuba-lif/net.h5
+	$(VPY) cli.py simulate $(DEMO)/cuba-lif/net.h5 --engine lava --limit 10
+	$(VPY) cli.py simulate $(DEMO)/cuba-lif/net.h5 --engine fast
+	$(VPY) cli.py report $(DEMO) --out $(DEMO)/report.html
+	$(VPY) cli.py compare $(DEMO)/cuba-lif/net.h5 --limit 10
 
 test: $(STAMP)
 	@$(VPY) -m pytest -q; rc=$$?; \

@@ -169,5 +169,58 @@ def finetune_cmd(checkpoint, out, epochs, lr, data, batch, quiet):
     click.echo(format_finetune(finetune(checkpoint, out, epochs, lr, data, batch, progress=not quiet)))
 
 
+@cli.command("simulate")
+@click.argument("network")
+@click.option("--data", default=None, help="Dataset (default: the one the network was trained on).")
+@click.option("--split", default="test", show_default=True, help="train, valid or test.")
+@click.option("--limit", type=int, default=None, help="Only the first N samples (Lava's default: 20).")
+@click.option("--engine", type=click.Choice(["lava", "fast"]), default="lava", show_default=True,
+              help="lava: Lava processes with event counters; fast: the batched integer engine (same spikes and counts).")
+@click.option("--backend", type=click.Choice(["sim", "loihi2"]), default="sim", show_default=True,
+              help="Lava run config: Loihi2SimCfg, or Loihi2HwCfg (needs Intel's lava-loihi).")
+@click.option("--channels", type=int, default=None, help="Read the dataset with this many channels.")
+@click.option("--stock-netx", is_flag=True, help="Run a --netx-compatible file in lava-dl's stock netx Network.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def simulate_cmd(network, data, split, limit, engine, backend, channels, stock_netx, as_json, quiet):
+    """Run an exported NETWORK (.h5) over a dataset split: accuracy and measured MAC/AC per timestep."""
+    from sim.simulate import format_simulate, simulate
+    r = simulate(network, data, split, limit, engine, backend, channels, not quiet, stock_netx)
+    _echo_json(r) if as_json else click.echo(format_simulate(r))
+
+
+@cli.command("compare")
+@click.argument("network")
+@click.option("--data", default=None, help="Dataset (default: the one the network was trained on).")
+@click.option("--checkpoint", default=None, help="Float model (default: the file's own checkpoint, if it is there).")
+@click.option("--split", default="test", show_default=True, help="train, valid or test.")
+@click.option("--limit", type=int, default=None, help="Samples run in Lava and compared (default 20).")
+@click.option("--e-mac", type=float, default=4.6, show_default=True, help="Energy per MAC in pJ (Horowitz 45 nm, 32-bit float).")
+@click.option("--e-ac", type=float, default=0.9, show_default=True, help="Energy per AC in pJ (Horowitz 45 nm, 32-bit float).")
+@click.option("--channels", type=int, default=None, help="Read the dataset with this many channels.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the last line stays measured_vs_predicted_fixed=).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def compare_cmd(network, data, checkpoint, split, limit, e_mac, e_ac, channels, as_json, quiet):
+    """Predicted (float, fixed point) vs measured (Lava, fast engine) MAC/AC per timestep, accuracy and energy."""
+    from sim.compare import compare, format_compare
+    r = compare(network, data, checkpoint, split, limit, e_mac, e_ac, channels, not quiet)
+    if as_json:
+        _echo_json(r)
+        click.echo(f"measured_vs_predicted_fixed={r['measured_vs_predicted_fixed']:.6g}")
+    else:
+        click.echo(format_compare(r))
+
+
+@cli.command("report")
+@click.argument("runs_dir")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="report.html (self-contained) or report.md (+ report.png).")
+@click.option("--limit", type=int, default=None, help="Evaluate each model on the first N test samples only.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def report_cmd(runs_dir, out, limit, quiet):
+    """Table 1 (accuracy +- 95 % CI), Table 2 (ops, with measured counts) and Fig. 3 for every model under RUNS_DIR."""
+    from sim.report import format_report, report
+    click.echo(format_report(report(runs_dir, out, not quiet, limit)))
+
+
 if __name__ == "__main__":
     cli()

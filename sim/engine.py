@@ -1,56 +1,432 @@
-"""The fast engine: a whole split through the integer network at once, with event counts.
+"""The fast engine: a whole split through the integer network at once, with the Lava run's counts.
 
-It runs export.qnet.run_network (the spec's step functions, batched over samples)
-and counts what Lava's counters count, per sample: synaptic events per connection
-(each event adds its fan-out; a graded payload c is c events), spikes per layer and
-the neuron terms of the study's Table 2.
+Same arithmetic as ``export.qnet.run_network`` (docs/fixed_point.md), organised for speed:
+
+* layer-major: a layer's feed-forward dendrites (W x, and Wz x for SpikGRU) depend only on the
+  layer below, so they are one matrix product over all samples and steps (the graded input as a
+  sparse matrix straight from the split's event indices); only the recurrent part (U s_{t-1},
+  Uz s_{t-1}) and the neuron update run step by step, batched over samples ([T, B, n] layout);
+* integers held in floating point, where every operation is exact: products of a 24-bit state
+  and a 12-bit factor stay below 2**37 in float64, and x * (4096 - d) / 4096 rounded toward zero
+  is ``trunc(x * f)`` with f = (4096 - d) / 4096 exactly representable; dendritic sums of binary
+  spikes and 8-bit weights (and the input's, whenever its largest possible sum allows) stay below
+  2**24 and run in float32, the recurrent ones in torch (pre-scaled weights, one addmm per step);
+  shifts are multiplications by powers of two (floor for negative exponents), saturation is
+  clamping (skipped for a connection no spike pattern can saturate).
+
+tests/test_sim.py checks it spike for spike (and state for state) against run_network, the
+PyTorch fixed-point forward (export.qat.run_fixed_point) and the Lava run.
+
+Counts are what the Lava counters count (lava_procs.process docstring), per connection
+"<layer>.<synapse>" (layer1.ff, layer1.rec, layer1.ff_z, ..., readout.ff): each event adds the
+connection's fan-out n_out, a graded payload c is c events; spikes per hidden layer; neuron_ops
+per layer (MAC, AC) from lava_procs.NEURON_OPS, the soft reset counted once per spike.
 """
 from __future__ import annotations
 
+# Lava first: it fixes multiprocessing's start method when imported (see tests/conftest.py)
+import lava.magma.runtime.message_infrastructure.multiprocessing  # noqa: F401  isort: skip
+
+import contextlib
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
+import torch
 from tqdm import tqdm
 
-from export.qnet import QNetwork, predict, run_network
+from export import fixed_point as fx
+from export.qnet import QLayer, QNetwork, predict
+from lava_procs.process import NEURON_OPS
+from train.data import _ranges
 
-# neuron terms of Table 2 per neuron per step: (MAC, AC); the per-spike reset AC is counted from spikes
-NEURON_TERMS = {"lif": (1, 1), "cuba-lif": (3, 1), "lava-cuba": (3, 1), "spikgru": (3, 2), "readout": (1, 1)}
+THETA = float(fx.THETA)
+SAT = float(fx.STATE_MAX)
+ACC_MIN, ACC_MAX = float(fx.ACC_MIN), float(fx.ACC_MAX)
+ACT = float(1 << fx.ACT_SHIFT)
+UNITY = float(fx.DECAY_UNITY)
+F32_EXACT = float(1 << 24)  # integers below this are exact in float32
+SIGMOID_Z = fx.SIGMOID_TABLE.astype(np.float64) / UNITY  # z / 4096, exact
+HALF_TABLE = fx.SIGMOID_ENTRIES // 2
+SYN_ORDER = ("ff", "rec", "ff_z", "rec_z")
+
+
+def layer_names(net: QNetwork) -> list[str]:
+    """layer1 .. layerL, readout: the names counts and reports use."""
+    return [f"layer{k + 1}" for k in range(len(net.hidden))] + ["readout"]
 
 
 @dataclass
 class Counts:
-    """Totals over the samples run: events per connection, spikes and neuron ops per layer."""
+    """Totals over the samples run (the Lava counters' quantities).
+
+    syn_events: "<layer>.<synapse>" -> events x fan-out; spikes: per hidden layer; neuron_ops:
+    layer -> (MAC, AC) of the neuron terms; input_events: the (clipped) input spike counts summed.
+    source: 'fast' (this engine), 'lava' (Lava's counters) or 'none'."""
 
     samples: int = 0
     steps: int = 0
-    syn_events: dict[str, int] = field(default_factory=dict)  # "layer1.ff" -> events
-    spikes: list[int] = field(default_factory=list)  # per hidden layer
+    syn_events: dict[str, int] = field(default_factory=dict)
+    spikes: list[int] = field(default_factory=list)
+    neuron_ops: dict[str, tuple[int, int]] = field(default_factory=dict)
     input_events: int = 0
+    source: str = "fast"
 
     def add(self, other: "Counts") -> None:
+        if self.samples and other.steps != self.steps:
+            raise ValueError(f"cannot add counts of {other.steps}-step samples to {self.steps}-step ones")
         self.samples += other.samples
         self.steps = other.steps
         self.input_events += other.input_events
         for k, v in other.syn_events.items():
             self.syn_events[k] = self.syn_events.get(k, 0) + v
+        for k, (mac, ac) in other.neuron_ops.items():
+            m0, a0 = self.neuron_ops.get(k, (0, 0))
+            self.neuron_ops[k] = (m0 + mac, a0 + ac)
         self.spikes = [a + b for a, b in zip(self.spikes, other.spikes)] if self.spikes else list(other.spikes)
 
+    def key(self) -> tuple:
+        """Everything that must be equal between two runs of the same samples."""
+        return (self.samples, self.steps, tuple(sorted(self.syn_events.items())), tuple(self.spikes),
+                tuple(sorted(self.neuron_ops.items())), self.input_events)
 
-def count_events(net: QNetwork, counts: np.ndarray, spikes: list[np.ndarray]) -> Counts:
-    """Events of one batch: counts [B, T, C] graded input, spikes per hidden layer [B, T, n]."""
-    c = Counts(samples=counts.shape[0], steps=counts.shape[1])
-    c.input_events = int(np.clip(counts, 0, None).sum())
-    sources = [c.input_events] + [int(s.sum()) for s in spikes]
+    def equals(self, other: "Counts") -> bool:
+        return self.key() == other.key()
+
+    def as_dict(self) -> dict:
+        return {"samples": self.samples, "steps": self.steps, "syn_events": dict(self.syn_events),
+                "spikes": list(self.spikes), "neuron_ops": {k: list(v) for k, v in self.neuron_ops.items()},
+                "input_events": self.input_events, "source": self.source}
+
+
+def count_events(net: QNetwork, counts, spikes: list[np.ndarray]) -> Counts:
+    """Counts of one batch: counts [B, T, C] graded input (or Inputs), spikes per hidden layer [B, T, n]."""
+    if isinstance(counts, Inputs):
+        B, T, events = counts.B, counts.T, counts.events
+    else:
+        B, T = counts.shape[0], counts.shape[1]
+        events = int(np.clip(counts, 0, fx.PAYLOAD_MAX).sum(dtype=np.int64))
+    c = Counts(samples=B, steps=T)
+    c.input_events = events
+    sources = [c.input_events] + [int(np.asarray(s).sum(dtype=np.int64)) for s in spikes]
     c.spikes = sources[1:]
+    names = layer_names(net)
     for k, layer in enumerate(net.layers):
-        name = "readout" if layer.kind == "readout" else f"layer{k + 1}"
         for syn_name, syn in layer.synapses().items():
             presyn = sources[k + 1] if syn_name.startswith("rec") else sources[k]
-            c.syn_events[f"{name}.{syn_name}"] = presyn * syn.weight.shape[0]
+            c.syn_events[f"{names[k]}.{syn_name}"] = presyn * syn.weight.shape[0]
+        mac, ac, soft = NEURON_OPS[layer.kind]
+        per = layer.n_out * B * T
+        c.neuron_ops[names[k]] = (mac * per, ac * per + (sources[k + 1] if soft and layer.kind != "readout" else 0))
     return c
 
 
+# ------------------------------------------------------------------------------------------ inputs
+@dataclass
+class Inputs:
+    """A batch's graded input as a sparse matrix [T * B, C] (row t * B + b), counts clipped to 8 bits."""
+
+    csr: sp.csr_matrix
+    B: int
+    T: int
+    C: int
+
+    @property
+    def events(self) -> int:
+        return int(self.csr.data.sum(dtype=np.int64))
+
+    @property
+    def peak_sum(self) -> float:
+        """The largest input sum of one sample at one step (bounds the input dendrite)."""
+        return float(np.asarray(self.csr.sum(axis=1)).max()) if self.csr.nnz else 0.0
+
+    @classmethod
+    def from_dense(cls, counts: np.ndarray) -> "Inputs":
+        """counts [B, T, C] of non-negative integers (counts above 255 clip to 255)."""
+        counts = np.asarray(counts)
+        B, T, C = counts.shape
+        b, t, c = np.nonzero(counts)
+        data = np.minimum(counts[b, t, c], fx.PAYLOAD_MAX).astype(np.float32)
+        if data.size and data.min() < 0:
+            raise ValueError("spike counts must be non-negative")
+        csr = sp.csr_matrix((data, (t * B + b, c)), shape=(T * B, C))
+        return cls(csr, B, T, C)
+
+    @classmethod
+    def from_split(cls, split, index: np.ndarray) -> "Inputs":
+        """Samples `index` of a binned split (train.binning.BinnedSet), straight from its event indices."""
+        index = np.asarray(index, dtype=np.int64)
+        B, T, C = len(index), split.spec.n_steps, split.spec.n_channels
+        starts, stops = split.offsets[index], split.offsets[index + 1]
+        flat = split.flat[_ranges(starts, stops)]
+        owner = np.repeat(np.arange(B), stops - starts)
+        step, channel = np.divmod(flat, C)
+        coo = sp.coo_matrix((np.ones(len(flat), dtype=np.float32), (step * B + owner, channel)), shape=(T * B, C))
+        csr = coo.tocsr()  # sums repeated (step, channel) events into counts
+        csr.sum_duplicates()
+        np.minimum(csr.data, fx.PAYLOAD_MAX, out=csr.data)
+        return cls(csr, B, T, C)
+
+    def dense(self) -> np.ndarray:
+        """[B, T, C] int64, as SampleSource and run_network take them."""
+        return self.csr.toarray().reshape(self.T, self.B, self.C).transpose(1, 0, 2).astype(np.int64)
+
+
+# ------------------------------------------------------------------------------------------ kernels
+def _shift_clip(acc: np.ndarray, exp: int) -> np.ndarray:
+    """In place: acc << exp (floor for exp < 0), saturated to 16 bits."""
+    if exp > 0:
+        acc *= float(1 << exp)
+    elif exp < 0:
+        acc *= 1.0 / float(1 << -exp)
+        np.floor(acc, out=acc)
+    np.clip(acc, ACC_MIN, ACC_MAX, out=acc)
+    return acc
+
+
+def ff_dendrite(syn, x, peak_sum: float, out_dtype=np.float64) -> np.ndarray:
+    """fx.dendrite of a feed-forward connection over a whole batch, as [T, B, n] of out_dtype.
+
+    x: Inputs (graded counts) or float32 spikes [T, B, m]; peak_sum bounds the sum of inputs at one
+    step, so that float32 is used only where every partial sum is exact (below 2**24)."""
+    w = syn.weight
+    top = float(np.abs(w).max()) if w.size else 0.0
+    dtype = np.float32 if top * peak_sum < F32_EXACT else np.float64
+    wt = w.T.astype(dtype)
+    if isinstance(x, Inputs):
+        acc = np.asarray(x.csr.astype(dtype) @ wt).reshape(x.T, x.B, -1)
+    else:
+        T, B, m = x.shape
+        acc = np.matmul(x.reshape(T * B, m).astype(dtype), wt).reshape(T, B, -1)
+    return _shift_clip(acc, syn.exp).astype(out_dtype, copy=False)
+
+
+def _factor(d) -> np.ndarray:
+    """(4096 - d) / 4096 as float64 (exact): decay(x, d) = trunc(x * factor)."""
+    return (UNITY - np.asarray(d, dtype=np.float64)) / UNITY
+
+
+class _Rec:
+    """A recurrent connection, one spike vector [B, n] at a time: returns its dendrite << 6 as float32.
+
+    Weights are pre-scaled by 2**(exp + 6) when exp >= 0 (every partial sum is a multiple of
+    2**(exp + 6) below 2**14 of them: exact in float32); the 16-bit saturation is skipped when no
+    spike pattern can reach it."""
+
+    def __init__(self, syn, B: int):
+        w = syn.weight.astype(np.float64)
+        e = int(syn.exp)
+        pos, neg = np.clip(w, 0, None).sum(axis=1), np.clip(w, None, 0).sum(axis=1)
+        self.floor = e < 0
+        scale = 2.0 ** e
+        reach_hi, reach_lo = (pos.max() if pos.size else 0.0) * scale, (neg.min() if neg.size else 0.0) * scale
+        self.clip = reach_hi > ACC_MAX or reach_lo < ACC_MIN
+        if not self.floor:
+            scale *= ACT  # shift and << 6 folded into the weights
+        self.wt = torch.from_numpy(np.ascontiguousarray((w * scale).T.astype(np.float32)))
+        self.out = np.empty((B, syn.weight.shape[0]), dtype=np.float32)
+        self.out_t = torch.from_numpy(self.out)
+        self.lo, self.hi = (ACC_MIN, ACC_MAX) if self.floor else (ACC_MIN * ACT, ACC_MAX * ACT)
+        self.simple = not (self.floor or self.clip)
+
+    def plus(self, s_t: torch.Tensor, c: np.ndarray) -> np.ndarray:
+        """The dendrite of s_t << 6, plus c (float32 [B, n], sum below 2**24: exact), in one call when it can."""
+        if self.simple:
+            torch.addmm(torch.from_numpy(c), s_t, self.wt, out=self.out_t)
+            return self.out
+        out = self(s_t)
+        np.add(out, c, out=out)
+        return out
+
+    def __call__(self, s_t: torch.Tensor) -> np.ndarray:
+        """s_t: the spikes [B, n] as a float32 tensor; the result is overwritten by the next call."""
+        torch.mm(s_t, self.wt, out=self.out_t)
+        if self.floor:
+            np.floor(self.out, out=self.out)
+        if self.clip:
+            self.out_t.clamp_(self.lo, self.hi)
+        if self.floor:
+            self.out *= ACT
+        return self.out
+
+
+def run_hidden(layer: QLayer, x, peak_sum: float, trace: dict | None = None) -> np.ndarray:
+    """One hidden layer over a whole batch: input x (Inputs, or spikes [T, B, m]) -> spikes [T, B, n] bool.
+
+    trace: if a dict, filled with the states [T, B, n] (float64) for checks.
+    Per step, the feed-forward part of the input (64 W x + bias, float32: below 2**23, exact) plus the
+    recurrent part (float32, exact) is added to the float64 states."""
+    T, B = (x.T, x.B) if isinstance(x, Inputs) else x.shape[:2]
+    n = layer.n_out
+    kind = layer.kind
+    bias = fx.bias_value(layer.bias_mant, layer.bias_exp).astype(np.float64)
+    C = ff_dendrite(layer.ff, x, peak_sum, np.float32)
+    C *= ACT
+    if kind != "lava-cuba":
+        C += bias.astype(np.float32)
+    rec = _Rec(layer.rec, B)
+    S = np.zeros((T, B, n), dtype=bool)
+    s = np.zeros((B, n), dtype=np.float32)  # the previous step's spikes
+    s_t = torch.from_numpy(s)
+    iv = np.zeros((2, B, n))  # i and v side by side: their decays are one multiply
+    i, v = iv[0], iv[1]
+    i_t, v_t = torch.from_numpy(i), torch.from_numpy(v)
+    tmp = np.zeros((B, n))
+    record = trace is not None
+    if record:
+        trace.update({name: np.zeros((T, B, n)) for name in (("v",) if kind == "lif" else ("i", "v"))})
+    trunc, mul, add, greater = np.trunc, np.multiply, np.add, np.greater
+    if kind == "lif":
+        fv = _factor(layer.v_decay)
+        for t in range(T):
+            r = rec.plus(s_t, C[t])
+            mul(v, fv, out=v)
+            trunc(v, out=v)
+            add(v, r, out=v)
+            v_t.sub_(s_t, alpha=THETA)
+            v_t.clamp_(-SAT, SAT)
+            greater(v, THETA, out=S[t])
+            s[...] = S[t]
+            if record:
+                trace["v"][t] = v
+    elif kind == "cuba-lif":
+        fiv = np.stack([_factor(layer.i_decay), _factor(layer.v_decay)])[:, None, :]
+        gv = np.asarray(layer.v_decay, np.float64) / UNITY
+        for t in range(T):
+            r = rec.plus(s_t, C[t])
+            mul(iv, fiv, out=iv)
+            trunc(iv, out=iv)
+            add(i, r, out=i)
+            i_t.clamp_(-SAT, SAT)
+            mul(i, gv, out=tmp)
+            trunc(tmp, out=tmp)
+            add(v, tmp, out=v)
+            v_t.sub_(s_t, alpha=THETA)
+            v_t.clamp_(-SAT, SAT)
+            greater(v, THETA, out=S[t])
+            s[...] = S[t]
+            if record:
+                trace["i"][t], trace["v"][t] = i, v
+    elif kind == "spikgru":
+        fi = _factor(layer.i_decay)
+        G = ff_dendrite(layer.ff_z, x, peak_sum, np.float32)
+        G *= ACT
+        G += fx.bias_value(layer.bias_z_mant, layer.bias_z_exp).astype(np.float32)
+        rec_z = _Rec(layer.rec_z, B)
+        g = np.zeros((B, n))
+        g_t = torch.from_numpy(g)
+        z = np.zeros((B, n))
+        idx = np.zeros((B, n), dtype=np.intp)
+        inv = 1.0 / float(1 << fx.SIGMOID_SHIFT)
+        for t in range(T):
+            r = rec.plus(s_t, C[t])
+            mul(i, fi, out=i)
+            trunc(i, out=i)
+            add(i, r, out=i)
+            i_t.clamp_(-SAT, SAT)
+            rz = rec_z(s_t)
+            add(rz, G[t], out=rz)  # below 2**24: exact
+            mul(rz, inv, out=g)
+            np.floor(g, out=g)
+            g += HALF_TABLE
+            g_t.clamp_(0, 2 * HALF_TABLE - 1)
+            idx[...] = g
+            np.take(SIGMOID_Z, idx, out=z)  # z / 4096
+            mul(v, z, out=v)
+            trunc(v, out=v)
+            np.subtract(1.0, z, out=z)
+            mul(i, z, out=tmp)
+            trunc(tmp, out=tmp)
+            add(v, tmp, out=v)
+            v_t.sub_(s_t, alpha=THETA)
+            v_t.clamp_(-SAT, SAT)
+            greater(v, THETA, out=S[t])
+            s[...] = S[t]
+            if record:
+                trace["i"][t], trace["v"][t] = i, v
+    elif kind == "lava-cuba":
+        fu = _factor(int(np.ravel(layer.i_decay)[0]) + 1)
+        fv = _factor(int(np.ravel(layer.v_decay)[0]))
+        span, top = float(1 << fx.STATE_BITS), float(fx.STATE_MAX + 1)
+        for t in range(T):
+            r = rec.plus(s_t, C[t])
+            mul(i, fu, out=i)
+            trunc(i, out=i)
+            add(i, r, out=i)
+            i[i > top] -= span  # Lava's 24-bit wrap of the current
+            i[i <= -top] += span
+            mul(v, fv, out=v)
+            trunc(v, out=v)
+            add(v, i, out=v)
+            add(v, bias, out=v)
+            v_t.clamp_(-SAT, SAT)
+            greater(v, THETA, out=S[t])
+            v[S[t]] = 0.0  # hard reset
+            s[...] = S[t]
+            if record:
+                trace["i"][t], trace["v"][t] = i, v
+    else:
+        raise ValueError(f"no fast kernel for neuron kind {kind!r}")
+    return S
+
+
+def run_readout(layer: QLayer, x: np.ndarray) -> np.ndarray:
+    """The leaky readout over a whole batch: spikes [T, B, m] -> o [T, B, K] (float64 integers)."""
+    T, B, m = x.shape
+    C = ff_dendrite(layer.ff, x, float(m))  # spikes in: float32 sums, exact
+    C *= ACT
+    C += fx.bias_value(layer.bias_mant, layer.bias_exp).astype(np.float64)
+    fv = _factor(layer.v_decay)
+    out = np.empty_like(C)
+    o = np.zeros((B, layer.n_out))
+    for t in range(T):
+        np.multiply(o, fv, out=o)
+        np.trunc(o, out=o)
+        o += C[t]
+        np.minimum(o, SAT, out=o)
+        np.maximum(o, -SAT, out=o)
+        out[t] = o
+    return out
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Torch on one intra-op thread while the engine runs: its per-step products are small, and a second
+    thread waiting for a busy core makes each of them many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_batch(net: QNetwork, counts, record_states: bool = False) -> dict:
+    """counts [B, T, C] (or Inputs) -> {'spikes': [per hidden layer int8 [B, T, n]], 'readout': int64 [B, T, K],
+    'states': per hidden layer {name: int64 [B, T, n]} when record_states}: run_network's result, and
+    'inputs': the Inputs."""
+    inputs = counts if isinstance(counts, Inputs) else Inputs.from_dense(counts)
+    if inputs.C != net.layers[0].n_in:
+        raise ValueError(f"the samples have {inputs.C} channels, the network takes {net.layers[0].n_in}")
+    x, peak = inputs, inputs.peak_sum
+    spikes, states = [], []
+    with torch.no_grad(), _one_thread():
+        for layer in net.hidden:
+            tr = {} if record_states else None
+            x = run_hidden(layer, x, peak, tr)
+            peak = float(x.shape[-1])
+            spikes.append(x)
+            states.append(tr)
+        o = run_readout(net.readout, x)
+    bt = lambda a, dt: np.ascontiguousarray(a.transpose(1, 0, 2)).astype(dt)
+    out = {"spikes": [bt(s, np.int8) for s in spikes], "readout": bt(o, np.int64), "inputs": inputs}
+    if record_states:
+        out["states"] = [{k: bt(a, np.int64) for k, a in tr.items()} for tr in states]
+    return out
+
+
+# ------------------------------------------------------------------------------------------ whole splits
 @dataclass
 class SimResult:
     pred: np.ndarray
@@ -58,49 +434,69 @@ class SimResult:
     counts: Counts
     spikes: list[np.ndarray] | None = None  # kept only when asked (memory)
     readout: np.ndarray | None = None
+    seconds: float = 0.0
 
     @property
     def accuracy(self) -> float:
         return float((self.pred == self.labels).mean()) if len(self.labels) else 0.0
 
 
-def run_fast(net: QNetwork, split, limit: int | None = None, batch: int = 64, keep_traces: bool = False,
-             progress: bool = True) -> SimResult:
-    """All (or the first `limit`) samples of a binned split through the integer network."""
-    n = len(split) if limit is None else min(limit, len(split))
-    preds, total, spikes, readouts = [], Counts(), [], []
-    bar = tqdm(total=n, desc="fast engine", unit="sample", disable=not progress, leave=False)
-    for start in range(0, n, batch):
-        idx = np.arange(start, min(n, start + batch))
-        x = split.dense(idx).numpy().astype(np.int64)
-        out = run_network(net, x)
+def _run_batches(net: QNetwork, batches, n: int, keep_traces: bool, progress: bool, desc: str):
+    t0 = time.perf_counter()
+    total, preds, spikes, readouts = Counts(), [], [], []
+    bar = tqdm(total=n, desc=desc, unit="sample", disable=not progress, leave=False)
+    for inputs in batches:
+        out = run_batch(net, inputs)
         preds.append(predict(out["readout"]))
-        total.add(count_events(net, x, out["spikes"]))
+        total.add(count_events(net, inputs, out["spikes"]))
         if keep_traces:
             spikes.append(out["spikes"])
             readouts.append(out["readout"])
-        bar.update(len(idx))
+        bar.update(inputs.B)
     bar.close()
-    res = SimResult(np.concatenate(preds) if preds else np.zeros(0, int), split.labels[:n], total)
-    if keep_traces:
-        res.spikes = [np.concatenate([b[k] for b in spikes]) for k in range(len(net.hidden))]
-        res.readout = np.concatenate(readouts)
-    return res
+    traces = {}
+    if keep_traces and spikes:
+        traces = {"spikes": [np.concatenate([b[k] for b in spikes]) for k in range(len(net.hidden))],
+                  "readout": np.concatenate(readouts)}
+    pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)
+    return pred, total, traces, time.perf_counter() - t0
+
+
+def run_counts(net: QNetwork, counts: np.ndarray, labels: np.ndarray | None = None, batch: int = 128,
+               keep_traces: bool = False, progress: bool = False, desc: str = "fast engine") -> "SimResult":
+    """Integer counts [N, T, C] through the network in batches of `batch` samples."""
+    counts = np.asarray(counts)
+    N = counts.shape[0]
+    batches = (Inputs.from_dense(counts[s:s + batch]) for s in range(0, N, batch))
+    pred, total, traces, seconds = _run_batches(net, batches, N, keep_traces, progress, desc)
+    labels = np.full(N, -1) if labels is None else np.asarray(labels)[:N]
+    return SimResult(pred, labels, total, traces.get("spikes"), traces.get("readout"), seconds)
+
+
+def run_fast(net: QNetwork, split, limit: int | None = None, batch: int = 128, keep_traces: bool = False,
+             progress: bool = True, index: np.ndarray | None = None) -> SimResult:
+    """All (or the first `limit`, or those of `index`) samples of a binned split (train.binning.BinnedSet)
+    through the network, batched; inputs straight from the split's event indices."""
+    if index is None:
+        index = np.arange(len(split) if limit is None else min(limit, len(split)))
+    index = np.asarray(index, dtype=np.int64)
+    if split.spec.n_channels != net.layers[0].n_in:
+        raise ValueError(f"the samples have {split.spec.n_channels} channels, the network takes {net.layers[0].n_in}")
+    batches = (Inputs.from_split(split, index[s:s + batch]) for s in range(0, len(index), batch))
+    pred, total, traces, seconds = _run_batches(net, batches, len(index), keep_traces, progress, "fast engine")
+    return SimResult(pred, np.asarray(split.labels)[index], total, traces.get("spikes"), traces.get("readout"), seconds)
 
 
 def measured_ops(net: QNetwork, c: Counts) -> list[dict]:
-    """MAC and AC per timestep per sample of each layer, from counted events (Table 2's terms).
+    """MAC and AC per timestep per sample of each layer, from counts (Table 2's terms).
 
-    AC = synaptic events of the layer's connections + one reset per spike + the neuron's AC terms;
-    MAC = the neuron's MAC terms.
-    """
+    AC = the layer's synaptic events (all its connections) + its neuron AC terms (bias, the soft
+    reset once per spike); MAC = its neuron MAC terms."""
     per = max(1, c.samples * c.steps)
     rows = []
-    for k, layer in enumerate(net.layers):
-        name = "readout" if layer.kind == "readout" else f"layer{k + 1}"
-        mac_n, ac_n = NEURON_TERMS[layer.kind]
+    for k, (name, layer) in enumerate(zip(layer_names(net), net.layers)):
         syn = sum(v for key, v in c.syn_events.items() if key.startswith(name + "."))
-        resets = c.spikes[k] if layer.kind != "readout" else 0
-        rows.append({"name": name, "kind": layer.kind, "n": layer.n_out,
-                     "mac": mac_n * layer.n_out, "ac": (syn + resets) / per + ac_n * layer.n_out})
+        mac, ac = c.neuron_ops.get(name, (0, 0))
+        rows.append({"name": name, "kind": layer.kind, "m": layer.n_in, "n": layer.n_out,
+                     "mac": mac / per, "ac": (syn + ac) / per})
     return rows

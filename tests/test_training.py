@@ -220,3 +220,13 @@ def test_existing_run_dir_needs_resume(tmp_path):
     train(TrainConfig(model="rnn", epochs=1, **FAST), tmp_path, progress=False)
     with pytest.raises(InputError, match="--resume"):
         train(TrainConfig(model="rnn", epochs=1, **FAST), tmp_path, progress=False)
+
+
+def test_eval_two_layer_ann(tmp_path):
+    """ANNs report only the input rate; their ops need no spike rates, at any depth."""
+    train(TrainConfig(model="rnn", layers=2, epochs=1, **{k: v for k, v in FAST.items() if k != "layers"}),
+          tmp_path, progress=False)
+    r = evaluate(str(tmp_path / "best.pt"))
+    assert r["layer_rates"] == []
+    n, m, k = 16, 700, 6
+    assert [o["mac"] for o in r["ops"]] == [m * n + n * n, n * n + n * n, n * k + k]

@@ -53,13 +53,13 @@ def model_ops(model_kind: str, sizes: list[int], n_classes: int, rates: list[flo
     sizes: [n_in, hidden_1, ..., hidden_L]; rates: [input events per channel per step,
     spikes per neuron per step of each hidden layer] (ignored for the ANNs).
     """
+    rate = lambda k: rates[k] if k < len(rates) else 0.0
     rows = []
     for l in range(1, len(sizes)):
-        a_in, a_out = rates[l - 1], rates[l] if l < len(rates) else 0.0
-        mac, ac = layer_ops(model_kind, sizes[l - 1], sizes[l], a_in, a_out)
-        rows.append(LayerOps(f"layer{l}", model_kind, sizes[l - 1], sizes[l], a_in, a_out, mac, ac))
+        mac, ac = layer_ops(model_kind, sizes[l - 1], sizes[l], rate(l - 1), rate(l))
+        rows.append(LayerOps(f"layer{l}", model_kind, sizes[l - 1], sizes[l], rate(l - 1), rate(l), mac, ac))
     readout = {"gru": "linear-readout", "rnn": "readout-dense"}.get(model_kind, "readout")
-    a_last = rates[len(sizes) - 1] if len(rates) >= len(sizes) else 0.0
+    a_last = rate(len(sizes) - 1)
     mac, ac = layer_ops(readout, sizes[-1], n_classes, a_last)
     rows.append(LayerOps("readout", readout, sizes[-1], n_classes, a_last, 0.0, mac, ac))
     return rows

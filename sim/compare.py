@@ -1,0 +1,227 @@
+"""`cli.py compare`: predicted vs measured operations, accuracy and energy of an exported network.
+
+On the same first N samples of a split (N = --limit, small because Lava runs them):
+  * predicted (float):  Table 2 (train.ops.model_ops) at the float model's activity (its checkpoint);
+  * predicted (fixed):  Table 2 at the fixed-point network's activity (fast engine spikes);
+  * measured (Lava):    the Lava run's event counters (sim.lava_net);
+  * measured (fast):    the fast engine's counts.
+MAC and AC are per timestep per sample, per layer and in total; differences in %. Accuracies of the
+float model, the fixed-point network and Lava on those samples (and float / fixed on the whole
+split). Energy = MAC * e_mac + AC * e_ac (per-op energies in pJ, defaults from Horowitz, ISSCC 2014,
+45 nm: a 32-bit float multiply-add about 4.6 pJ (3.7 pJ mul + 0.9 pJ add), a 32-bit float add 0.9 pJ,
+the figures the SNN-vs-ANN energy comparisons of the study's kind use).
+
+The last line is ``measured_vs_predicted_fixed=<x>``: the largest relative difference between the
+measured counts (Lava's, or the fast engine's where Lava has none) and Table 2 at the fixed-point
+activity of the same run, over every layer's MAC and AC and the totals. It is 0 when the counters
+and the formulas agree (they do for LIF, Cuba-LIF and SpikGRU; Lava's own CUBA, a --lava-cuba
+model, is not in Table 2: 2n MAC and no reset AC, so it differs there by design).
+"""
+from __future__ import annotations
+
+# Lava first: it fixes multiprocessing's start method when imported (see tests/conftest.py)
+import lava.magma.runtime.message_infrastructure.multiprocessing  # noqa: F401  isort: skip
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sim.engine import Counts, layer_names, measured_ops, run_fast
+from sim.simulate import LAVA_DEFAULT_LIMIT, load_net, load_split, run_engine, sample_index
+from train.errors import InputError
+from train.ops import model_ops
+
+E_MAC_PJ = 4.6  # Horowitz 2014, 45 nm, 32-bit float: mult 3.7 + add 0.9
+E_AC_PJ = 0.9  # Horowitz 2014, 45 nm, 32-bit float add
+EXACT = 1e-9  # relative differences below this are rounding of the per-step division: 0
+
+
+def _table2_kind(kind: str) -> str:
+    return "cuba-lif" if kind == "lava-cuba" else kind
+
+
+def predicted(net_kind: str, sizes: list[int], n_classes: int, rates: list[float]) -> list[dict]:
+    """Table 2 per layer as dicts with name, mac, ac (rates: input events per channel per step, then
+    spikes per neuron per step of each hidden layer)."""
+    return [asdict(r) for r in model_ops(_table2_kind(net_kind), sizes, n_classes, rates)]
+
+
+def _rates_of(counts: Counts, sizes: list[int]) -> list[float]:
+    per = max(1, counts.samples * counts.steps)
+    return [e / (per * m) for e, m in zip([counts.input_events] + list(counts.spikes), sizes)]
+
+
+def _rel(a: float | None, b: float | None) -> float | None:
+    """(a - b) / b; None where either is missing."""
+    if a is None or b is None:
+        return None
+    if b == 0:
+        return 0.0 if a == 0 else float("inf")
+    d = (a - b) / b
+    return 0.0 if abs(d) < EXACT else d
+
+
+@torch.no_grad()
+def _float_run(model, split, index: np.ndarray, batch: int = 256) -> dict:
+    """Predictions, accuracy and activity rates of the float model on samples `index` (train.evaluate.run_split's
+    definitions: input events per channel per step, spikes per neuron per step)."""
+    from train.loss import predict as float_predict
+
+    preds, sums = [], None
+    for start in range(0, len(index), batch):
+        x = split.dense(index[start:start + batch])
+        out, hidden = model(x, return_hidden=True)
+        preds.append(float_predict(out))
+        s = [float(x.sum())] + [float(h.sum()) for h in hidden]
+        sums = s if sums is None else [a + b for a, b in zip(sums, s)]
+        widths = [x.shape[-1]] + [h.shape[-1] for h in hidden]
+    pred = torch.cat(preds).numpy()
+    per = len(index) * split.spec.n_steps
+    return {"pred": pred, "accuracy": float((pred == np.asarray(split.labels)[index]).mean()),
+            "rates": [s / (per * w) for s, w in zip(sums, widths)]}
+
+
+def _float_activity(checkpoint, split, index: np.ndarray, net) -> tuple[dict | None, list[str]]:
+    from train.checkpoint import load_checkpoint
+    from train.models import SPIKING, ModelConfig, model_from_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    cfg = ModelConfig(**ckpt["model"])
+    if cfg.kind not in SPIKING:
+        raise InputError(f"{ckpt['path']}: a {cfg.kind} checkpoint has no spiking activity to compare")
+    if cfg.n_in != net.layers[0].n_in or cfg.sizes[1:] != [l.n_out for l in net.hidden] \
+            or cfg.n_classes != net.readout.n_out:
+        raise InputError(f"{ckpt['path']}: the checkpoint's sizes {cfg.sizes} + {cfg.n_classes} classes do not match "
+                         "the network file")
+    model = model_from_checkpoint(ckpt)
+    model.eval()
+    part = _float_run(model, split, index)
+    whole = _float_run(model, split, np.arange(len(split))) if len(index) < len(split) else part
+    return {"checkpoint": ckpt["path"], "rates": part["rates"], "pred": part["pred"], "accuracy": part["accuracy"],
+            "split_accuracy": whole["accuracy"]}, []
+
+
+def compare(path: str | Path, data: str | None = None, checkpoint: str | None = None, split: str = "test",
+            limit: int | None = None, e_mac: float = E_MAC_PJ, e_ac: float = E_AC_PJ, channels: int | None = None,
+            progress: bool = True) -> dict:
+    """Everything `cli.py compare` prints, as a plain dict."""
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit must be at least 1, got {limit}")
+    if e_mac < 0 or e_ac < 0:
+        raise InputError("--e-mac and --e-ac are energies per operation in pJ and cannot be negative")
+    net, netx = load_net(path)
+    dataset, binned = load_split(net, data, split, channels, path)
+    index = sample_index(len(binned), limit or LAVA_DEFAULT_LIMIT)
+    n = len(index)
+    notes = []
+    sizes = [net.layers[0].n_in] + [l.n_out for l in net.hidden]
+    kind = net.layers[0].kind
+    if kind == "lava-cuba":
+        notes.append("Lava's CUBA (--lava-cuba) is not in Table 2: predictions use the Cuba-LIF row (3n MAC, a reset "
+                     "AC per spike); Lava's CUBA counts 2n MAC and no reset, so measured and predicted differ there")
+    # float model: --checkpoint, else the file's own checkpoint where it still exists
+    ckpt = checkpoint
+    if ckpt is None:
+        meta_ckpt = net.meta.get("checkpoint")
+        if meta_ckpt and Path(meta_ckpt).exists():
+            ckpt = meta_ckpt
+        else:
+            where = f"the file's checkpoint {meta_ckpt} is not there" if meta_ckpt else "no checkpoint"
+            notes.append(f"{where}: no float columns (--checkpoint CKPT to give one)")
+    flt = _float_activity(ckpt, binned, index, net)[0] if ckpt else None
+    # fixed point: the fast engine on the same samples, and on the whole split
+    fast = run_fast(net, binned, index=index, progress=False)
+    whole = run_fast(net, binned, progress=progress) if n < len(binned) else fast
+    lava = run_engine(net, binned, "lava", index, "sim", progress, path)
+    fixed_rates = _rates_of(fast.counts, sizes)
+    pred_fixed = predicted(kind, sizes, net.readout.n_out, fixed_rates)
+    pred_float = predicted(kind, sizes, net.readout.n_out, flt["rates"]) if flt else None
+    meas_lava = measured_ops(net, lava["counts"])
+    meas_fast = measured_ops(net, fast.counts)
+    counts_equal = lava["counts"].equals(fast.counts)
+    rows, worst = [], 0.0
+    names = layer_names(net)
+    for k, name in enumerate(names):
+        row = {"name": name, "kind": net.layers[k].kind}
+        for op in ("mac", "ac"):
+            row[op] = {"float": pred_float[k][op] if pred_float else None, "fixed": pred_fixed[k][op],
+                       "lava": meas_lava[k][op], "fast": meas_fast[k][op]}
+        rows.append(row)
+    total = {"name": "total", "kind": ""}
+    for op in ("mac", "ac"):
+        total[op] = {src: (sum(r[op][src] for r in rows) if all(r[op][src] is not None for r in rows) else None)
+                     for src in ("float", "fixed", "lava", "fast")}
+    for row in rows + [total]:
+        for op in ("mac", "ac"):
+            v = row[op]
+            v["lava_vs_fixed"] = _rel(v["lava"], v["fixed"])
+            v["fast_vs_lava"] = _rel(v["fast"], v["lava"])
+            v["fixed_vs_float"] = _rel(v["fixed"], v["float"])
+            worst = max(worst, abs(v["lava_vs_fixed"]))
+    energy = {}
+    for src in ("float", "fixed", "lava", "fast"):
+        if total["mac"][src] is None:
+            energy[src] = None
+            continue
+        per_step = total["mac"][src] * e_mac + total["ac"][src] * e_ac
+        energy[src] = {"pj_per_step": per_step, "nj_per_sample": per_step * fast.counts.steps / 1000.0}
+    labels = np.asarray(binned.labels)[index]
+    acc = {"float": flt["accuracy"] if flt else None, "fixed": fast.accuracy,
+           "lava": float(np.mean(lava["pred"] == labels)),
+           "float_split": flt["split_accuracy"] if flt else None, "fixed_split": whole.accuracy}
+    return {"file": str(path), "model": net.meta.get("model", kind), "netx_compatible": netx, "data": dataset.name,
+            "split": split, "samples": n, "split_samples": len(binned), "steps": fast.counts.steps,
+            "checkpoint": flt["checkpoint"] if flt else None, "rows": rows, "total": total,
+            "rates": {"float": flt["rates"] if flt else None, "fixed": fixed_rates},
+            "accuracy": acc, "lava_equals_fast": {"predictions": bool(np.array_equal(lava["pred"], fast.pred)),
+                                                  "counts": counts_equal},
+            "energy": energy, "e_mac_pj": e_mac, "e_ac_pj": e_ac, "measured_vs_predicted_fixed": worst,
+            "lava_seconds": lava["seconds"], "notes": notes + lava["notes"]}
+
+
+def _f(x, width=12, prec=1) -> str:
+    return f"{'-':>{width}}" if x is None else f"{x:>{width}.{prec}f}"
+
+
+def _pct(x, width=9) -> str:
+    if x is None:
+        return f"{'-':>{width}}"
+    return f"{'inf':>{width}}" if not np.isfinite(x) else f"{100 * x:>+{width - 1}.2f}%"
+
+
+def format_compare(r: dict) -> str:
+    lines = [f"{r['file']}: {r['model']} on {r['data']} {r['split']}, {r['samples']} of {r['split_samples']} "
+             f"samples (spread evenly) x {r['steps']} steps" + (f"; float model {r['checkpoint']}" if r["checkpoint"] else ""),
+             "operations per timestep per sample: predicted by Table 2 from the float / fixed-point activity, "
+             "measured by the Lava counters / the fast engine"]
+    head = (f"{'layer':<9}{'op':<5}{'pred float':>12}{'pred fixed':>12}{'Lava':>12}{'fast':>12}"
+            f"{'Lava/fixed':>11}{'fast/Lava':>11}{'fixed/float':>12}")
+    lines.append(head)
+    for row in r["rows"] + [r["total"]]:
+        for op in ("mac", "ac"):
+            v = row[op]
+            lines.append(f"{row['name']:<9}{op.upper():<5}{_f(v['float'])}{_f(v['fixed'])}{_f(v['lava'])}{_f(v['fast'])}"
+                         f"{_pct(v['lava_vs_fixed'], 11)}{_pct(v['fast_vs_lava'], 11)}{_pct(v['fixed_vs_float'], 12)}")
+    rf = r["rates"]
+    fmt_rates = lambda xs: "-" if xs is None else ", ".join(f"{x:.4f}" for x in xs)
+    lines.append(f"activity (input events per channel, spikes per neuron, per step): float {fmt_rates(rf['float'])}; "
+                 f"fixed {fmt_rates(rf['fixed'])}")
+    a = r["accuracy"]
+    pct = lambda x: "-" if x is None else f"{100 * x:.2f} %"
+    lines.append(f"accuracy on these {r['samples']} samples: float {pct(a['float'])}, fixed point {pct(a['fixed'])}, "
+                 f"Lava {pct(a['lava'])}")
+    if r["samples"] < r["split_samples"]:
+        lines.append(f"accuracy on the whole split ({r['split_samples']}): float {pct(a['float_split'])}, "
+                     f"fixed point {pct(a['fixed_split'])}")
+    eq = r["lava_equals_fast"]
+    lines.append(f"Lava vs fast engine on the same samples: predictions {'equal' if eq['predictions'] else 'DIFFER'}, "
+                 f"counts {'equal' if eq['counts'] else 'DIFFER'}")
+    en = ", ".join(f"{src} {'-' if e is None else format(e['pj_per_step'], '.0f') + ' pJ/step (' + format(e['nj_per_sample'], '.1f') + ' nJ/sample)'}"
+                   for src, e in r["energy"].items())
+    lines.append(f"energy at {r['e_mac_pj']} pJ/MAC, {r['e_ac_pj']} pJ/AC: {en}")
+    lines += [f"note: {n}" for n in r["notes"]]
+    x = r["measured_vs_predicted_fixed"]
+    lines.append(f"measured_vs_predicted_fixed={0 if x == 0 else format(x, '.6g')}")
+    return "\n".join(lines)

@@ -1,0 +1,297 @@
+"""A Lava network from an exported QNetwork: build it, stream samples through it, read predictions and counters.
+
+Wiring follows the offset convention of ``lava_procs.process`` (read its docstring): the
+``SampleSource`` streams the N samples back to back (model step m of the stream on Lava step
+m); hidden layer k (1-based) runs at offset k, the readout at offset L + 1; each connection
+(``CountingDense``) carries the offset of the process that feeds it: feed-forward out of layer
+k - 1 has offset k - 1, the recurrent ones of layer k offset k (``recurrent=True``: they drop
+the previous sample's last spikes at each sample start). SpikGRU's gate connections (Wz from
+below, Uz recurrent) feed the neuron's ``a_gate`` port. A run is N * T + L + 1 Lava steps;
+layer k's spikes of sample j, step t are those of Lava step tau = k + j * T + t.
+
+Every run goes through ``lava_procs.run_steps`` inside ``lava_session``: on any failure the
+runtime is shut down, no Lava process is left behind, and ``LavaRunError`` is raised (the
+caller presents no partial result).
+
+Stock netx (``--netx-compatible`` files): ``run_stock_netx`` runs the file with lava-dl's own
+``lava.lib.dl.netx.hdf5.Network`` (stock CUBA layers). Those layers have no event counters, so
+the counts of such a run come from the fast engine on the same samples (``Counts.source`` says
+so). netx's reset clears u and v but not the synapse buffers, so from the second sample on a
+layer sees one step of the previous sample's recurrent input: a stock netx stream can differ
+from the fixed-point model where a layer spikes on a sample's last step; the counting build of
+the same file (``build_lava_network``: LavaCubaLIF layers) has no such carry-over.
+"""
+from __future__ import annotations
+
+# Lava first: it fixes multiprocessing's start method when imported (see tests/conftest.py)
+import lava.magma.runtime.message_infrastructure.multiprocessing  # noqa: F401  isort: skip
+
+import contextlib
+import importlib
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from lava.magma.core.run_configs import Loihi2SimCfg, RunConfig
+from lava.proc.io.sink import RingBuffer as Sink
+from tqdm import tqdm
+
+from export.qnet import QLayer, QNetwork
+from lava_procs import (CountingDense, CubaLIF, LavaCubaLIF, LavaRunError, LIF, Readout, SampleSource, SpikGRU,
+                        lava_session, run_steps)
+from sim.engine import Counts, layer_names
+from train.errors import InputError
+
+BACKENDS = ("sim", "loihi2")
+# lava-loihi's packages: the Loihi 2 compiler and the NeuroCore ProcessModels (not on PyPI)
+LOIHI_MODULES = ("lava.magma.core.model.nc.model", "lava.magma.compiler.subcompilers.nc.ncproc_compiler")
+
+
+# ------------------------------------------------------------------------------------------ run configs
+def loihi2_available() -> tuple[bool, str]:
+    """(True, '') when Intel's lava-loihi is importable, else (False, why)."""
+    for name in LOIHI_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # ImportError, or lava-loihi present but broken
+            return False, f"{name} ({type(exc).__name__})"
+    return True, ""
+
+
+def run_config(backend: str = "sim") -> RunConfig:
+    """Loihi2SimCfg (fixed_pt models on the CPU) or, with lava-loihi installed, Loihi2HwCfg.
+
+    On hardware, stock netx layers map to NeuroCores; this project's own neurons have CPU
+    (PyProcessModel) models only, which Loihi2HwCfg runs on the host."""
+    if backend not in BACKENDS:
+        raise InputError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend == "sim":
+        return Loihi2SimCfg(select_tag="fixed_pt")
+    ok, why = loihi2_available()
+    if not ok:
+        raise InputError(f"--backend loihi2 needs Intel's lava-loihi, which is not installed here (cannot import "
+                         f"{why}); use --backend sim")
+    from lava.magma.core.run_configs import Loihi2HwCfg
+    return Loihi2HwCfg(select_tag="fixed_pt")
+
+
+# ------------------------------------------------------------------------------------------ building
+@dataclass
+class LavaNetwork:
+    """The processes of one streamed run."""
+
+    net: QNetwork
+    source: SampleSource
+    neurons: list  # per layer: hidden layers, then the readout
+    conns: list[dict[str, CountingDense]]  # per layer: {'ff', 'rec', 'ff_z', 'rec_z'} present in the QLayer
+    sinks: list | None  # per hidden layer: a RingBuffer of its spikes (record=True)
+    n_samples: int
+    steps: int
+
+    @property
+    def n_hidden(self) -> int:
+        return len(self.net.hidden)
+
+    @property
+    def total_steps(self) -> int:
+        """N * T + L + 1: the readout's last sample step is the run's last step."""
+        return self.n_samples * self.steps + self.n_hidden + 1
+
+    def offset(self, k: int) -> int:
+        """Lava offset of layer k (0-based; the readout is k = L): k + 1."""
+        return k + 1
+
+
+def _neuron(layer: QLayer, k: int, reset: dict):
+    n = (layer.n_out,)
+    common = dict(shape=n, bias_mant=layer.bias_mant, bias_exp=layer.bias_exp, reset_offset=k + 1,
+                  name=f"{'readout' if layer.kind == 'readout' else f'layer{k + 1}'}", **reset)
+    if layer.kind == "readout":
+        return Readout(v_decay=layer.v_decay, **common)
+    if layer.kind == "lif":
+        return LIF(v_decay=layer.v_decay, **common)
+    if layer.kind == "cuba-lif":
+        return CubaLIF(i_decay=layer.i_decay, v_decay=layer.v_decay, **common)
+    if layer.kind == "spikgru":
+        return SpikGRU(i_decay=layer.i_decay, bias_z_mant=layer.bias_z_mant, bias_z_exp=layer.bias_z_exp, **common)
+    if layer.kind == "lava-cuba":
+        return LavaCubaLIF(du=int(np.ravel(layer.i_decay)[0]), dv=int(np.ravel(layer.v_decay)[0]), **common)
+    raise InputError(f"layer {k + 1}: no Lava process for neuron kind {layer.kind!r}")
+
+
+def build_lava_network(net: QNetwork, counts: np.ndarray, record: bool = False) -> LavaNetwork:
+    """Processes for streaming counts [N, T, C] through `net` (the module docstring's wiring).
+
+    record: also connect a spike recorder (RingBuffer sink) to every hidden layer."""
+    counts = np.asarray(counts)
+    if counts.ndim != 3:
+        raise ValueError(f"counts must be [N, T, C], got shape {counts.shape}")
+    n_samples, steps, channels = counts.shape
+    if channels != net.layers[0].n_in:
+        raise InputError(f"the samples have {channels} channels, the network takes {net.layers[0].n_in}")
+    src = SampleSource(counts=counts, name="source")
+    reset = dict(reset_interval=steps, n_samples=n_samples)
+    total = n_samples * steps + len(net.hidden) + 1
+    prev, prev_off, prev_bits = src.s_out, 0, SampleSource.num_message_bits
+    neurons, conns, sinks = [], [], []
+    names = layer_names(net)
+    for k, layer in enumerate(net.layers):
+        neuron = _neuron(layer, k, reset)
+        layer_conns = {}
+        for syn_name, syn in layer.synapses().items():
+            recurrent = syn_name.startswith("rec")
+            c = CountingDense(weights=syn.weight, weight_exp=syn.exp, recurrent=recurrent,
+                              num_message_bits=0 if recurrent else prev_bits,
+                              reset_offset=k + 1 if recurrent else prev_off, name=f"{names[k]}.{syn_name}", **reset)
+            (neuron.s_out if recurrent else prev).connect(c.s_in)
+            c.a_out.connect(neuron.a_gate if syn_name.endswith("_z") else neuron.a_in)
+            layer_conns[syn_name] = c
+        neurons.append(neuron)
+        conns.append(layer_conns)
+        if layer.kind != "readout":
+            if record:
+                sink = Sink(shape=(layer.n_out,), buffer=total)
+                neuron.s_out.connect(sink.a_in)
+                sinks.append(sink)
+            prev, prev_off, prev_bits = neuron.s_out, k + 1, 0
+    return LavaNetwork(net, src, neurons, conns, sinks if record else None, n_samples, steps)
+
+
+def read_counts(lnet: LavaNetwork) -> Counts:
+    """The run's counters as engine.Counts (the same fields the fast engine fills)."""
+    names = layer_names(lnet.net)
+    c = Counts(samples=lnet.n_samples, steps=lnet.steps, source="lava")
+    for k, layer in enumerate(lnet.net.layers):
+        for syn_name, conn in lnet.conns[k].items():
+            c.syn_events[f"{names[k]}.{syn_name}"] = int(round(float(conn.syn_events.get()[0])))
+        ops = np.rint(lnet.neurons[k].neuron_ops.get()).astype(np.int64)
+        c.neuron_ops[names[k]] = (int(ops[0]), int(ops[1]))
+        if layer.kind != "readout":
+            c.spikes.append(int(np.rint(lnet.neurons[k].spikes.get()).sum()))
+    # the input events, as the first layer's feed-forward counter saw them (fan-out n_out each)
+    c.input_events = c.syn_events[f"{names[0]}.ff"] // lnet.net.layers[0].n_out
+    return c
+
+
+def read_spikes(lnet: LavaNetwork) -> list[np.ndarray]:
+    """Recorded spikes per hidden layer, shifted by the layer's delay: [N, T, n] in model time."""
+    if lnet.sinks is None:
+        raise ValueError("the network was built without record=True")
+    out = []
+    N, T = lnet.n_samples, lnet.steps
+    for k, sink in enumerate(lnet.sinks):
+        trace = np.rint(sink.data.get()).astype(np.int8).T  # [total_steps, n]
+        d = lnet.offset(k)
+        out.append(trace[d:d + N * T].reshape(N, T, -1))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ running
+@dataclass
+class LavaResult:
+    pred: np.ndarray
+    sample_max: np.ndarray  # [N, K] readout maxima per sample
+    counts: Counts
+    spikes: list[np.ndarray] | None = None  # per hidden layer [N, T, n], model time
+    seconds: float = 0.0
+    lava_steps: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _chunks(total: int, steps: int) -> list[int]:
+    """Lava steps per run call: about one sample each (the progress bar moves), the remainder last."""
+    size = max(steps, 1)
+    out = [size] * (total // size)
+    if total % size:
+        out.append(total % size)
+    return out
+
+
+def run_lava(net: QNetwork, counts: np.ndarray, record: bool = False, progress: bool = True,
+             run_cfg: RunConfig | None = None, desc: str = "lava") -> LavaResult:
+    """Streams counts [N, T, C] through the Lava network in one run (fixed_pt models).
+
+    Raises LavaRunError (runtime already shut down) if Lava fails at any point; nothing partial
+    is returned."""
+    lnet = build_lava_network(net, counts, record)
+    total = lnet.total_steps
+    cfg = run_cfg or Loihi2SimCfg(select_tag="fixed_pt")
+    bar = tqdm(total=lnet.n_samples, desc=desc, unit="sample", disable=not progress, leave=False)
+    t0 = time.perf_counter()
+    done = 0
+    try:
+        with lava_session(lnet.source):
+            for chunk in _chunks(total, lnet.steps):
+                run_steps(lnet.source, chunk, run_cfg=cfg if done == 0 else None)
+                done += chunk
+                finished = min(lnet.n_samples, max(0, (done - lnet.n_hidden - 1) // lnet.steps))
+                bar.update(finished - bar.n)
+            sample_max = np.asarray(lnet.neurons[-1].sample_max.get(), dtype=np.int64)
+            counts_ = read_counts(lnet)
+            spikes = read_spikes(lnet) if record else None
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    return LavaResult(sample_max.argmax(axis=1), sample_max, counts_, spikes, seconds, total)
+
+
+def run_stock_netx(path: str | Path, net: QNetwork, counts: np.ndarray, record: bool = False,
+                   progress: bool = True, run_cfg: RunConfig | None = None) -> LavaResult:
+    """A --netx-compatible file in stock lava-dl netx (``Network(path, input_message_bits=8,
+    reset_interval=T, reset_offset=1)``), samples streamed back to back.
+
+    The readout's voltage is probed (Monitor) and its per-sample maximum gives the class. Stock
+    layers have no counters: ``counts`` stays empty here (the caller takes the fast engine's)."""
+    with contextlib.redirect_stdout(sys.stderr):  # lava-dl prints a warning about an optional package on import
+        from lava.lib.dl.netx.hdf5 import Network
+    from lava.proc.io.source import RingBuffer as Source
+    from lava.proc.monitor.process import Monitor
+
+    from export.netx_h5 import NETX_INPUT_MESSAGE_BITS, NETX_RESET_OFFSET
+
+    counts = np.clip(np.asarray(counts, dtype=np.int64), 0, 255)
+    N, T, C = counts.shape
+    L = len(net.hidden)
+    total = N * T + L + 2  # netx: one step per layer, one from the source
+    data = np.zeros((C, total), dtype=np.int32)
+    data[:, :N * T] = counts.reshape(N * T, C).T
+    nx = Network(str(path), input_message_bits=NETX_INPUT_MESSAGE_BITS, reset_interval=T,
+                 reset_offset=NETX_RESET_OFFSET)
+    if nx.inp.shape != (C,):
+        raise InputError(f"the samples have {C} channels, the network takes {nx.inp.shape[0]}")
+    src = Source(data=data)
+    src.s_out.connect(nx.inp)
+    probes = [nx.layers[-1].neuron.v] + ([layer.out for layer in nx.layers[:-1]] if record else [])
+    monitors = []
+    for p in probes:
+        m = Monitor()
+        m.probe(p, total)
+        monitors.append(m)
+    bar = tqdm(total=N, desc="stock netx", unit="sample", disable=not progress, leave=False)
+    t0 = time.perf_counter()
+    done = 0
+    try:
+        with lava_session(nx):
+            for chunk in _chunks(total, T):
+                run_steps(nx, chunk, run_cfg=(run_cfg or Loihi2SimCfg(select_tag="fixed_pt")) if done == 0 else None)
+                done += chunk
+                bar.update(min(N, max(0, (done - L - 2) // T)) - bar.n)
+            traces = [np.asarray(next(iter(next(iter(m.get_data().values())).values()))) for m in monitors]
+    finally:
+        bar.close()
+    # netx layer k (0-based) at Lava step t + 2 + k (Monitor row t + 1 + k) is model step t
+    readout = traces[0][1 + L:1 + L + N * T].reshape(N, T, -1).astype(np.int64)
+    sample_max = readout.max(axis=1)
+    spikes = None
+    if record:
+        spikes = [tr[1 + k:1 + k + N * T].reshape(N, T, -1).astype(np.int8) for k, tr in enumerate(traces[1:])]
+    res = LavaResult(sample_max.argmax(axis=1), sample_max, Counts(samples=N, steps=T, source="none"), spikes,
+                     time.perf_counter() - t0, total)
+    res.notes.append("stock netx layers have no event counters: the counts are the fast engine's on the same samples")
+    return res
+
+
+__all__ = ["BACKENDS", "LavaNetwork", "LavaResult", "LavaRunError", "build_lava_network", "loihi2_available",
+           "read_counts", "read_spikes", "run_config", "run_lava", "run_stock_netx"]

@@ -1,0 +1,184 @@
+"""`cli.py simulate`: an exported network file through a dataset split, in Lava or the fast engine.
+
+    simulate("net.h5", "builtin", engine="lava", limit=20)  -> dict (see format_simulate)
+
+Lava (``engine='lava'``) builds the network of this project's processes (sim.lava_net) and streams
+the samples through it in Loihi2SimCfg (or Loihi2HwCfg with ``backend='loihi2'`` where Intel's
+lava-loihi is installed); predictions come from the readout's per-sample maxima, operations from
+the event counters. A --netx-compatible file runs the same way (LavaCubaLIF layers, counted), or,
+with ``stock_netx=True``, in lava-dl's stock netx ``Network``, whose layers have no counters: the
+counts then come from the fast engine on the same samples, and the result says so.
+The fast engine (``engine='fast'``) computes the same spikes and counts for the whole split at once.
+
+Anything wrong with the inputs (file, dataset, channel count, options) and any Lava failure is an
+InputError: the CLI prints one line and exits with code 2, and no partial result is shown.
+"""
+from __future__ import annotations
+
+# Lava first: it fixes multiprocessing's start method when imported (see tests/conftest.py)
+import lava.magma.runtime.message_infrastructure.multiprocessing  # noqa: F401  isort: skip
+
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from export.netx_h5 import read_network
+from export.qnet import QNetwork
+from lava_procs import LavaRunError
+from sim import lava_net
+from sim.engine import Counts, measured_ops, run_counts, run_fast
+from train.errors import InputError
+
+ENGINES = ("lava", "fast")
+LAVA_DEFAULT_LIMIT = 20  # the Lava simulator runs a few hundred to ~1000 steps/s: a whole split takes minutes
+SPLITS = ("train", "valid", "test")
+
+
+class SimulationFailed(InputError):
+    """Lava failed during a run; the runtime was stopped and nothing of the run is reported."""
+
+
+def load_net(path: str | Path) -> tuple[QNetwork, bool]:
+    """(network, netx_compatible) of an exported file; any problem is an InputError naming the file."""
+    net = read_network(path)
+    with h5py.File(path, "r") as f:
+        netx = bool(f.attrs.get("netx_compatible", False))
+    return net, netx
+
+
+def load_split(net: QNetwork, data: str | None, split: str = "test", channels: int | None = None,
+               path: str | Path = "network"):
+    """The binned split the network runs on: bin rate and window from the file's meta (the ones it was
+    trained with), channels the dataset's own (or `channels`), checked against the network's input."""
+    from train.datasets import load_dataset
+
+    if split not in SPLITS:
+        raise InputError(f"--split {split}: choose train, valid or test")
+    meta = net.meta or {}
+    spec = data or meta.get("dataset") or "builtin"
+    dataset = load_dataset(spec, bin_hz=meta.get("bin_hz"), duration=meta.get("duration"), n_channels=channels)
+    n_in = net.layers[0].n_in
+    if dataset.spec.n_channels != n_in:
+        raise InputError(f"{spec}: the dataset has {dataset.spec.n_channels} input channels, the network {path} "
+                         f"takes {n_in}")
+    n_classes = net.readout.n_out
+    if dataset.n_classes > n_classes:
+        raise InputError(f"{spec}: {dataset.n_classes} classes, the network {path} has {n_classes} outputs")
+    return dataset, getattr(dataset, split)
+
+
+def _rates(counts: Counts, net: QNetwork) -> list[float]:
+    """[input events per channel per step, spikes per neuron per step of each hidden layer]."""
+    per = max(1, counts.samples * counts.steps)
+    sizes = [net.layers[0].n_in] + [l.n_out for l in net.hidden]
+    return [e / (per * m) for e, m in zip([counts.input_events] + list(counts.spikes), sizes)]
+
+
+def sample_index(n_split: int, limit: int | None) -> np.ndarray:
+    """The samples a run takes: all, or `limit` of them spread evenly over the split (every class shows up
+    in a split ordered by class), always including the first."""
+    if limit is None or limit >= n_split:
+        return np.arange(n_split)
+    return np.unique(np.floor(np.arange(limit) * (n_split / limit)).astype(np.int64))
+
+
+def run_engine(net: QNetwork, split, engine: str, index: np.ndarray, backend: str = "sim", progress: bool = True,
+               path: str | Path | None = None, stock_netx: bool = False, netx: bool = False) -> dict:
+    """One engine over the samples `index` of a split: predictions, labels, counts, seconds, notes."""
+    index = np.asarray(index, dtype=np.int64)
+    n = len(index)
+    if n < 1:
+        raise InputError("no samples to run (empty split)")
+    notes = []
+    if engine == "fast":
+        if backend != "sim":
+            raise InputError("--backend loihi2 runs Lava: use it with --engine lava")
+        res = run_fast(net, split, index=index, progress=progress)
+        return {"pred": res.pred, "labels": res.labels, "counts": res.counts, "seconds": res.seconds, "notes": notes}
+    if engine != "lava":
+        raise InputError(f"--engine {engine!r}: choose lava or fast")
+    cfg = lava_net.run_config(backend)
+    counts = split.dense(index).numpy().astype(np.int64)
+    labels = np.asarray(split.labels)[index]
+    try:
+        if stock_netx:
+            if not netx:
+                raise InputError(f"{path}: --stock-netx needs a --netx-compatible file")
+            res = lava_net.run_stock_netx(path, net, counts, progress=progress, run_cfg=cfg)
+            fast = run_counts(net, counts)
+            res.counts = fast.counts
+            res.counts.source = "fast"
+            notes += res.notes
+            notes.append("netx resets u and v but not the synapse buffers: from the second sample on, a layer sees "
+                         "one step of the previous sample's recurrent input, so predictions may differ slightly "
+                         "from the fixed-point model")
+        else:
+            res = lava_net.run_lava(net, counts, progress=progress, run_cfg=cfg)
+    except LavaRunError as exc:
+        raise SimulationFailed(f"{exc} (Lava stopped; no results)") from None
+    if backend == "loihi2":
+        notes.append("Loihi2HwCfg: this project's neurons have CPU models only and run on the host")
+    return {"pred": res.pred, "labels": labels, "counts": res.counts, "seconds": res.seconds, "notes": notes}
+
+
+def simulate(path: str | Path, data: str | None = None, split: str = "test", limit: int | None = None,
+             engine: str = "lava", backend: str = "sim", channels: int | None = None, progress: bool = True,
+             stock_netx: bool = False) -> dict:
+    """Everything `cli.py simulate` prints, as a plain dict (no partial result: errors raise)."""
+    if engine not in ENGINES:
+        raise InputError(f"--engine {engine!r}: choose lava or fast")
+    if backend not in lava_net.BACKENDS:
+        raise InputError(f"--backend {backend!r}: choose sim or loihi2")
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit must be at least 1, got {limit}")
+    if backend == "loihi2":
+        lava_net.run_config("loihi2")  # says so in one line when lava-loihi is missing, before any work
+    net, netx = load_net(path)
+    dataset, binned = load_split(net, data, split, channels, path)
+    notes = []
+    if engine == "lava" and limit is None:
+        limit = LAVA_DEFAULT_LIMIT
+        if len(binned) > limit:
+            notes.append(f"Lava runs {limit} of the {len(binned)} samples by default (--limit N for more; "
+                         "--engine fast runs the whole split)")
+    t0 = time.perf_counter()
+    index = sample_index(len(binned), limit)
+    run = run_engine(net, binned, engine, index, backend, progress, path, stock_netx, netx)
+    counts: Counts = run["counts"]
+    rows = measured_ops(net, counts)
+    mac, ac = sum(r["mac"] for r in rows), sum(r["ac"] for r in rows)
+    steps = counts.steps
+    return {
+        "file": str(path), "model": net.meta.get("model", net.layers[0].kind), "netx_compatible": netx,
+        "layers": [f"{l.kind} {l.n_in}->{l.n_out}" for l in net.layers], "data": dataset.name, "split": split,
+        "engine": engine, "backend": backend, "stock_netx": stock_netx, "samples": int(len(run["pred"])),
+        "split_samples": len(binned), "steps": steps, "accuracy": float(np.mean(run["pred"] == run["labels"])),
+        "correct": int(np.sum(run["pred"] == run["labels"])), "index": index.tolist(), "pred": run["pred"].tolist(),
+        "rates": _rates(counts, net), "ops": rows, "ops_total": {"mac": mac, "ac": ac, "ops": mac + ac},
+        "ops_per_sample": {"mac": mac * steps, "ac": ac * steps, "ops": (mac + ac) * steps},
+        "counts": counts.as_dict(), "counts_from": counts.source, "seconds": run["seconds"],
+        "wall_seconds": time.perf_counter() - t0, "notes": notes + run["notes"],
+    }
+
+
+def format_simulate(r: dict) -> str:
+    eng = {"lava": f"Lava ({'Loihi2HwCfg' if r['backend'] == 'loihi2' else 'Loihi2SimCfg'}, fixed_pt"
+                   f"{', stock netx' if r['stock_netx'] else ''})", "fast": "fast engine"}[r["engine"]]
+    lines = [f"{r['file']}: {r['model']} ({', '.join(r['layers'])})",
+             f"{eng} on {r['data']} {r['split']}: {r['samples']} of {r['split_samples']} samples"
+             f"{' (spread evenly)' if r['samples'] < r['split_samples'] else ''} x {r['steps']} steps "
+             f"in {r['seconds']:.2f} s ({r['samples'] / max(r['seconds'], 1e-9):.1f} samples/s)",
+             f"accuracy {100 * r['accuracy']:.2f} % ({r['correct']}/{r['samples']})",
+             f"input events per channel per step {r['rates'][0]:.4f}; spikes per neuron per step "
+             + ", ".join(f"layer{k + 1} {x:.4f}" for k, x in enumerate(r["rates"][1:])),
+             f"measured operations ({'Lava event counters' if r['counts_from'] == 'lava' else 'fast engine counts'}):",
+             f"  {'layer':<9}{'kind':<11}{'m':>6}{'n':>6}{'MAC/step':>13}{'AC/step':>13}"]
+    for o in r["ops"]:
+        lines.append(f"  {o['name']:<9}{o['kind']:<11}{o['m']:>6}{o['n']:>6}{o['mac']:>13.1f}{o['ac']:>13.1f}")
+    t, s = r["ops_total"], r["ops_per_sample"]
+    lines.append(f"  {'total':<32}{t['mac']:>13.1f}{t['ac']:>13.1f}   (MAC+AC {t['ops']:.1f} per step per sample)")
+    lines.append(f"  per sample ({r['steps']} steps): MAC {s['mac']:.0f}, AC {s['ac']:.0f}, MAC+AC {s['ops']:.0f}")
+    lines += [f"note: {n}" for n in r["notes"]]
+    return "\n".join(lines)

@@ -1,0 +1,342 @@
+"""Simulation: the PyTorch fixed-point forward, the fast engine and Lava give the same spikes, counts and
+predictions; measured counts equal Table 2 on the same run's activity; the simulate / compare / report
+commands; bad input stops cleanly (exit code 2, one line, no partial result, no Lava process left).
+
+Lava runs cost one to a few seconds each (compilation), so every test batches its checks into one run
+of a few samples of 20-40 steps.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import re
+import shutil
+import time
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import sim.lava_net as lava_net  # first: Lava fixes multiprocessing's start method when imported
+import cli
+from export import fixed_point as fx
+from export.netx_h5 import read_network
+from export.qat import run_fixed_point
+from export.qnet import QLayer, QNetwork, Synapse, run_network
+from export.quantize import quantize_model
+from lava_procs import CubaLIF
+from lava_procs.models import PyCubaLIFModelFixed
+from sim.engine import Counts, Inputs, count_events, measured_ops, run_batch, run_counts, run_fast
+from sim.simulate import load_split, sample_index
+from train.checkpoint import load_checkpoint
+from train.models import ModelConfig, build_model, model_from_checkpoint
+from train.ops import model_ops
+
+from conftest import write_das_file
+
+
+@pytest.fixture(autouse=True)
+def no_lava_process_left():
+    """After every test, also a failing one, no Lava runtime process may still be running."""
+    yield
+    deadline = time.monotonic() + 5.0
+    left = mp.active_children()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = mp.active_children()
+    for p in left:
+        p.kill()
+        p.join(1)
+    assert not left, f"Lava runtime processes left running: {left}"
+
+
+def _cli(*args):
+    return CliRunner().invoke(cli.cli, [str(a) for a in args])
+
+
+def _one_line_error(res) -> str:
+    assert res.exit_code == 2, res.output
+    lines = [l for l in res.output.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
+    return lines[0]
+
+
+def float_model(kind: str, layers: int, gain: float = 3.0, seed: int = 0, n_in: int = 12, hidden: int = 10,
+                n_classes: int = 3):
+    """A freshly initialised model with its weights scaled so that every layer fires."""
+    torch.manual_seed(seed)
+    cfg = ModelConfig(kind, n_in, n_classes, layers, hidden, {})
+    model = build_model(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.split(".")[-1] in ("W", "U", "Wz", "Uz"):
+                p.mul_(gain)
+    return model, cfg
+
+
+def table2_rows(net: QNetwork, counts: Counts) -> list:
+    """Table 2 (train.ops.model_ops) at the activity of the counted run."""
+    per = counts.samples * counts.steps
+    sizes = [net.layers[0].n_in] + [l.n_out for l in net.hidden]
+    rates = [e / (per * m) for e, m in zip([counts.input_events] + counts.spikes, sizes)]
+    return model_ops(net.layers[0].kind, sizes, net.readout.n_out, rates)
+
+
+def assert_counts_match_table2(net: QNetwork, counts: Counts) -> None:
+    for got, want in zip(measured_ops(net, counts), table2_rows(net, counts)):
+        assert got["mac"] == pytest.approx(want.mac, rel=1e-12), got["name"]
+        assert got["ac"] == pytest.approx(want.ac, rel=1e-12), got["name"]
+
+
+# ------------------------------------------------------------------------- the three implementations
+@pytest.mark.parametrize("kind", ["lif", "cuba-lif", "spikgru"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_random_networks_same_spikes_counts_and_predictions(kind, layers):
+    """PyTorch fixed-point forward == fast engine == run_network == Lava (each layer shifted by its delay),
+    spike for spike; Lava's counters == the fast engine's counts == Table 2 on the run's activity."""
+    model, cfg = float_model(kind, layers, seed=layers)
+    net, _ = quantize_model(model, cfg)
+    rng = np.random.default_rng(layers)
+    counts = rng.poisson(0.6, (3, 30, cfg.n_in))
+    counts[0, 3, 2] = 300  # clips to 255
+    with torch.no_grad():
+        qat = run_fixed_point(model, torch.tensor(counts, dtype=torch.float64))
+    ref = run_network(net, counts)
+    fast = run_batch(net, counts)
+    lava = lava_net.run_lava(net, counts, record=True, progress=False)
+    for k in range(layers):
+        want = ref["spikes"][k]
+        assert 0.02 < want.mean() < 0.9, f"layer {k} should fire sometimes: rate {want.mean()}"
+        np.testing.assert_array_equal(qat["spikes"][k].numpy().astype(np.int8), want, err_msg=f"qat layer {k}")
+        np.testing.assert_array_equal(fast["spikes"][k], want, err_msg=f"fast layer {k}")
+        np.testing.assert_array_equal(lava.spikes[k], want, err_msg=f"lava layer {k}")
+    assert ref["spikes"][-1][:-1, -1].any(), "a spike on a sample's last step tests the per-sample reset"
+    np.testing.assert_array_equal(qat["readout"].numpy().astype(np.int64), ref["readout"])
+    np.testing.assert_array_equal(fast["readout"], ref["readout"])
+    np.testing.assert_array_equal(lava.sample_max, ref["readout"].max(axis=1))
+    np.testing.assert_array_equal(lava.pred, run_counts(net, counts).pred)
+    fast_counts = count_events(net, counts, fast["spikes"])
+    assert lava.counts.source == "lava" and lava.counts.equals(fast_counts), (lava.counts, fast_counts)
+    assert_counts_match_table2(net, lava.counts)
+
+
+def random_qnet(kind: str, rng, sizes=(9, 11, 8), n_classes=4) -> QNetwork:
+    """Integer networks with any exponent (negative: floor shifts; large: 16-bit saturation) and biases."""
+    def syn(n, m):
+        return Synapse(rng.integers(-128, 128, (n, m)), int(rng.integers(fx.EXP_MIN, fx.EXP_MAX + 1)))
+
+    layers = []
+    for m, n in zip(sizes[:-1], sizes[1:]):
+        lay = QLayer(kind, syn(n, m), syn(n, n), bias_mant=rng.integers(-4096, 4096, n), bias_exp=int(rng.integers(0, 8)))
+        if kind == "lava-cuba":
+            lay.i_decay, lay.v_decay = rng.integers(0, 4096, 1), rng.integers(0, 4096, 1)
+        else:
+            lay.i_decay, lay.v_decay = rng.integers(0, 4096, n), rng.integers(0, 4096, n)
+        if kind == "lif":
+            lay.i_decay = None
+        if kind == "spikgru":
+            lay.v_decay = None
+            lay.ff_z, lay.rec_z = syn(n, m), syn(n, n)
+            lay.bias_z_mant, lay.bias_z_exp = rng.integers(-4096, 4096, n), int(rng.integers(0, 8))
+        layers.append(lay)
+    layers.append(QLayer("readout", syn(n_classes, sizes[-1]), bias_mant=rng.integers(-4096, 4096, n_classes),
+                         bias_exp=int(rng.integers(0, 8)), v_decay=rng.integers(0, 4096, n_classes)))
+    return QNetwork(layers)
+
+
+@pytest.mark.parametrize("kind", ["lif", "cuba-lif", "spikgru", "lava-cuba"])
+def test_fast_engine_equals_run_network_on_wild_networks(kind):
+    """Every exponent, saturating dendrites and states, counts above 8 bits: spikes, readout and states equal."""
+    saturated = False
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        net = random_qnet(kind, rng)
+        first = net.layers[0]
+        first.bias_mant[0], first.bias_exp = fx.BIAS_MANT_MAX, 7  # neuron 0 runs into saturation
+        for name in ("i_decay", "v_decay"):
+            if getattr(first, name) is not None and kind != "lava-cuba":
+                getattr(first, name)[0] = 0
+        counts = rng.poisson(2.0, (4, 40, 9))
+        counts[rng.random(counts.shape) < 0.02] = 600
+        ref = run_network(net, counts, record_states=True)
+        got = run_batch(net, counts, record_states=True)
+        for k in range(2):
+            np.testing.assert_array_equal(got["spikes"][k], ref["spikes"][k], err_msg=f"{kind} {seed} layer {k}")
+            for name, value in got["states"][k].items():
+                np.testing.assert_array_equal(value, ref["states"][k][name], err_msg=f"{kind} {seed} layer {k} {name}")
+        np.testing.assert_array_equal(got["readout"], ref["readout"], err_msg=f"{kind} {seed} readout")
+        saturated |= any(np.abs(v).max() == fx.STATE_MAX for st in ref["states"] for v in st.values())
+    assert saturated
+
+
+def test_inputs_from_split_equal_dense_and_counts_add_up():
+    from train.datasets import load_dataset
+    split = load_dataset("builtin", bin_hz=50).test
+    index = np.array([0, 5, 7, 30])
+    a, b = Inputs.from_split(split, index), Inputs.from_dense(split.dense(index).numpy())
+    np.testing.assert_array_equal(a.dense(), b.dense())
+    assert a.events == int(split.dense(index).sum())
+    net = random_qnet("cuba-lif", np.random.default_rng(0), sizes=(700, 6, 5))
+    whole = run_fast(net, split, index=np.arange(10), batch=4, progress=False)
+    parts = Counts()
+    for idx in (np.arange(4), np.arange(4, 10)):
+        parts.add(run_fast(net, split, index=idx, progress=False).counts)
+    assert whole.counts.equals(parts)
+    assert list(sample_index(60, 6)) == [0, 10, 20, 30, 40, 50] and list(sample_index(5, 20)) == [0, 1, 2, 3, 4]
+
+
+# ------------------------------------------------------------------------------- a trained network
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, _builtin_cache_dir):
+    """A Cuba-LIF trained two epochs on the built-in data at 25 Hz, exported for Loihi 2 into its run dir."""
+    from train.trainer import TrainConfig, train
+    run = tmp_path_factory.mktemp("trained") / "cuba-lif"
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("SPIKAUDIO_CACHE", str(_builtin_cache_dir))
+        train(TrainConfig(model="cuba-lif", layers=2, hidden=16, bin_hz=25, batch=16, epochs=2, data="builtin"),
+              run, progress=False)
+        res = _cli("export", run / "best.pt", "--target", "loihi2", "--out", run / "net.h5")
+    assert res.exit_code == 0, res.output
+    return run
+
+
+def test_trained_network_lava_equals_fast_and_fixed_point(trained):
+    net = read_network(trained / "net.h5")
+    _, split = load_split(net, "builtin", "test")
+    index = sample_index(len(split), 6)
+    counts = split.dense(index).numpy().astype(np.int64)
+    lava = lava_net.run_lava(net, counts, record=True, progress=False)
+    fast = run_fast(net, split, index=index, keep_traces=True, progress=False)
+    with torch.no_grad():
+        qat = run_fixed_point(model_from_checkpoint(load_checkpoint(trained / "best.pt")),
+                              torch.tensor(counts, dtype=torch.float64))
+    assert sum(int(s.sum()) for s in fast.spikes) > 50
+    for k in range(2):
+        np.testing.assert_array_equal(lava.spikes[k], fast.spikes[k], err_msg=f"layer {k}")
+        np.testing.assert_array_equal(qat["spikes"][k].numpy().astype(np.int8), fast.spikes[k], err_msg=f"layer {k}")
+    np.testing.assert_array_equal(lava.pred, fast.pred)
+    assert float(np.mean(lava.pred == fast.labels)) == fast.accuracy
+    assert lava.counts.equals(fast.counts)
+    assert_counts_match_table2(net, lava.counts)
+
+
+def test_simulate_cli_both_engines(trained):
+    lava = _cli("simulate", trained / "net.h5", "--engine", "lava", "--limit", "5", "--json", "--quiet")
+    assert lava.exit_code == 0, lava.output
+    r_lava = json.loads(lava.stdout)
+    fast = _cli("simulate", trained / "net.h5", "--engine", "fast", "--json", "--quiet")
+    assert fast.exit_code == 0, fast.output
+    r_fast = json.loads(fast.stdout)
+    assert r_lava["samples"] == 5 and r_fast["samples"] == r_fast["split_samples"] == 60
+    assert r_lava["counts_from"] == "lava" and r_fast["counts_from"] == "fast"
+    pred_fast = dict(zip(r_fast["index"], r_fast["pred"]))
+    assert r_lava["pred"] == [pred_fast[i] for i in r_lava["index"]]
+    text = _cli("simulate", trained / "net.h5", "--engine", "fast", "--quiet")
+    assert text.exit_code == 0 and "accuracy" in text.output and "MAC+AC" in text.output, text.output
+
+
+def test_compare_cli_measured_equals_predicted(trained):
+    res = _cli("compare", trained / "net.h5", "--limit", "4", "--quiet", "--e-mac", "3.1", "--e-ac", "0.1")
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().splitlines()
+    assert lines[-1] == "measured_vs_predicted_fixed=0", res.output
+    assert "predictions equal, counts equal" in res.output
+    assert "float model" in lines[0] and "3.1 pJ/MAC, 0.1 pJ/AC" in res.output
+    total_ac = [l for l in lines if l.startswith("total") and " AC " in l][0].split()
+    assert total_ac[4] == total_ac[5] == total_ac[3]  # Lava, fast, predicted fixed
+    assert re.search(r"accuracy on these 4 samples: float [\d.]+ %, fixed point [\d.]+ %, Lava [\d.]+ %", res.output)
+
+
+def test_report_html_and_markdown(trained, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(trained, runs / "a" / "cuba-lif")
+    html_out = tmp_path / "report.html"
+    res = _cli("report", runs, "--out", html_out, "--quiet")
+    assert res.exit_code == 0, res.output
+    text = html_out.read_text()
+    assert "data:image/png;base64," in text and "Table 1" in text and "Table 2" in text and "cuba-lif" in text
+    assert re.search(r"\d+\.\d\d \+- 0\.00 %", text)  # one seed: CI 0
+    md_out = tmp_path / "report.md"
+    res = _cli("report", runs, "--out", md_out, "--quiet")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
+    row = [l for l in md_out.read_text().splitlines() if l.startswith("| cuba-lif") and l.count("|") == 11][0]
+    measured = [c.strip() for c in row.split("|")[7:10]]
+    assert all(re.fullmatch(r"[\d,]+", c) for c in measured), row  # measured columns filled
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.md", "report.png", "runs"]  # no temp
+    (tmp_path / "empty").mkdir()
+    assert "no trained models" in _one_line_error(_cli("report", tmp_path / "empty", "--out", md_out))
+    assert "no such runs directory" in _one_line_error(_cli("report", tmp_path / "none", "--out", md_out))
+    assert ".html or a .md" in _one_line_error(_cli("report", runs, "--out", tmp_path / "r.txt"))
+
+
+# ---------------------------------------------------------------------------------------- bad input
+def test_bad_files_and_options(trained, tmp_path):
+    other = tmp_path / "v2.h5"
+    shutil.copy(trained / "net.h5", other)
+    with h5py.File(other, "r+") as f:
+        f.attrs["format_version"] = 2
+    das = write_das_file(tmp_path / "das.hdf5", {
+        split: {f"ab{k}-{d}a": (np.sort(np.random.default_rng(k).uniform(0, 1, 30)),
+                                np.random.default_rng(k).integers(0, 64, 30)) for k, d in enumerate("12345z")}
+        for split in ("train", "test")})
+    text = tmp_path / "x.h5"
+    text.write_text("not a network")
+    cases = [((other, "--engine", "fast"), "format version 2"),
+             ((other, "--engine", "lava"), "format version 2"),
+             ((trained / "net.h5", "--data", das), "64 input channels"),
+             ((trained / "net.h5", "--engine", "lava", "--data", das), "takes 700"),
+             ((trained / "net.h5", "--backend", "loihi2"), "lava-loihi"),
+             ((trained / "net.h5", "--limit", "0"), "--limit"),
+             ((trained / "net.h5", "--stock-netx"), "--stock-netx needs a --netx-compatible file"),
+             ((text,), "not an HDF5 file"),
+             ((tmp_path / "none.h5",), "no such file")]
+    for args, message in cases:
+        line = _one_line_error(_cli("simulate", *args, "--quiet"))
+        assert message in line, line
+    assert "format version 2" in _one_line_error(_cli("compare", other, "--quiet"))
+    assert "takes 700" in _one_line_error(_cli("compare", trained / "net.h5", "--data", das, "--quiet"))
+
+
+class _FaultyCubaLIF(PyCubaLIFModelFixed):
+    """Fails on Lava step 40, in the middle of the second sample."""
+
+    def update(self, a):
+        if self.tau == 40:
+            raise ArithmeticError("neuron fault at step 40")
+        return super().update(a)
+
+
+def test_lava_failure_mid_run_stops_cleanly(trained, monkeypatch):
+    """A ProcessModel raising mid-run: one line naming the failure, exit code 2, nothing of the run printed,
+    the runtime stopped (the autouse fixture checks no Lava process is left)."""
+    from lava.magma.core.run_configs import Loihi2SimCfg
+
+    monkeypatch.setattr(lava_net, "Loihi2SimCfg", lambda select_tag="fixed_pt": Loihi2SimCfg(
+        select_tag=select_tag, exception_proc_model_map={CubaLIF: _FaultyCubaLIF}))
+    for command in ("simulate", "compare"):
+        line = _one_line_error(_cli(command, trained / "net.h5", "--limit", "3", "--quiet"))
+        assert "Lava run failed" in line and "neuron fault at step 40" in line and "no results" in line, line
+
+
+# ----------------------------------------------------------------------------------- stock netx files
+def test_netx_compatible_file_counted_and_stock(tmp_path, _builtin_cache_dir, monkeypatch):
+    """A --lava-cuba model exported --netx-compatible: the counting Lava build equals the fast engine; stock
+    netx (counters from the fast engine, said so) gives the same predictions on one sample."""
+    from train.trainer import TrainConfig, train
+    monkeypatch.setenv("SPIKAUDIO_CACHE", str(_builtin_cache_dir))
+    run = tmp_path / "lc"
+    train(TrainConfig(model="cuba-lif", layers=1, hidden=16, bin_hz=25, batch=16, epochs=1, data="builtin",
+                      options={"lava_cuba": True}), run, progress=False)
+    assert _cli("export", run / "best.pt", "--out", tmp_path / "nx.h5", "--netx-compatible").exit_code == 0
+    counted = json.loads(_cli("simulate", tmp_path / "nx.h5", "--limit", "3", "--json", "--quiet").stdout)
+    fast = json.loads(_cli("simulate", tmp_path / "nx.h5", "--engine", "fast", "--json", "--quiet").stdout)
+    assert counted["counts_from"] == "lava" and counted["netx_compatible"]
+    assert counted["pred"] == [dict(zip(fast["index"], fast["pred"]))[i] for i in counted["index"]]
+    stock = _cli("simulate", tmp_path / "nx.h5", "--limit", "1", "--stock-netx", "--json", "--quiet")
+    assert stock.exit_code == 0, stock.output
+    r = json.loads(stock.stdout)
+    assert r["counts_from"] == "fast" and any("no event counters" in n for n in r["notes"])
+    assert r["pred"] == [fast["pred"][0]]
