@@ -76,11 +76,17 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "lo
     return ExportResult(out, net, report, res, netx_compatible, saturation_warnings(report), notes)
 
 
+def _bounds_line(b: dict) -> str:
+    why = "no training clip: the 24-bit range" if b["clip"] is None else f"training clip {list(b['clip'])}"
+    return f"  layer {b['layer']}: i and v clamped to [{b['state_lo']}, {b['state_hi']}] state units ({why})"
+
+
 def format_export(r: ExportResult) -> str:
     kinds = ", ".join(f"{l.kind} {l.n_in}->{l.n_out}" for l in r.net.layers)
     worst = max((row["worst_rel_err"] for row in r.report.rows), default=0.0)
     lines = [f"quantized {r.net.meta.get('model', '?')}: {kinds}; worst relative error {100 * worst:.2f} %"
              + (f", {r.report.saturated} value(s) saturated" if r.report.saturated else ""),
+             *[_bounds_line(b) for b in r.report.state_bounds],
              f"wrote {r.out} ({FORMAT} v{FORMAT_VERSION}{', stock netx compatible' if r.netx_compatible else ''})"]
     if r.netx_compatible:
         steps = r.net.meta.get("steps") or "<steps per sample>"

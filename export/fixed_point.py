@@ -50,6 +50,25 @@ def saturate(x: np.ndarray, bound: int = STATE_MAX) -> np.ndarray:
     return np.clip(x, -bound, bound)
 
 
+def check_bounds(lo: int, hi: int) -> tuple[int, int]:
+    """A layer's state clamp [lo, hi] (state units): integers with -STATE_MAX <= lo < hi <= STATE_MAX."""
+    lo_i, hi_i = int(lo), int(hi)
+    if lo_i != lo or hi_i != hi:
+        raise ValueError(f"state bounds must be integers, got ({lo}, {hi})")
+    if not -STATE_MAX <= lo_i < hi_i <= STATE_MAX:
+        raise ValueError(f"state bounds ({lo_i}, {hi_i}) must satisfy {-STATE_MAX} <= lo < hi <= {STATE_MAX}")
+    return lo_i, hi_i
+
+
+def clip_bounds(clip) -> tuple[int, int]:
+    """A training clip (lo, hi) in thresholds (None: no clip) -> the state clamp in state units:
+    (round(lo * THETA), round(hi * THETA)) limited to the 24-bit range; None -> (-STATE_MAX, STATE_MAX)."""
+    if clip is None:
+        return -STATE_MAX, STATE_MAX
+    lo, hi = (int(np.clip(np.rint(float(c) * THETA), -STATE_MAX, STATE_MAX)) for c in clip)
+    return check_bounds(lo, hi)
+
+
 def decay(x: np.ndarray, d: np.ndarray) -> np.ndarray:
     """x * (4096 - d) >> 12, rounding toward zero (Lava's PyLifModelBitAcc)."""
     return mul12(x, DECAY_UNITY - d)
@@ -81,20 +100,25 @@ def spikes_of(v: np.ndarray) -> np.ndarray:
     return (v > THETA).astype(np.int64)
 
 
-def lif_step(a: np.ndarray, v: np.ndarray, s: np.ndarray, v_decay: np.ndarray, bias: np.ndarray):
-    """LIF: v = decay(v, dv) + a<<6 + bias - THETA*s_prev; s = v > THETA. Returns (s, v)."""
-    v = saturate(decay(v, v_decay) + synaptic(a) + bias - THETA * s)
+def lif_step(a: np.ndarray, v: np.ndarray, s: np.ndarray, v_decay: np.ndarray, bias: np.ndarray,
+             lo: int = -STATE_MAX, hi: int = STATE_MAX):
+    """LIF: v = clamp(decay(v, dv) + a<<6 + bias - THETA*s_prev, lo, hi); s = v > THETA. Returns (s, v).
+
+    [lo, hi] is the layer's state clamp (the training clip in state units; default the 24-bit range)."""
+    v = np.clip(decay(v, v_decay) + synaptic(a) + bias - THETA * s, lo, hi)
     return spikes_of(v), v
 
 
 def cuba_lif_step(a: np.ndarray, i: np.ndarray, v: np.ndarray, s: np.ndarray,
-                  i_decay: np.ndarray, v_decay: np.ndarray, bias: np.ndarray):
-    """Cuba-LIF: i = decay(i, di) + a<<6 + bias; v = decay(v, dv) + (i*dv >> 12) - THETA*s_prev.
+                  i_decay: np.ndarray, v_decay: np.ndarray, bias: np.ndarray,
+                  lo: int = -STATE_MAX, hi: int = STATE_MAX):
+    """Cuba-LIF: i = clamp(decay(i, di) + a<<6 + bias); v = clamp(decay(v, dv) + (i*dv >> 12) - THETA*s_prev).
 
-    dv = round((1 - beta) * 4096) serves both as v's decay and as the (1 - beta) factor. Returns (s, i, v).
+    dv = round((1 - beta) * 4096) serves both as v's decay and as the (1 - beta) factor; both clamps are
+    to the layer's [lo, hi] (the clamped i feeds v, as in training). Returns (s, i, v).
     """
-    i = saturate(decay(i, i_decay) + synaptic(a) + bias)
-    v = saturate(decay(v, v_decay) + mul12(i, v_decay) - THETA * s)
+    i = np.clip(decay(i, i_decay) + synaptic(a) + bias, lo, hi)
+    v = np.clip(decay(v, v_decay) + mul12(i, v_decay) - THETA * s, lo, hi)
     return spikes_of(v), i, v
 
 
@@ -106,11 +130,12 @@ def gate(az: np.ndarray, bias_z: np.ndarray) -> np.ndarray:
 
 
 def spikgru_step(a: np.ndarray, az: np.ndarray, i: np.ndarray, v: np.ndarray, s: np.ndarray,
-                 i_decay: np.ndarray, bias: np.ndarray, bias_z: np.ndarray):
-    """SpikGRU: i as Cuba-LIF; z = gate(az); v = (v*z >> 12) + (i*(4096 - z) >> 12) - THETA*s_prev."""
-    i = saturate(decay(i, i_decay) + synaptic(a) + bias)
+                 i_decay: np.ndarray, bias: np.ndarray, bias_z: np.ndarray,
+                 lo: int = -STATE_MAX, hi: int = STATE_MAX):
+    """SpikGRU: i as Cuba-LIF; z = gate(az); v = clamp((v*z >> 12) + (i*(4096 - z) >> 12) - THETA*s_prev)."""
+    i = np.clip(decay(i, i_decay) + synaptic(a) + bias, lo, hi)
     z = gate(az, bias_z)
-    v = saturate(mul12(v, z) + mul12(i, DECAY_UNITY - z) - THETA * s)
+    v = np.clip(mul12(v, z) + mul12(i, DECAY_UNITY - z) - THETA * s, lo, hi)
     return spikes_of(v), i, v
 
 

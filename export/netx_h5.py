@@ -20,18 +20,20 @@ Our neuron types. ``weight*`` are 8-bit mantissas [n, n_in] (recurrent: [n, n]) 
 [n] with ``<key>_exp`` in [0, 7]; semantics in docs/fixed_point.md.
 
 - ``LIF_SOFT`` (LIF, soft reset), dense_rec: weight, weight_rec, bias (each + _exp);
-  neuron/{vDecay[n], vThMant, gradedSpike}.
+  neuron/{vDecay[n], vThMant, gradedSpike, stateMin, stateMax}.
 - ``CUBA_SOFT`` (the study's Cuba-LIF: soft reset, per-neuron decays, (1 - beta) i), dense_rec:
-  as LIF_SOFT; neuron/{iDecay[n], vDecay[n], vThMant, gradedSpike}.
+  as LIF_SOFT; neuron/{iDecay[n], vDecay[n], vThMant, gradedSpike, stateMin, stateMax}.
 - ``SPIKGRU``, dense_rec: as CUBA_SOFT plus the gate's own connections weight_gate,
   weight_gate_rec and bias_gate (each + _exp); neuron/{iDecay[n], vThMant, gradedSpike,
-  sigmoidTable[256]} (the table must equal this toolchain's).
+  sigmoidTable[256], stateMin, stateMax} (the table must equal this toolchain's).
 - ``LAVA_CUBA`` (Lava's CUBA, hard reset, shared decays, with our per-connection exponents:
   a --lava-cuba Cuba-LIF exported without --netx-compatible), dense_rec: as LIF_SOFT;
   neuron/{iDecay, vDecay, vThMant, refDelay, gradedSpike} (one value each).
 - ``LEAKY_READOUT``, dense: weight, bias (each + _exp); neuron/{vDecay[n]}.
 
-iDecay/vDecay are the 12-bit decays d (factor (4096 - d)/4096); for LAVA_CUBA and CUBA,
+stateMin/stateMax (LIF_SOFT, CUBA_SOFT, SPIKGRU): the clamp of i and v in state units (the training
+clip times THETA; -(2^23 - 1) <= stateMin < stateMax <= 2^23 - 1); files without them mean the 24-bit
+range. iDecay/vDecay are the 12-bit decays d (factor (4096 - d)/4096); for LAVA_CUBA and CUBA,
 iDecay follows netx (Lava's du = iDecay - 1, so the current decays by 4096 - iDecay) and
 decays are one value per layer. vThMant is 1024 (threshold 1024 << 6) for every spiking type.
 
@@ -158,9 +160,9 @@ class _Where:
         return InputError(f"{self.name}: {at}{msg}")
 
 
-def _keys(g: h5py.Group, expected: set[str], w: _Where, prefix: str = "") -> None:
+def _keys(g: h5py.Group, expected: set[str], w: _Where, prefix: str = "", optional: set[str] = frozenset()) -> None:
     have = set(g.keys())
-    missing, unknown = sorted(expected - have), sorted(have - expected)
+    missing, unknown = sorted(expected - have), sorted(have - expected - optional)
     if missing:
         raise w.error(f"missing key '{prefix}{missing[0]}'")
     if unknown:
@@ -234,6 +236,7 @@ class Block:
     conns: tuple[_Conn, ...] = (FF, REC)
     biases: tuple[tuple[str, str, str], ...] = (("bias_mant", "bias_exp", "bias"),)  # mantissa, exp, key
     neuron_keys: tuple[str, ...] = ()
+    optional_neuron_keys: tuple[str, ...] = ()
 
     # -- writing
     def write(self, g: h5py.Group, layer: QLayer) -> None:
@@ -270,7 +273,7 @@ class Block:
         _keys(g, self.layer_keys(), w)
         if not isinstance(g["neuron"], h5py.Group):
             raise w.error("'neuron' must be a group")
-        _keys(g["neuron"], {"type", *self.neuron_keys}, w, "neuron/")
+        _keys(g["neuron"], {"type", *self.neuron_keys}, w, "neuron/", set(self.optional_neuron_keys))
         n = int(_get_ints(g, "shape", (1,), 1, 1 << 30, w)[0])
         sizes = {"n_in": n_in, "n_out": n}
         layer = QLayer(self.kind, ff=None)
@@ -302,24 +305,53 @@ def _per_neuron_decay(ng, key, n, w):
     return _get_ints(ng, key, (n,), 0, fx.DECAY_MAX, w, "12-bit decay")
 
 
+STATE_BOUND_KEYS = ("stateMin", "stateMax")
+
+
+def _write_state_bounds(ng, layer):
+    lo, hi = fx.check_bounds(layer.state_lo, layer.state_hi)
+    _put_ints(ng, "stateMin", lo)
+    _put_ints(ng, "stateMax", hi)
+
+
+def _read_state_bounds(ng, layer, w):
+    """neuron/{stateMin, stateMax}: the clamp of i and v (state units); both absent (files written before
+    the clamp existed) means the 24-bit range."""
+    have = [k in ng for k in STATE_BOUND_KEYS]
+    if not any(have):
+        layer.state_lo, layer.state_hi = -fx.STATE_MAX, fx.STATE_MAX
+        return
+    if not all(have):
+        raise w.error(f"missing key 'neuron/{STATE_BOUND_KEYS[have.index(False)]}' (stateMin and stateMax go together)")
+    lo = _get_int(ng, "stateMin", -fx.STATE_MAX, fx.STATE_MAX, w, "24-bit state")
+    hi = _get_int(ng, "stateMax", -fx.STATE_MAX, fx.STATE_MAX, w, "24-bit state")
+    if lo >= hi:
+        raise w.error(f"'neuron/stateMin' ({lo}) must be below 'neuron/stateMax' ({hi})")
+    layer.state_lo, layer.state_hi = lo, hi
+
+
 class LifSoft(Block):
     neuron_type, kind = "LIF_SOFT", "lif"
     neuron_keys = ("vDecay", "vThMant", "gradedSpike")
+    optional_neuron_keys = STATE_BOUND_KEYS
 
     def write_neuron(self, ng, layer):
         _put_ints(ng, "vDecay", layer.v_decay)
         _put_ints(ng, "vThMant", fx.VTH_MANT)
         _put_ints(ng, "gradedSpike", np.bool_(False))
+        _write_state_bounds(ng, layer)
 
     def read_neuron(self, ng, n, layer, w):
         _vth(ng, w)
         _not_graded(ng, w)
         layer.v_decay = _per_neuron_decay(ng, "vDecay", n, w)
+        _read_state_bounds(ng, layer, w)
 
 
 class CubaSoft(Block):
     neuron_type, kind = "CUBA_SOFT", "cuba-lif"
     neuron_keys = ("iDecay", "vDecay", "vThMant", "gradedSpike")
+    optional_neuron_keys = STATE_BOUND_KEYS
 
     def write_neuron(self, ng, layer):
         _put_ints(ng, "iDecay", layer.i_decay)
@@ -335,12 +367,14 @@ class SpikGRU(Block):
     conns = (FF, REC, FF_Z, REC_Z)
     biases = (("bias_mant", "bias_exp", "bias"), ("bias_z_mant", "bias_z_exp", "bias_gate"))
     neuron_keys = ("iDecay", "vThMant", "gradedSpike", "sigmoidTable")
+    optional_neuron_keys = STATE_BOUND_KEYS
 
     def write_neuron(self, ng, layer):
         _put_ints(ng, "iDecay", layer.i_decay)
         _put_ints(ng, "vThMant", fx.VTH_MANT)
         _put_ints(ng, "gradedSpike", np.bool_(False))
         _put_ints(ng, "sigmoidTable", fx.SIGMOID_TABLE)
+        _write_state_bounds(ng, layer)
 
     def read_neuron(self, ng, n, layer, w):
         _vth(ng, w)
@@ -349,6 +383,7 @@ class SpikGRU(Block):
         if not np.array_equal(table, fx.SIGMOID_TABLE):
             raise w.error("'neuron/sigmoidTable' differs from this toolchain's gate table (docs/fixed_point.md)")
         layer.i_decay = _per_neuron_decay(ng, "iDecay", n, w)
+        _read_state_bounds(ng, layer, w)
 
 
 class LavaCuba(Block):

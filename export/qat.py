@@ -11,8 +11,9 @@ export.qnet.run_network on quantize_model(model) bit for bit (tests/test_qat.py)
 
 Gradients (the forward values are untouched):
 - rounding, flooring, shifts, the truncating 12-bit multiply: straight-through (identity);
-- saturation (weight and bias mantissas, decays, 16-bit dendrites, 24-bit states): identity
-  inside the range, zero where it saturates; Lava CUBA's 24-bit current wrap: identity;
+- saturation (weight and bias mantissas, decays, 16-bit dendrites, the state clamp of i and v
+  [state_lo, state_hi], i.e. the training clip in state units or the 24-bit range): identity inside
+  the range (bounds included, as torch.clamp), zero outside; Lava CUBA's 24-bit current wrap: identity;
 - the spike v > THETA: the layer's triangle surrogate (train.neurons.triangle, its scale and
   width) in threshold units; Lava CUBA's hard reset passes gradient through the spike;
 - the SpikGRU sigmoid table: the derivative of the true sigmoid at the gate input.
@@ -107,6 +108,13 @@ def saturate(x: Tensor) -> Tensor:
     return x.clamp(-SAT, SAT)
 
 
+def state_bounds(kind: str, block) -> tuple[float, float]:
+    """The clamp of i and v in state units, as export/quantize.py sets QLayer.state_lo/hi: the block's
+    training clip times THETA (fixed_point.clip_bounds); lava-cuba keeps Lava's arithmetic (24-bit range)."""
+    lo, hi = (-fx.STATE_MAX, fx.STATE_MAX) if kind == "lava-cuba" else fx.clip_bounds(block.opts.clip)
+    return float(lo), float(hi)
+
+
 def dendrite(w_mant: Tensor, exp: int, s: Tensor) -> Tensor:
     """fixed_point.dendrite: sum(w_mant * s), shifted by exp (floor for exp < 0), saturated to 16 bits.
 
@@ -174,7 +182,8 @@ def _layer_params(kind: str, block) -> dict:
     return p
 
 
-def _hidden_reference(kind: str, p: dict, x: Tensor, scale: float, width: float) -> Tensor:
+def _hidden_reference(kind: str, p: dict, x: Tensor, scale: float, width: float,
+                      lo: float = -SAT, hi: float = SAT) -> Tensor:
     """One spiking layer by plain autograd, one step at a time: x [B, T, n_in] -> spikes [B, T, n].
 
     The readable definition (fixed_point.py's step functions with straight-through gradients); the
@@ -192,14 +201,14 @@ def _hidden_reference(kind: str, p: dict, x: Tensor, scale: float, width: float)
     for t in range(x.shape[1]):
         a = a_ff[t] + dendrite(U, eU, s)
         if kind == "lif":
-            v = saturate(decay(v, dv) + a * act + bias - THETA * s)
+            v = (decay(v, dv) + a * act + bias - THETA * s).clamp(lo, hi)
         elif kind == "cuba-lif":
-            i = saturate(decay(i, di) + a * act + bias)
-            v = saturate(decay(v, dv) + mul12(i, dv) - THETA * s)
+            i = (decay(i, di) + a * act + bias).clamp(lo, hi)
+            v = (decay(v, dv) + mul12(i, dv) - THETA * s).clamp(lo, hi)
         elif kind == "spikgru":
-            i = saturate(decay(i, di) + a * act + bias)
+            i = (decay(i, di) + a * act + bias).clamp(lo, hi)
             z = gate(az_ff[t] + dendrite(Uz, eUz, s), bias_z)
-            v = saturate(mul12(v, z) + mul12(i, UNITY - z) - THETA * s)
+            v = (mul12(v, z) + mul12(i, UNITY - z) - THETA * s).clamp(lo, hi)
         elif kind == "lava-cuba":
             i = _wrap24(decay(i, di) + a * act)
             v = saturate(decay(v, dv) + i + bias)
@@ -236,10 +245,11 @@ class _FusedHidden(torch.autograd.Function):
     backpropagation through time is written out, with exactly _hidden_reference's gradients.
 
     Inputs are time-major: a_ff, az_ff [T, B, n] (the feed-forward dendrites); U, Uz mantissas;
-    bias, bias_z in state units; di (lava-cuba: du + 1), dv 12-bit decays. Returns spikes [T, B, n]."""
+    bias, bias_z in state units; di (lava-cuba: du + 1), dv 12-bit decays; lo, hi the state clamp
+    (lava-cuba: the 24-bit range). Returns spikes [T, B, n]."""
 
     @staticmethod
-    def forward(ctx, kind, eU, eUz, scale, width, a_ff, U, bias, di, dv, az_ff, Uz, bias_z):
+    def forward(ctx, kind, eU, eUz, scale, width, lo, hi, a_ff, U, bias, di, dv, az_ff, Uz, bias_z):
         T, B, n = a_ff.shape
         act = float(1 << fx.ACT_SHIFT)
         zero = a_ff.new_zeros(B, n)
@@ -264,8 +274,8 @@ class _FusedHidden(torch.autograd.Function):
                 vp = _imul12(v, kv).add_(a).add_(bias).sub_(THETA * s)
             elif kind in ("cuba-lif", "spikgru"):
                 ip = _imul12(i, ki).add_(a).add_(bias)
-                MI[t] = _inside(ip, -SAT, SAT)
-                i = ip.clamp_(-SAT, SAT)
+                MI[t] = _inside(ip, lo, hi)
+                i = ip.clamp_(lo, hi)
                 if kind == "cuba-lif":
                     vp = _imul12(v, kv).add_(_imul12(i, dv)).sub_(THETA * s)
                 else:
@@ -282,8 +292,8 @@ class _FusedHidden(torch.autograd.Function):
                 vp = _imul12(v, kv).add_(i).add_(bias)
             else:
                 raise ValueError(f"no fixed-point forward for a {kind} layer")
-            MV[t] = _inside(vp, -SAT, SAT)
-            v = vp.clamp_(-SAT, SAT)
+            MV[t] = _inside(vp, lo, hi)
+            v = vp.clamp_(lo, hi)
             s = (v > THETA).to(a_ff.dtype)
             if kind == "lava-cuba":
                 VS[t] = v
@@ -369,12 +379,13 @@ class _FusedHidden(torch.autograd.Function):
             d1_n, d2_n, dacc_n = d1, d2, dacc
         shaped = lambda g, like: None if like is None else (g.sum().reshape(like.shape) / UNITY if like.numel() == 1
                                                              else g / UNITY)
-        out = [None] * 5 + [gA, gU, gb, shaped(gdi, di), shaped(gdv, dv)]
+        out = [None] * 7 + [gA, gU, gb, shaped(gdi, di), shaped(gdv, dv)]
         out += [gAz, gUz, gbz] if kind == "spikgru" else [None] * 3
         return tuple(out)
 
 
-def _hidden_fused(kind: str, p: dict, x: Tensor, scale: float, width: float) -> Tensor:
+def _hidden_fused(kind: str, p: dict, x: Tensor, scale: float, width: float,
+                  lo: float = -SAT, hi: float = SAT) -> Tensor:
     (W, eW), (U, eU), bias = p["W"], p["U"], p["bias"]
     tm = lambda a: a.transpose(0, 1).contiguous()
     a_ff = tm(dendrite(W, eW, x))
@@ -383,14 +394,14 @@ def _hidden_fused(kind: str, p: dict, x: Tensor, scale: float, width: float) -> 
     if kind == "spikgru":
         (Wz, eWz), (Uz, eUz), bias_z = p["Wz"], p["Uz"], p["bias_z"]
         az_ff = tm(dendrite(Wz, eWz, x))
-    s = _FusedHidden.apply(kind, eU, eUz, scale, width, a_ff, U, bias, p.get("di"), p.get("dv"), az_ff, Uz, bias_z)
+    s = _FusedHidden.apply(kind, eU, eUz, scale, width, lo, hi, a_ff, U, bias, p.get("di"), p.get("dv"), az_ff, Uz, bias_z)
     return s.transpose(0, 1)
 
 
 def _hidden_layer(kind: str, block, x: Tensor, fused: bool = True) -> Tensor:
     """One spiking layer: x [B, T, n_in] (float64 integers) -> spikes [B, T, n]."""
     run = _hidden_fused if fused else _hidden_reference
-    return run(kind, _layer_params(kind, block), x, block.opts.scale, block.opts.width)
+    return run(kind, _layer_params(kind, block), x, block.opts.scale, block.opts.width, *state_bounds(kind, block))
 
 
 def _readout(block, x: Tensor) -> Tensor:

@@ -36,6 +36,8 @@ class QLayer:
 
     i_decay, v_decay: 12-bit decays d (factor (4096 - d)/4096), per neuron (one value for lava-cuba).
     bias: bias_mant with exponent bias_exp (state units: bias_mant << bias_exp).
+    state_lo, state_hi: the clamp of i and v of lif / cuba-lif / spikgru neurons in state units (the
+    training clip times THETA; default the 24-bit saturation range). lava-cuba and readout ignore them.
     """
 
     kind: str
@@ -49,6 +51,8 @@ class QLayer:
     rec_z: Synapse | None = None
     bias_z_mant: np.ndarray | None = None
     bias_z_exp: int = 0
+    state_lo: int = -fx.STATE_MAX
+    state_hi: int = fx.STATE_MAX
 
     @property
     def n_in(self) -> int:
@@ -103,13 +107,15 @@ def layer_step(layer: QLayer, x: np.ndarray, st: dict[str, np.ndarray]) -> dict[
         return {"o": fx.readout_step(a, st["o"], layer.v_decay, layer.bias)}
     a = a + layer.rec.accumulate(st["s"])
     if layer.kind == "lif":
-        s, v = fx.lif_step(a, st["v"], st["s"], layer.v_decay, layer.bias)
+        s, v = fx.lif_step(a, st["v"], st["s"], layer.v_decay, layer.bias, layer.state_lo, layer.state_hi)
         return {"s": s, "v": v}
     if layer.kind == "cuba-lif":
-        s, i, v = fx.cuba_lif_step(a, st["i"], st["v"], st["s"], layer.i_decay, layer.v_decay, layer.bias)
+        s, i, v = fx.cuba_lif_step(a, st["i"], st["v"], st["s"], layer.i_decay, layer.v_decay, layer.bias,
+                                     layer.state_lo, layer.state_hi)
     elif layer.kind == "spikgru":
         az = layer.ff_z.accumulate(x) + layer.rec_z.accumulate(st["s"])
-        s, i, v = fx.spikgru_step(a, az, st["i"], st["v"], st["s"], layer.i_decay, layer.bias, layer.bias_z)
+        s, i, v = fx.spikgru_step(a, az, st["i"], st["v"], st["s"], layer.i_decay, layer.bias, layer.bias_z,
+                                    layer.state_lo, layer.state_hi)
     elif layer.kind == "lava-cuba":
         # Lava's CUBA takes the recurrent input through the same dendrite; reset is built in
         s, i, v = fx.lava_cuba_step(a, st["i"], st["v"], int(layer.i_decay.ravel()[0]),

@@ -15,6 +15,18 @@ from export import fixed_point as fx
 from export.qnet import QLayer, QNetwork, Synapse
 from train.errors import InputError
 from train.models import SPIKING, ModelConfig, model_from_checkpoint
+from train.neurons import DEFAULT_CLIP
+
+
+def state_bounds(options: dict) -> tuple[int, int]:
+    """The state clamp of the study's neurons from a model config's options (docs/fixed_point.md):
+    'clip' absent -> train.neurons.DEFAULT_CLIP, None -> the 24-bit range (-STATE_MAX, STATE_MAX),
+    (lo, hi) -> (round(lo * THETA), round(hi * THETA)) limited to the 24-bit range."""
+    clip = options.get("clip", DEFAULT_CLIP)
+    try:
+        return fx.clip_bounds(clip)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"model option clip={clip!r}: {exc}") from None
 
 
 @dataclass
@@ -22,6 +34,8 @@ class QuantReport:
     """Per parameter: exponent, entries clipped, worst error relative to the parameter's range."""
 
     rows: list[dict] = field(default_factory=list)
+    # per hidden layer: {"layer", "clip" (thresholds or None), "state_lo", "state_hi" (state units)}
+    state_bounds: list[dict] = field(default_factory=list)
 
     @property
     def saturated(self) -> int:
@@ -80,6 +94,13 @@ def quantize_model(model, cfg: ModelConfig, meta: dict | None = None) -> tuple[Q
     report = QuantReport()
     kind = "lava-cuba" if cfg.options.get("lava_cuba") else cfg.kind
     layers = [quantize_block(kind, block.export_params(), l, report) for l, block in enumerate(model.hidden_layers)]
+    if kind != "lava-cuba":  # Lava's CUBA keeps its own arithmetic (no clamp; docs/fixed_point.md)
+        lo, hi = state_bounds(cfg.options)
+        clip = cfg.options.get("clip", DEFAULT_CLIP)
+        for l, layer in enumerate(layers):
+            layer.state_lo, layer.state_hi = lo, hi
+            report.state_bounds.append({"layer": l, "clip": None if clip is None else tuple(clip),
+                                        "state_lo": lo, "state_hi": hi})
     layers.append(quantize_block("readout", model.readout.export_params(), len(layers), report))
     return QNetwork(layers, dict(meta or {})), report
 

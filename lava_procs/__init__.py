@@ -76,6 +76,11 @@ def run_steps(process: AbstractProcess, num_steps: int, select_tag: str = "fixed
         _wait(process)
     except BaseException as exc:
         errors = _actor_errors(process)
+        deadline = time.monotonic() + 2.0
+        while not errors and isinstance(exc, Exception) and time.monotonic() < deadline:
+            # a runtime service may answer ERROR before the failing model's exception reaches its pipe
+            time.sleep(0.01)
+            errors = _actor_errors(process)
         shutdown(process, failed=True)
         detail = errors[-1].strip().splitlines()[-1] if errors else f"{type(exc).__name__}: {exc}"
         if not isinstance(exc, Exception):

@@ -47,24 +47,29 @@ def _f_bias(mant: np.ndarray, exp) -> np.ndarray:
     return fx.bias_value(mant, int(np.ravel(exp)[0])) / float(fx.THETA)
 
 
-def float_lif_step(a, v, s, beta, b):
-    """v = beta v + a + b - s_prev; s = v > 1. Returns (s, v)."""
-    v = beta * v + a + b - s
+def _f_bounds(lo, hi) -> tuple[float, float]:
+    """The state clamp in thresholds: [state_lo, state_hi] / THETA (the training clip)."""
+    return int(np.ravel(lo)[0]) / float(fx.THETA), int(np.ravel(hi)[0]) / float(fx.THETA)
+
+
+def float_lif_step(a, v, s, beta, b, lo=-np.inf, hi=np.inf):
+    """v = clip(beta v + a + b - s_prev, lo, hi); s = v > 1. Returns (s, v)."""
+    v = np.clip(beta * v + a + b - s, lo, hi)
     return (v > 1.0).astype(np.float64), v
 
 
-def float_cuba_lif_step(a, i, v, s, alpha, beta, b):
-    """i = alpha i + a + b; v = beta v + (1 - beta) i - s_prev; s = v > 1. Returns (s, i, v)."""
-    i = alpha * i + a + b
-    v = beta * v + (1.0 - beta) * i - s
+def float_cuba_lif_step(a, i, v, s, alpha, beta, b, lo=-np.inf, hi=np.inf):
+    """i = clip(alpha i + a + b); v = clip(beta v + (1 - beta) i - s_prev); s = v > 1. Returns (s, i, v)."""
+    i = np.clip(alpha * i + a + b, lo, hi)
+    v = np.clip(beta * v + (1.0 - beta) * i - s, lo, hi)
     return (v > 1.0).astype(np.float64), i, v
 
 
-def float_spikgru_step(a, az, i, v, s, alpha, b, bz):
-    """i as Cuba-LIF; z = sigmoid(az + bz); v = z v + (1 - z) i - s_prev; s = v > 1. Returns (s, i, v)."""
-    i = alpha * i + a + b
+def float_spikgru_step(a, az, i, v, s, alpha, b, bz, lo=-np.inf, hi=np.inf):
+    """i as Cuba-LIF; z = sigmoid(az + bz); v = clip(z v + (1 - z) i - s_prev); s = v > 1. Returns (s, i, v)."""
+    i = np.clip(alpha * i + a + b, lo, hi)
     z = 1.0 / (1.0 + np.exp(-(az + bz)))
-    v = z * v + (1.0 - z) * i - s
+    v = np.clip(z * v + (1.0 - z) * i - s, lo, hi)
     return (v > 1.0).astype(np.float64), i, v
 
 
@@ -151,6 +156,10 @@ class _FixedNeuron(_NeuronModel):
     def bias(self) -> np.ndarray:
         return fx.bias_value(self.bias_mant, int(self.bias_exp[0]))
 
+    def bounds(self) -> tuple[int, int]:
+        """The state clamp (state_lo, state_hi) of lif / cuba-lif / spikgru."""
+        return int(self.state_lo[0]), int(self.state_hi[0])
+
 
 class _FloatNeuron(_NeuronModel):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
@@ -161,6 +170,10 @@ class _FloatNeuron(_NeuronModel):
     def bias(self) -> np.ndarray:
         return _f_bias(self.bias_mant, self.bias_exp)
 
+    def bounds(self) -> tuple[float, float]:
+        """The state clamp in thresholds: (state_lo, state_hi) / THETA."""
+        return _f_bounds(self.state_lo, self.state_hi)
+
 
 # --------------------------------------------------------------------------------- neurons
 @implements(proc=LIF, protocol=LoihiProtocol)
@@ -168,10 +181,12 @@ class _FloatNeuron(_NeuronModel):
 @tag(*FIXED)
 class PyLIFModelFixed(_FixedNeuron):
     kind, states = "lif", ("s", "v")
+    state_lo: np.ndarray = _int(24)
+    state_hi: np.ndarray = _int(24)
     v_decay: np.ndarray = _int(12)
 
     def update(self, a):
-        s, self.v[:] = fx.lif_step(a, self.v, self.s, self.v_decay, self.bias())
+        s, self.v[:] = fx.lif_step(a, self.v, self.s, self.v_decay, self.bias(), *self.bounds())
         return s
 
 
@@ -180,10 +195,12 @@ class PyLIFModelFixed(_FixedNeuron):
 @tag(*FLOAT)
 class PyLIFModelFloat(_FloatNeuron):
     kind, states = "lif", ("s", "v")
+    state_lo: np.ndarray = _int(24)
+    state_hi: np.ndarray = _int(24)
     v_decay: np.ndarray = _int(12)
 
     def update(self, a):
-        s, self.v[:] = float_lif_step(a, self.v, self.s, _f_decay(self.v_decay), self.bias())
+        s, self.v[:] = float_lif_step(a, self.v, self.s, _f_decay(self.v_decay), self.bias(), *self.bounds())
         return s
 
 
@@ -192,13 +209,15 @@ class PyLIFModelFloat(_FloatNeuron):
 @tag(*FIXED)
 class PyCubaLIFModelFixed(_FixedNeuron):
     kind, states = "cuba-lif", ("s", "i", "v")
+    state_lo: np.ndarray = _int(24)
+    state_hi: np.ndarray = _int(24)
     i: np.ndarray = _int(24)
     i_decay: np.ndarray = _int(12)
     v_decay: np.ndarray = _int(12)
 
     def update(self, a):
         s, self.i[:], self.v[:] = fx.cuba_lif_step(a, self.i, self.v, self.s, self.i_decay, self.v_decay,
-                                                   self.bias())
+                                                   self.bias(), *self.bounds())
         return s
 
 
@@ -207,13 +226,15 @@ class PyCubaLIFModelFixed(_FixedNeuron):
 @tag(*FLOAT)
 class PyCubaLIFModelFloat(_FloatNeuron):
     kind, states = "cuba-lif", ("s", "i", "v")
+    state_lo: np.ndarray = _int(24)
+    state_hi: np.ndarray = _int(24)
     i: np.ndarray = _FLT
     i_decay: np.ndarray = _int(12)
     v_decay: np.ndarray = _int(12)
 
     def update(self, a):
         s, self.i[:], self.v[:] = float_cuba_lif_step(a, self.i, self.v, self.s, _f_decay(self.i_decay),
-                                                      _f_decay(self.v_decay), self.bias())
+                                                      _f_decay(self.v_decay), self.bias(), *self.bounds())
         return s
 
 
@@ -222,6 +243,8 @@ class PyCubaLIFModelFloat(_FloatNeuron):
 @tag(*FIXED)
 class PySpikGRUModelFixed(_FixedNeuron):
     kind, states = "spikgru", ("s", "i", "v")
+    state_lo: np.ndarray = _int(24)
+    state_hi: np.ndarray = _int(24)
     a_gate: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     i: np.ndarray = _int(24)
     i_decay: np.ndarray = _int(12)
@@ -233,7 +256,8 @@ class PySpikGRUModelFixed(_FixedNeuron):
 
     def update(self, a, az):
         bias_z = fx.bias_value(self.bias_z_mant, int(self.bias_z_exp[0]))
-        s, self.i[:], self.v[:] = fx.spikgru_step(a, az, self.i, self.v, self.s, self.i_decay, self.bias(), bias_z)
+        s, self.i[:], self.v[:] = fx.spikgru_step(a, az, self.i, self.v, self.s, self.i_decay, self.bias(), bias_z,
+                                                  *self.bounds())
         return s
 
 
@@ -242,6 +266,8 @@ class PySpikGRUModelFixed(_FixedNeuron):
 @tag(*FLOAT)
 class PySpikGRUModelFloat(_FloatNeuron):
     kind, states = "spikgru", ("s", "i", "v")
+    state_lo: np.ndarray = _int(24)
+    state_hi: np.ndarray = _int(24)
     a_gate: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     i: np.ndarray = _FLT
     i_decay: np.ndarray = _int(12)
@@ -253,7 +279,8 @@ class PySpikGRUModelFloat(_FloatNeuron):
 
     def update(self, a, az):
         s, self.i[:], self.v[:] = float_spikgru_step(a, az, self.i, self.v, self.s, _f_decay(self.i_decay),
-                                                     self.bias(), _f_bias(self.bias_z_mant, self.bias_z_exp))
+                                                     self.bias(), _f_bias(self.bias_z_mant, self.bias_z_exp),
+                                                     *self.bounds())
         return s
 
 

@@ -205,6 +205,17 @@ class _Neuron(_Streamed):
     def _decay(self, name: str, value) -> Var:
         return Var(shape=self.shape, init=per_neuron(self._owner, name, value, self.shape[0], 0, fx.DECAY_MAX))
 
+    def _state_bounds(self, state_lo, state_hi) -> None:
+        """The clamp of i and v in state units (the training clip times THETA; default the 24-bit range):
+        integers with -STATE_MAX <= state_lo < state_hi <= STATE_MAX."""
+        lo = scalar(self._owner, "state_lo", state_lo, -fx.STATE_MAX, fx.STATE_MAX)
+        hi = scalar(self._owner, "state_hi", state_hi, -fx.STATE_MAX, fx.STATE_MAX)
+        if lo >= hi:
+            raise ValueError(f"{self._owner}: parameters 'state_lo' ({lo}) and 'state_hi' ({hi}) must satisfy "
+                             "state_lo < state_hi")
+        self.state_lo = Var(shape=(1,), init=lo)
+        self.state_hi = Var(shape=(1,), init=hi)
+
     def _spiking(self) -> None:
         n = self.shape
         self.s_out = OutPort(shape=n)
@@ -216,24 +227,28 @@ class _Neuron(_Streamed):
 class LIF(_Neuron):
     """The study's LIF layer: v = beta v + a + b - vth s_prev, spike when v > vth (soft reset one step late).
 
-    fixed_pt: ``export.fixed_point.lif_step`` (v saturates at 24 bits).
+    fixed_pt: ``export.fixed_point.lif_step`` (v clamped to [state_lo, state_hi]).
+    floating_pt: the same in float, v clipped to [state_lo, state_hi] / THETA.
 
     Parameters: shape (n,); v_decay 12-bit d in [0, 4095] (scalar or [n]); bias_mant in
-    [-4096, 4095] (scalar or [n]); bias_exp in [0, 7]; reset_interval, reset_offset,
-    n_samples as in the module docstring.
+    [-4096, 4095] (scalar or [n]); bias_exp in [0, 7]; state_lo < state_hi, the clamp of the
+    states in state units (the training clip times THETA; default the 24-bit range
+    [-(2^23 - 1), 2^23 - 1]); reset_interval, reset_offset, n_samples as in the module docstring.
     Ports: a_in [n] (dendritic input, ff + recurrent summed), s_out [n] (binary spikes).
-    Vars: v, s (previous spikes), v_decay, bias_mant, bias_exp, spikes [n],
+    Vars: v, s (previous spikes), v_decay, bias_mant, bias_exp, state_lo, state_hi, spikes [n],
     neuron_ops [2] (MAC n + AC n + one per spike), reset_interval, reset_offset, n_samples.
     """
 
     kind = "lif"
 
-    def __init__(self, *, shape, v_decay, bias_mant=0, bias_exp=0, reset_interval: int = 0,
+    def __init__(self, *, shape, v_decay, bias_mant=0, bias_exp=0, state_lo: int = -fx.STATE_MAX,
+                 state_hi: int = fx.STATE_MAX, reset_interval: int = 0,
                  reset_offset: int = 0, n_samples: ty.Optional[int] = None, name: ty.Optional[str] = None,
                  log_config: ty.Optional[LogConfig] = None) -> None:
         super().__init__(shape=shape, bias_mant=bias_mant, bias_exp=bias_exp, reset_interval=reset_interval,
                          reset_offset=reset_offset, n_samples=n_samples, name=name, log_config=log_config)
         self.v_decay = self._decay("v_decay", v_decay)
+        self._state_bounds(state_lo, state_hi)
         self.v = Var(shape=self.shape, init=0)
         self._spiking()
 
@@ -241,23 +256,25 @@ class LIF(_Neuron):
 class CubaLIF(_Neuron):
     """The study's Cuba-LIF layer: i = alpha i + a + b; v = beta v + (1 - beta) i - vth s_prev; s = v > vth.
 
-    fixed_pt: ``export.fixed_point.cuba_lif_step`` (i and v saturate at 24 bits; v_decay
+    fixed_pt: ``export.fixed_point.cuba_lif_step`` (i and v clamped to [state_lo, state_hi]; v_decay
     serves as v's decay and as the (1 - beta) gain).
 
     Parameters: as LIF plus i_decay (12-bit, scalar or [n]).
-    Ports: a_in [n], s_out [n]. Vars: i, v, s, i_decay, v_decay, bias_mant, bias_exp,
+    Ports: a_in [n], s_out [n]. Vars: i, v, s, i_decay, v_decay, bias_mant, bias_exp, state_lo, state_hi,
     spikes [n], neuron_ops [2] (MAC 3n, AC n + one per spike), reset config.
     """
 
     kind = "cuba-lif"
 
-    def __init__(self, *, shape, i_decay, v_decay, bias_mant=0, bias_exp=0, reset_interval: int = 0,
+    def __init__(self, *, shape, i_decay, v_decay, bias_mant=0, bias_exp=0, state_lo: int = -fx.STATE_MAX,
+                 state_hi: int = fx.STATE_MAX, reset_interval: int = 0,
                  reset_offset: int = 0, n_samples: ty.Optional[int] = None, name: ty.Optional[str] = None,
                  log_config: ty.Optional[LogConfig] = None) -> None:
         super().__init__(shape=shape, bias_mant=bias_mant, bias_exp=bias_exp, reset_interval=reset_interval,
                          reset_offset=reset_offset, n_samples=n_samples, name=name, log_config=log_config)
         self.i_decay = self._decay("i_decay", i_decay)
         self.v_decay = self._decay("v_decay", v_decay)
+        self._state_bounds(state_lo, state_hi)
         self.i = Var(shape=self.shape, init=0)
         self.v = Var(shape=self.shape, init=0)
         self._spiking()
@@ -267,10 +284,11 @@ class SpikGRU(_Neuron):
     """The study's SpikGRU layer, gate computed inside the neuron from its own dendritic input.
 
     i = alpha i + a + b; z = sigmoid(a_gate + b_z); v = z v + (1 - z) i - vth s_prev; s = v > vth.
-    fixed_pt: ``export.fixed_point.spikgru_step`` (256-entry sigmoid table, 24-bit saturation).
+    fixed_pt: ``export.fixed_point.spikgru_step`` (256-entry sigmoid table, i and v clamped to
+    [state_lo, state_hi]).
 
     Parameters: shape, i_decay, bias_mant, bias_exp (of i), bias_z_mant, bias_z_exp (of the
-    gate), reset config. Ports: a_in [n] (W x + U s_prev), a_gate [n] (Wz x + Uz s_prev),
+    gate), state_lo, state_hi (as LIF), reset config. Ports: a_in [n] (W x + U s_prev), a_gate [n] (Wz x + Uz s_prev),
     s_out [n]. Vars: i, v, s, i_decay, bias_mant, bias_exp, bias_z_mant, bias_z_exp,
     spikes [n], neuron_ops [2] (MAC 3n, AC 2n + one per spike), reset config.
     """
@@ -278,7 +296,7 @@ class SpikGRU(_Neuron):
     kind = "spikgru"
 
     def __init__(self, *, shape, i_decay, bias_mant=0, bias_exp=0, bias_z_mant=0, bias_z_exp=0,
-                 reset_interval: int = 0, reset_offset: int = 0, n_samples: ty.Optional[int] = None,
+                 state_lo: int = -fx.STATE_MAX, state_hi: int = fx.STATE_MAX, reset_interval: int = 0, reset_offset: int = 0, n_samples: ty.Optional[int] = None,
                  name: ty.Optional[str] = None, log_config: ty.Optional[LogConfig] = None) -> None:
         super().__init__(shape=shape, bias_mant=bias_mant, bias_exp=bias_exp, reset_interval=reset_interval,
                          reset_offset=reset_offset, n_samples=n_samples, name=name, log_config=log_config)
@@ -288,6 +306,7 @@ class SpikGRU(_Neuron):
         self.bias_z_mant = Var(shape=self.shape, init=per_neuron(self._owner, "bias_z_mant", bias_z_mant, n,
                                                                   BIAS_MANT_MIN, fx.BIAS_MANT_MAX))
         self.bias_z_exp = Var(shape=(1,), init=scalar(self._owner, "bias_z_exp", bias_z_exp, 0, fx.BIAS_EXP_MAX))
+        self._state_bounds(state_lo, state_hi)
         self.i = Var(shape=self.shape, init=0)
         self.v = Var(shape=self.shape, init=0)
         self._spiking()

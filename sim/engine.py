@@ -277,6 +277,7 @@ def run_hidden(layer: QLayer, x, peak_sum: float, trace: dict | None = None) -> 
     if record:
         trace.update({name: np.zeros((T, B, n)) for name in (("v",) if kind == "lif" else ("i", "v"))})
     trunc, mul, add, greater = np.trunc, np.multiply, np.add, np.greater
+    lo, hi = float(layer.state_lo), float(layer.state_hi)  # the state clamp (fixed_point step functions)
     if kind == "lif":
         fv = _factor(layer.v_decay)
         for t in range(T):
@@ -285,7 +286,7 @@ def run_hidden(layer: QLayer, x, peak_sum: float, trace: dict | None = None) -> 
             trunc(v, out=v)
             add(v, r, out=v)
             v_t.sub_(s_t, alpha=THETA)
-            v_t.clamp_(-SAT, SAT)
+            v_t.clamp_(lo, hi)
             greater(v, THETA, out=S[t])
             s[...] = S[t]
             if record:
@@ -298,12 +299,12 @@ def run_hidden(layer: QLayer, x, peak_sum: float, trace: dict | None = None) -> 
             mul(iv, fiv, out=iv)
             trunc(iv, out=iv)
             add(i, r, out=i)
-            i_t.clamp_(-SAT, SAT)
+            i_t.clamp_(lo, hi)
             mul(i, gv, out=tmp)
             trunc(tmp, out=tmp)
             add(v, tmp, out=v)
             v_t.sub_(s_t, alpha=THETA)
-            v_t.clamp_(-SAT, SAT)
+            v_t.clamp_(lo, hi)
             greater(v, THETA, out=S[t])
             s[...] = S[t]
             if record:
@@ -324,7 +325,7 @@ def run_hidden(layer: QLayer, x, peak_sum: float, trace: dict | None = None) -> 
             mul(i, fi, out=i)
             trunc(i, out=i)
             add(i, r, out=i)
-            i_t.clamp_(-SAT, SAT)
+            i_t.clamp_(lo, hi)
             rz = rec_z(s_t)
             add(rz, G[t], out=rz)  # below 2**24: exact
             mul(rz, inv, out=g)
@@ -340,7 +341,7 @@ def run_hidden(layer: QLayer, x, peak_sum: float, trace: dict | None = None) -> 
             trunc(tmp, out=tmp)
             add(v, tmp, out=v)
             v_t.sub_(s_t, alpha=THETA)
-            v_t.clamp_(-SAT, SAT)
+            v_t.clamp_(lo, hi)
             greater(v, THETA, out=S[t])
             s[...] = S[t]
             if record:

@@ -110,12 +110,14 @@ def _neuron(layer: QLayer, k: int, reset: dict):
                   name=f"{'readout' if layer.kind == 'readout' else f'layer{k + 1}'}", **reset)
     if layer.kind == "readout":
         return Readout(v_decay=layer.v_decay, **common)
+    bounds = dict(state_lo=layer.state_lo, state_hi=layer.state_hi)  # the state clamp (docs/fixed_point.md)
     if layer.kind == "lif":
-        return LIF(v_decay=layer.v_decay, **common)
+        return LIF(v_decay=layer.v_decay, **bounds, **common)
     if layer.kind == "cuba-lif":
-        return CubaLIF(i_decay=layer.i_decay, v_decay=layer.v_decay, **common)
+        return CubaLIF(i_decay=layer.i_decay, v_decay=layer.v_decay, **bounds, **common)
     if layer.kind == "spikgru":
-        return SpikGRU(i_decay=layer.i_decay, bias_z_mant=layer.bias_z_mant, bias_z_exp=layer.bias_z_exp, **common)
+        return SpikGRU(i_decay=layer.i_decay, bias_z_mant=layer.bias_z_mant, bias_z_exp=layer.bias_z_exp,
+                       **bounds, **common)
     if layer.kind == "lava-cuba":
         return LavaCubaLIF(du=int(np.ravel(layer.i_decay)[0]), dv=int(np.ravel(layer.v_decay)[0]), **common)
     raise InputError(f"layer {k + 1}: no Lava process for neuron kind {layer.kind!r}")

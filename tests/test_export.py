@@ -51,6 +51,9 @@ def random_qnet(kind: str, rng, sizes=(10, 12, 9), n_classes=4, netx=False, bias
             layer.v_decay = None
             layer.ff_z, layer.rec_z = _syn(rng, n, n_in), _syn(rng, n, n)
             layer.bias_z_mant, layer.bias_z_exp = rng.integers(-4096, 4096, n), int(rng.integers(0, 8))
+        if kind != "lava-cuba":  # the state clamp (training clip in state units)
+            layer.state_lo = -int(rng.integers(1, fx.STATE_MAX + 1))
+            layer.state_hi = int(rng.integers(layer.state_lo + 1, fx.STATE_MAX + 1))
         layers.append(layer)
     e = int(rng.integers(NETX_EXP_MIN, NETX_EXP_MAX + 1)) if netx else None
     readout = QLayer("readout", _syn(rng, n_classes, sizes[-1], e), bias_mant=rng.integers(-bias_hi, bias_hi, n_classes),
@@ -224,6 +227,11 @@ BAD_FILES = {
     "meta inconsistent": (_attr("meta", '{"channels": 99}'), "meta channels = 99 but the layers say 10"),
     "meta not json": (_attr("meta", "{oops"), "'meta' is not JSON"),
     "no layers": (_delete("layer"), "no 'layer' group"),
+    "state bounds crossed": (_set("layer/1/neuron/stateMin", np.int32(fx.STATE_MAX)),
+                             f"layer 1: 'neuron/stateMin' ({fx.STATE_MAX}) must be below 'neuron/stateMax'"),
+    "state bound past 24 bits": (_set("layer/2/neuron/stateMax", np.int32(1 << 23)),
+                                 "layer 2: 'stateMax' holds 8388608, outside the 24-bit state range"),
+    "one state bound": (_delete("layer/1/neuron/stateMax"), "layer 1: missing key 'neuron/stateMax'"),
 }
 
 
@@ -236,6 +244,28 @@ def test_reader_rejects_bad_file(tmp_path, case):
     with pytest.raises(InputError) as exc:
         read_network(path)
     assert str(exc.value).startswith(f"{path}: ") and message in str(exc.value), str(exc.value)
+
+
+def test_state_bounds_round_trip_and_default(tmp_path):
+    """stateMin/stateMax carry the clamp of i and v; files without them (written before the clamp) mean the
+    24-bit range; the writer refuses bounds outside 24 bits or crossed."""
+    net = random_qnet("cuba-lif", np.random.default_rng(4))
+    net.layers[0].state_lo, net.layers[0].state_hi = -4 * fx.THETA, 4 * fx.THETA
+    path = write_network(tmp_path / "net.h5", net)
+    back = read_network(path)
+    assert (back.layers[0].state_lo, back.layers[0].state_hi) == (-4 * fx.THETA, 4 * fx.THETA)
+    with h5py.File(path, "r") as f:
+        assert int(f["layer/1/neuron/stateMin"][()]) == -4 * fx.THETA
+        assert "stateMin" not in f["layer/3/neuron"]  # the readout is never clamped
+    with h5py.File(path, "r+") as f:
+        for k in (1, 2):
+            del f[f"layer/{k}/neuron/stateMin"], f[f"layer/{k}/neuron/stateMax"]
+    old = read_network(path)
+    assert all((l.state_lo, l.state_hi) == (-fx.STATE_MAX, fx.STATE_MAX) for l in old.hidden)
+    for lo, hi in ((5, 5), (-fx.STATE_MAX - 1, 0), (0, fx.STATE_MAX + 1)):
+        net.layers[0].state_lo, net.layers[0].state_hi = lo, hi
+        with pytest.raises(InputError, match="layer 1: state bounds"):
+            write_network(tmp_path / "bad.h5", net)
 
 
 def test_reader_rejects_truncated_foreign_and_stock_netx_files(tmp_path):

@@ -55,9 +55,11 @@ def random_params(rng: np.random.Generator, n: int) -> dict:
         return rng.integers(-fx.BIAS_MANT_MAX - 1, fx.BIAS_MANT_MAX + 1, n)
 
     return {
-        "lif": dict(v_decay=decay(), bias_mant=bias(), bias_exp=2),
+        # lif and spikgru clamp their states to a training clip; cuba-lif keeps the 24-bit range (default)
+        "lif": dict(v_decay=decay(), bias_mant=bias(), bias_exp=2, state_lo=-fx.THETA // 2, state_hi=3 * fx.THETA // 2),
         "cuba-lif": dict(i_decay=decay(), v_decay=decay(), bias_mant=bias(), bias_exp=4),
-        "spikgru": dict(i_decay=decay(), bias_mant=bias(), bias_exp=1, bias_z_mant=bias(), bias_z_exp=5),
+        "spikgru": dict(i_decay=decay(), bias_mant=bias(), bias_exp=1, bias_z_mant=bias(), bias_z_exp=5,
+                        state_lo=-fx.THETA, state_hi=2 * fx.THETA),
         "lava-cuba": dict(du=int(rng.integers(0, 4096)), dv=int(rng.integers(0, 4096)), bias_mant=bias(),
                           bias_exp=3),
         "readout": dict(v_decay=decay(), bias_mant=bias(), bias_exp=6),
@@ -72,17 +74,18 @@ def fixed_reference(kind: str, p: dict, a: np.ndarray, az: np.ndarray) -> dict:
     n = a.shape[1]
     st = {k: np.zeros(n, dtype=np.int64) for k in ("s", "i", "v", "u", "o")}
     bias = fx.bias_value(p["bias_mant"], p["bias_exp"])
+    lo, hi = p.get("state_lo", -fx.STATE_MAX), p.get("state_hi", fx.STATE_MAX)
     out = {k: [] for k in STATE_VARS[kind] + (("s",) if kind != "readout" else ())}
     for t in range(len(a)):
         if kind == "lif":
-            st["s"], st["v"] = fx.lif_step(a[t], st["v"], st["s"], p["v_decay"], bias)
+            st["s"], st["v"] = fx.lif_step(a[t], st["v"], st["s"], p["v_decay"], bias, lo, hi)
         elif kind == "cuba-lif":
             st["s"], st["i"], st["v"] = fx.cuba_lif_step(a[t], st["i"], st["v"], st["s"], p["i_decay"],
-                                                         p["v_decay"], bias)
+                                                         p["v_decay"], bias, lo, hi)
         elif kind == "spikgru":
             bias_z = fx.bias_value(p["bias_z_mant"], p["bias_z_exp"])
             st["s"], st["i"], st["v"] = fx.spikgru_step(a[t], az[t], st["i"], st["v"], st["s"], p["i_decay"],
-                                                        bias, bias_z)
+                                                        bias, bias_z, lo, hi)
         elif kind == "lava-cuba":
             st["s"], st["u"], st["v"] = fx.lava_cuba_step(a[t], st["u"], st["v"], p["du"], p["dv"], bias)
         else:
@@ -102,7 +105,7 @@ def float_reference(kind: str, p: dict, a: np.ndarray, az: np.ndarray) -> dict:
     f = lambda d: torch.tensor((fx.DECAY_UNITY - np.asarray(d, dtype=np.float64)) / fx.DECAY_UNITY)
     bias = torch.tensor(fx.bias_value(p["bias_mant"], p["bias_exp"]) / fx.THETA, dtype=torch.float64)
     eye, zero = torch.eye(n, dtype=torch.float64), torch.zeros(n, n, dtype=torch.float64)
-    opts = nr.SpikeOpts(clip=None)
+    opts = nr.SpikeOpts(clip=(p["state_lo"] / fx.THETA, p["state_hi"] / fx.THETA) if "state_lo" in p else None)
     z = torch.zeros(1, n, dtype=torch.float64)
     st = nr.ReadoutState(z) if kind == "readout" else nr.LIFState(z, z) if kind == "lif" else \
         nr.CubaLIFState(z, z, z)
@@ -251,6 +254,13 @@ def test_each_neuron_alone_equals_its_step_function(precision):
     if precision == "fixed_pt":  # the inputs drove states into saturation and past both ends of the table
         ref = fixed_reference("cuba-lif", params["cuba-lif"], *inputs)
         assert np.abs(ref["i"]).max() == fx.STATE_MAX
+    reference = fixed_reference if precision == "fixed_pt" else float_reference
+    for kind, names in (("lif", ("v",)), ("spikgru", ("i",))):  # the state clamp is reached at both ends
+        p = params[kind]
+        ref = reference(kind, p, *inputs)
+        scale = 1 if precision == "fixed_pt" else fx.THETA
+        for name in names:
+            assert ref[name].min() == p["state_lo"] / scale and ref[name].max() == p["state_hi"] / scale, (kind, name)
     o = fixed_reference("readout", params["readout"], *inputs)["o"] if precision == "fixed_pt" else \
         float_reference("readout", params["readout"], *inputs)["o"]
     np.testing.assert_allclose(results["readout"]["sample_max"][0], o.max(axis=0), rtol=1e-9)
@@ -463,6 +473,11 @@ GOOD = dict(shape=(3,), v_decay=100)
     (lambda: CubaLIF(shape=(3,), i_decay=np.nan, v_decay=1), "i_decay"),
     (lambda: SpikGRU(shape=(3,), i_decay=1, bias_z_mant=-4097), "bias_z_mant"),
     (lambda: SpikGRU(shape=(3,), i_decay=1, bias_z_exp=[1, 2]), "bias_z_exp"),
+    (lambda: LIF(**GOOD, state_lo=-fx.STATE_MAX - 1), "state_lo"),
+    (lambda: LIF(**GOOD, state_hi=fx.STATE_MAX + 1), "state_hi"),
+    (lambda: CubaLIF(shape=(3,), i_decay=1, v_decay=1, state_lo=5, state_hi=5), "state_lo"),
+    (lambda: SpikGRU(shape=(3,), i_decay=1, state_lo=0.5), "state_lo"),
+    (lambda: SpikGRU(shape=(3,), i_decay=1, state_hi=[1, 2]), "state_hi"),
     (lambda: LavaCubaLIF(shape=(3,), du=[1, 2, 3], dv=1), "du"),
     (lambda: LavaCubaLIF(shape=(3,), du=1, dv=5000), "dv"),
     (lambda: Readout(shape=(3,), v_decay="x"), "v_decay"),

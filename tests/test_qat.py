@@ -18,8 +18,9 @@ from train.datasets import load_dataset
 from train.errors import InputError
 from train.evaluate import evaluate
 from train.loss import max_over_time_loss
-from train.models import ModelConfig, build_model
-from train.trainer import TrainConfig, train
+from train.models import ModelConfig, build_model, model_from_checkpoint
+from train.neurons import DEFAULT_CLIP
+from train.trainer import TrainConfig, load_data, train
 
 KINDS = {"lif": {}, "cuba-lif": {}, "spikgru": {}, "lava-cuba": {"lava_cuba": True}}
 N_IN, HIDDEN, CLASSES, T = 40, 24, 5, 250
@@ -96,7 +97,7 @@ def test_forward_equals_run_network(kind, layers):
 def test_forward_bit_exact_when_saturating(kind):
     """Large weights, slow decays and dense input: 16-bit dendrites and 24-bit states saturate, Lava
     CUBA's current wraps, SpikGRU's gate runs off both ends of the table; still bit for bit."""
-    model, cfg = random_model(kind, 2, seed=3, gain=60.0, rec_gain=30.0, decays=(0.95, 1.0))
+    model, cfg = random_model(kind, 2, seed=3, gain=60.0, rec_gain=30.0, decays=(0.95, 1.0), clip=None)
     counts = graded_counts(density=0.3, steps=120, seed=4)
     ref = assert_bit_exact(model, cfg, counts)
     assert assert_bit_exact(model, cfg, counts, fused=False) is not None
@@ -112,6 +113,58 @@ def test_forward_bit_exact_when_saturating(kind):
     if kind == "lava-cuba":
         u = fx.decay(prev(states["i"]), layer.i_decay + 1) + fx.synaptic(a + layer.rec.accumulate(prev(states["s"])))
         assert (np.abs(u) > fx.STATE_MAX + 1).any(), "the current never wrapped"
+
+
+@pytest.mark.parametrize("kind", ["lif", "cuba-lif", "spikgru"])
+def test_forward_bit_exact_when_the_clip_is_reached(kind):
+    """The training clip is the state clamp: i and v reach both bounds (lo * THETA, hi * THETA) and the
+    forward still equals run_network bit for bit, fused and plain."""
+    model, cfg = random_model(kind, 2, seed=11, gain=6.0, rec_gain=1.0, decays=(0.0, 1.0), clip=(-0.2, 2.0))
+    counts = graded_counts(density=0.15, steps=100, seed=12)
+    ref = assert_bit_exact(model, cfg, counts)
+    assert_bit_exact(model, cfg, counts, fused=False)
+    qnet, report = quantize_model(model, cfg)
+    lo, hi = -round(0.2 * fx.THETA), 2 * fx.THETA
+    assert all((l.state_lo, l.state_hi) == (lo, hi) for l in qnet.hidden)
+    assert [b["state_lo"] for b in report.state_bounds] == [lo, lo]
+    reached = lambda name, bound: any((st[name] == bound).any() for st in ref["states"][:-1])
+    assert reached("v", lo), "v never reached its lower bound"
+    if kind == "lif":
+        assert reached("v", hi), "v never reached its upper bound"
+    else:  # v mixes i (within [lo, hi]) and v: only the soft reset takes it to a bound
+        assert reached("i", lo) and reached("i", hi), "i never reached both bounds"
+    assert all(0.005 < s.mean() < 0.9 for s in ref["spikes"])
+
+
+def test_quantize_state_bounds_follow_the_clip_option():
+    """clip absent: train.neurons.DEFAULT_CLIP; None: the 24-bit range; (lo, hi): rounded, limited to 24 bits;
+    lava-cuba keeps Lava's arithmetic (24-bit range)."""
+    from train.neurons import DEFAULT_CLIP
+    cases = [({}, (round(DEFAULT_CLIP[0] * fx.THETA), round(DEFAULT_CLIP[1] * fx.THETA))),
+             ({"clip": None}, (-fx.STATE_MAX, fx.STATE_MAX)),
+             ({"clip": (-0.3, 1.7)}, (round(-0.3 * fx.THETA), round(1.7 * fx.THETA))),
+             ({"clip": [-1000.0, 1000.0]}, (-fx.STATE_MAX, fx.STATE_MAX))]
+    for options, want in cases:
+        model, cfg = random_model("cuba-lif", 1, **options)
+        qnet, _ = quantize_model(model, cfg)
+        assert (qnet.hidden[0].state_lo, qnet.hidden[0].state_hi) == want, options
+    model, cfg = random_model("lava-cuba", 1, clip=(-1.0, 1.0))
+    layer = quantize_model(model, cfg)[0].hidden[0]
+    assert (layer.state_lo, layer.state_hi) == (-fx.STATE_MAX, fx.STATE_MAX)
+
+
+@pytest.mark.parametrize("kind", ["cuba-lif", "spikgru", "lif"])
+def test_fused_gradients_equal_reference_loop_when_clipped(kind):
+    """Reached clip bounds: gradients pass only inside [lo, hi] (bounds included, as torch.clamp), in the
+    fused kernel exactly as in the plain loop."""
+    model, _ = random_model(kind, 2, seed=13, gain=6.0, rec_gain=1.0, decays=(0.7, 1.0), clip=(-1.0, 1.5))
+    counts = torch.from_numpy(graded_counts(batch=3, steps=80, density=0.15, seed=14)).float()
+    labels = torch.arange(3) % CLASSES
+    fused = _grads(model, lambda x: run_fixed_point(model, x)["readout"] / fx.THETA, counts, labels)
+    plain = _grads(model, lambda x: run_fixed_point(model, x, fused=False)["readout"] / fx.THETA, counts, labels)
+    for name in plain:
+        torch.testing.assert_close(fused[name], plain[name], rtol=1e-9, atol=1e-12 * plain[name].abs().max().item(),
+                                   msg=name)
 
 
 def test_reference_loop_equals_run_network():
@@ -231,6 +284,36 @@ def test_finetune_exports_what_it_reports(kind, float_runs, cache, tmp_path):
     assert len((tmp_path / "qat" / "metrics.jsonl").read_text().splitlines()) == 1
     table = format_finetune(r)
     assert "before" in table and "after" in table and "fixed test" in table
+
+
+def _spike_rates(model, net, split) -> tuple[float, float]:
+    """(float model's, fixed-point network's) hidden spike rate on a split."""
+    from sim.engine import run_fast
+    with torch.no_grad():
+        spikes = [h for x, _ in split.batches(256) for h in model(x, return_hidden=True)[1]]
+    flt = float(sum(h.sum() for h in spikes) / sum(h.numel() for h in spikes))
+    fixed = run_fast(net, split, keep_traces=True, progress=False).spikes
+    return flt, float(np.mean([s.mean() for s in fixed]))
+
+
+def test_trained_model_fires_as_often_in_fixed_point(cache, tmp_path):
+    """The state clamp is the training clip: a trained Cuba-LIF's quantized network fires within 20 % of the
+    float model's rate (without the clamp, i and v run to 24-bit saturation and it fires more)."""
+    cfg = TrainConfig(model="cuba-lif", layers=1, hidden=16, bin_hz=25, batch=16, epochs=2, data="builtin")
+    train(cfg, tmp_path / "run", progress=False)
+    ckpt = load_checkpoint(tmp_path / "run" / "best.pt")
+    model = model_from_checkpoint(ckpt)
+    net, report = quantize_checkpoint(ckpt)
+    assert report.state_bounds and report.state_bounds[0]["state_hi"] == round(DEFAULT_CLIP[1] * fx.THETA)
+    split = load_data(cfg).test
+    flt, fixed = _spike_rates(model, net, split)
+    assert flt > 0.005, flt
+    assert abs(fixed - flt) <= 0.2 * flt, (flt, fixed)
+    for layer in net.hidden:  # the old rule: 24-bit saturation only
+        layer.state_lo, layer.state_hi = -fx.STATE_MAX, fx.STATE_MAX
+    _, unclamped = _spike_rates(model, net, split)
+    print(f"float {flt:.4f}, fixed point {fixed:.4f}, without the clamp {unclamped:.4f}")
+    assert abs(unclamped - flt) > abs(fixed - flt), (flt, fixed, unclamped)
 
 
 def test_finetune_keeps_the_start_when_nothing_beats_it(float_runs, cache, tmp_path):

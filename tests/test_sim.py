@@ -64,10 +64,10 @@ def _one_line_error(res) -> str:
 
 
 def float_model(kind: str, layers: int, gain: float = 3.0, seed: int = 0, n_in: int = 12, hidden: int = 10,
-                n_classes: int = 3):
+                n_classes: int = 3, **options):
     """A freshly initialised model with its weights scaled so that every layer fires."""
     torch.manual_seed(seed)
-    cfg = ModelConfig(kind, n_in, n_classes, layers, hidden, {})
+    cfg = ModelConfig(kind, n_in, n_classes, layers, hidden, dict(options))
     model = build_model(cfg)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -122,6 +122,38 @@ def test_random_networks_same_spikes_counts_and_predictions(kind, layers):
     assert_counts_match_table2(net, lava.counts)
 
 
+@pytest.mark.parametrize("kind", ["lif", "cuba-lif", "spikgru"])
+def test_clip_reached_same_spikes_everywhere(kind):
+    """A training clip small enough to be reached: run_network == PyTorch fixed-point forward == fast engine
+    (spikes, states, readout), and == Lava for Cuba-LIF (one short run)."""
+    model, cfg = float_model(kind, 2, gain=5.0, seed=5, clip=(-0.2, 1.5))
+    net, _ = quantize_model(model, cfg)
+    lo, hi = -round(0.2 * fx.THETA), round(1.5 * fx.THETA)
+    assert all((l.state_lo, l.state_hi) == (lo, hi) for l in net.hidden)
+    counts = np.random.default_rng(7).poisson(1.0, (3, 30, cfg.n_in))
+    ref = run_network(net, counts, record_states=True)
+    fast = run_batch(net, counts, record_states=True)
+    with torch.no_grad():
+        qat = run_fixed_point(model, torch.tensor(counts, dtype=torch.float64))
+    states = [st for st in ref["states"][:-1]]
+    assert any((st[n] == lo).any() for st in states for n in st if n != "s"), "the lower bound is never reached"
+    assert any((st[n] == hi).any() for st in states for n in st if n != "s"), "the upper bound is never reached"
+    for k in range(2):
+        want = ref["spikes"][k]
+        assert 0.01 < want.mean() < 0.9, f"layer {k} rate {want.mean()}"
+        np.testing.assert_array_equal(qat["spikes"][k].numpy().astype(np.int8), want, err_msg=f"qat layer {k}")
+        np.testing.assert_array_equal(fast["spikes"][k], want, err_msg=f"fast layer {k}")
+        for name, value in fast["states"][k].items():
+            np.testing.assert_array_equal(value, ref["states"][k][name], err_msg=f"fast layer {k} {name}")
+    np.testing.assert_array_equal(qat["readout"].numpy().astype(np.int64), ref["readout"])
+    np.testing.assert_array_equal(fast["readout"], ref["readout"])
+    if kind == "cuba-lif":
+        lava = lava_net.run_lava(net, counts, record=True, progress=False)
+        for k in range(2):
+            np.testing.assert_array_equal(lava.spikes[k], ref["spikes"][k], err_msg=f"lava layer {k}")
+        np.testing.assert_array_equal(lava.sample_max, ref["readout"].max(axis=1))
+
+
 def random_qnet(kind: str, rng, sizes=(9, 11, 8), n_classes=4) -> QNetwork:
     """Integer networks with any exponent (negative: floor shifts; large: 16-bit saturation) and biases."""
     def syn(n, m):
@@ -149,7 +181,7 @@ def random_qnet(kind: str, rng, sizes=(9, 11, 8), n_classes=4) -> QNetwork:
 @pytest.mark.parametrize("kind", ["lif", "cuba-lif", "spikgru", "lava-cuba"])
 def test_fast_engine_equals_run_network_on_wild_networks(kind):
     """Every exponent, saturating dendrites and states, counts above 8 bits: spikes, readout and states equal."""
-    saturated = False
+    saturated = clamped = False
     for seed in range(4):
         rng = np.random.default_rng(seed)
         net = random_qnet(kind, rng)
@@ -158,6 +190,10 @@ def test_fast_engine_equals_run_network_on_wild_networks(kind):
         for name in ("i_decay", "v_decay"):
             if getattr(first, name) is not None and kind != "lava-cuba":
                 getattr(first, name)[0] = 0
+        if kind != "lava-cuba" and seed % 2:  # a state clamp inside the 24-bit range (the training clip)
+            for lay in net.hidden:
+                lay.state_lo = -int(rng.integers(1, 4 * fx.THETA))
+                lay.state_hi = int(rng.integers(fx.THETA // 2, 4 * fx.THETA))
         counts = rng.poisson(2.0, (4, 40, 9))
         counts[rng.random(counts.shape) < 0.02] = 600
         ref = run_network(net, counts, record_states=True)
@@ -168,7 +204,11 @@ def test_fast_engine_equals_run_network_on_wild_networks(kind):
                 np.testing.assert_array_equal(value, ref["states"][k][name], err_msg=f"{kind} {seed} layer {k} {name}")
         np.testing.assert_array_equal(got["readout"], ref["readout"], err_msg=f"{kind} {seed} readout")
         saturated |= any(np.abs(v).max() == fx.STATE_MAX for st in ref["states"] for v in st.values())
+        if kind != "lava-cuba" and seed % 2:
+            clamped |= any(((v == lay.state_lo) | (v == lay.state_hi)).any()
+                           for lay, st in zip(net.hidden, ref["states"]) for n, v in st.items() if n != "s")
     assert saturated
+    assert clamped or kind == "lava-cuba"
 
 
 def test_inputs_from_split_equal_dense_and_counts_add_up():
