@@ -68,3 +68,36 @@ def write_das_file(path: Path, splits: dict) -> Path:
                 stamps.create_dataset(sid, data=np.asarray(t, dtype=np.float32))
                 addr.create_dataset(sid, data=np.asarray(a, dtype=np.uint8))
     return path
+
+
+def run_cli(*args):
+    """cli.py with these arguments, in process (click's CliRunner)."""
+    from click.testing import CliRunner
+    import cli
+    return CliRunner().invoke(cli.cli, [str(a) for a in args])
+
+
+def one_line_error(res) -> str:
+    """Asserts the CLI failed as bad input should: exit 2, one line starting 'error:', no traceback."""
+    assert res.exit_code == 2, res.output
+    lines = [l for l in res.output.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
+    assert "Traceback" not in res.output
+    return lines[0]
+
+
+@pytest.fixture
+def no_lava_process_left():
+    """After the test, also a failing one, no Lava runtime process may still be running."""
+    import multiprocessing as mp
+    import time
+    yield
+    deadline = time.monotonic() + 5.0
+    left = mp.active_children()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = mp.active_children()
+    for p in left:  # don't let one leak spoil the following tests
+        p.kill()
+        p.join(1)
+    assert not left, f"Lava runtime processes left running: {left}"

@@ -12,9 +12,7 @@ import lava.lib.dl.netx.hdf5  # noqa: F401
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-import cli
 from export import fixed_point as fx
 from export import resources
 from export.netx_h5 import (NETX_EXP_MAX, NETX_EXP_MIN, netx_warmup_spikes, normalize_meta, quantize_for_netx,
@@ -24,6 +22,7 @@ from export.quantize import quantize_checkpoint
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.errors import InputError
 from train.models import ModelConfig, build_model, model_from_checkpoint
+from conftest import run_cli as _cli, one_line_error as _one_line_error
 
 BIG = 1 << 20
 
@@ -91,15 +90,8 @@ def make_ckpt(path: Path, kind: str, options=None, layers=1, hidden=8, n_in=12, 
     return path
 
 
-def _cli(*args):
-    return CliRunner().invoke(cli.cli, [str(a) for a in args])
 
 
-def _one_line_error(res) -> str:
-    assert res.exit_code == 2, res.output
-    lines = [l for l in res.output.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ Lava runs cost about a second each, so every test batches its checks into one ru
 """
 from __future__ import annotations
 
-import multiprocessing as mp
 import time
 
 import numpy as np
@@ -28,19 +27,7 @@ STATE_VARS = {"lif": ("v",), "cuba-lif": ("i", "v"), "spikgru": ("i", "v"), "lav
               "readout": ("o",)}
 
 
-@pytest.fixture(autouse=True)
-def no_lava_process_left():
-    """After every test, also a failing one, no Lava runtime process may still be running."""
-    yield
-    deadline = time.monotonic() + 5.0
-    left = mp.active_children()
-    while left and time.monotonic() < deadline:
-        time.sleep(0.05)
-        left = mp.active_children()
-    for p in left:  # don't let one leak spoil the following tests
-        p.kill()
-        p.join(1)
-    assert not left, f"Lava runtime processes left running: {left}"
+pytestmark = pytest.mark.usefixtures("no_lava_process_left")
 
 
 # ------------------------------------------------------------------------------- references

@@ -6,9 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-import cli
 from export import fixed_point as fx
 from export.qat import FixedPointNet, finetune, format_finetune, run_fixed_point
 from export.qnet import predict, run_network
@@ -21,6 +19,7 @@ from train.loss import max_over_time_loss
 from train.models import ModelConfig, build_model, model_from_checkpoint
 from train.neurons import DEFAULT_CLIP
 from train.trainer import TrainConfig, load_data, train
+from conftest import run_cli as _cli, one_line_error as _one_line_error
 
 KINDS = {"lif": {}, "cuba-lif": {}, "spikgru": {}, "lava-cuba": {"lava_cuba": True}}
 N_IN, HIDDEN, CLASSES, T = 40, 24, 5, 250
@@ -326,14 +325,8 @@ def test_finetune_keeps_the_start_when_nothing_beats_it(float_runs, cache, tmp_p
     assert r["after"] == r["before"]
 
 
-def _cli(*args):
-    return CliRunner().invoke(cli.cli, [str(a) for a in args])
 
 
-def _one_line_error(res):
-    assert res.exit_code == 2, res.output
-    lines = [l for l in res.output.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
 
 
 def test_cli_finetune(float_runs, cache, tmp_path):

@@ -8,19 +8,15 @@ of a few samples of 20-40 steps.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import re
 import shutil
-import time
 
 import h5py
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 import sim.lava_net as lava_net  # first: Lava fixes multiprocessing's start method when imported
-import cli
 from export import fixed_point as fx
 from export.netx_h5 import read_network
 from export.qat import run_fixed_point
@@ -35,32 +31,14 @@ from train.models import ModelConfig, build_model, model_from_checkpoint
 from train.ops import model_ops
 
 from conftest import write_das_file
+from conftest import run_cli as _cli, one_line_error as _one_line_error
 
 
-@pytest.fixture(autouse=True)
-def no_lava_process_left():
-    """After every test, also a failing one, no Lava runtime process may still be running."""
-    yield
-    deadline = time.monotonic() + 5.0
-    left = mp.active_children()
-    while left and time.monotonic() < deadline:
-        time.sleep(0.05)
-        left = mp.active_children()
-    for p in left:
-        p.kill()
-        p.join(1)
-    assert not left, f"Lava runtime processes left running: {left}"
+pytestmark = pytest.mark.usefixtures("no_lava_process_left")
 
 
-def _cli(*args):
-    return CliRunner().invoke(cli.cli, [str(a) for a in args])
 
 
-def _one_line_error(res) -> str:
-    assert res.exit_code == 2, res.output
-    lines = [l for l in res.output.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
-    return lines[0]
 
 
 def float_model(kind: str, layers: int, gain: float = 3.0, seed: int = 0, n_in: int = 12, hidden: int = 10,

@@ -11,9 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-import cli
 from train import trainer
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.errors import InputError
@@ -22,6 +20,7 @@ from train.models import ModelConfig, build_model
 from train.ops import layer_ops, model_ops, totals
 from train.stats import mean_ci
 from train.trainer import TrainConfig, TrainingDiverged, train
+from conftest import run_cli as _cli, one_line_error as _one_line_error
 
 REPO = Path(__file__).resolve().parents[1]
 # small and fast: 25 steps of 40 ms, 16 neurons
@@ -169,15 +168,8 @@ def test_eval_rates_and_ops_match_an_independent_count(tmp_path):
 
 # ---- bad input ---------------------------------------------------------------------------
 
-def _cli(*args):
-    return CliRunner().invoke(cli.cli, list(args))
 
 
-def _one_line_error(res):
-    assert res.exit_code == 2, res.output
-    lines = [l for l in res.output.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
-    assert "Traceback" not in res.output
 
 
 @pytest.mark.parametrize("args", [
