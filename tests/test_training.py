@@ -16,7 +16,6 @@ from train import trainer
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.errors import InputError
 from train.evaluate import evaluate
-from train.models import ModelConfig, build_model
 from train.ops import layer_ops, model_ops, totals
 from train.stats import mean_ci
 from train.trainer import TrainConfig, TrainingDiverged, train
