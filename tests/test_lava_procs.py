@@ -21,6 +21,7 @@ from lava_procs import (NEURON_OPS, READOUT_UNSET, CountingDense, CubaLIF, LavaC
                         SampleSource, SpikGRU, lava_session, run_steps, shutdown)
 from lava_procs.models import PyLIFModelFixed
 from train.ops import layer_ops
+from sim.lava_net import build_lava_network
 
 KINDS = ("lif", "cuba-lif", "spikgru", "lava-cuba", "readout")
 STATE_VARS = {"lif": ("v",), "cuba-lif": ("i", "v"), "spikgru": ("i", "v"), "lava-cuba": ("u", "v"),
@@ -343,48 +344,6 @@ def random_network(rng: np.random.Generator, sizes: list[int], kinds: list[str])
     return QNetwork(layers)
 
 
-def build_lava_network(net: QNetwork, counts: np.ndarray):
-    """The offset convention of lava_procs.process: layer k (1-based) at offset k, a connection at the
-    offset of the process feeding it, recurrent connections drop the first step of each sample."""
-    n_samples, T, _ = counts.shape
-    src = SampleSource(counts=counts)
-    conns, neurons, sinks = [], [], []
-    prev, prev_off, prev_bits = src.s_out, 0, SampleSource.num_message_bits
-    L = len(net.hidden)
-    for k, lay in enumerate(net.layers, start=1):
-        reset = dict(reset_interval=T, n_samples=n_samples)
-        if lay.kind == "readout":
-            neuron = Readout(shape=(lay.n_out,), v_decay=lay.v_decay, bias_mant=lay.bias_mant,
-                             bias_exp=lay.bias_exp, reset_offset=k, **reset)
-        elif lay.kind == "lava-cuba":
-            neuron = LavaCubaLIF(shape=(lay.n_out,), du=int(lay.i_decay[0]), dv=int(lay.v_decay[0]),
-                                 bias_mant=lay.bias_mant, bias_exp=lay.bias_exp, reset_offset=k, **reset)
-        elif lay.kind == "spikgru":
-            neuron = SpikGRU(shape=(lay.n_out,), i_decay=lay.i_decay, bias_mant=lay.bias_mant, bias_exp=lay.bias_exp,
-                             bias_z_mant=lay.bias_z_mant, bias_z_exp=lay.bias_z_exp, reset_offset=k, **reset)
-        else:
-            extra = dict(i_decay=lay.i_decay) if lay.kind == "cuba-lif" else {}
-            neuron = PROCESS[lay.kind](shape=(lay.n_out,), v_decay=lay.v_decay, bias_mant=lay.bias_mant,
-                                       bias_exp=lay.bias_exp, reset_offset=k, **extra, **reset)
-        layer_conns = {}
-        for name, syn in lay.synapses().items():
-            recurrent = name.startswith("rec")
-            c = CountingDense(weights=syn.weight, weight_exp=syn.exp, recurrent=recurrent,
-                              num_message_bits=0 if recurrent else prev_bits,
-                              reset_offset=k if recurrent else prev_off, **reset)
-            (neuron.s_out if recurrent else prev).connect(c.s_in)
-            c.a_out.connect(neuron.a_gate if name.endswith("_z") else neuron.a_in)
-            layer_conns[name] = c
-        conns.append(layer_conns)
-        neurons.append(neuron)
-        if lay.kind != "readout":
-            sink = Sink(shape=(lay.n_out,), buffer=n_samples * T + L + 1)
-            neuron.s_out.connect(sink.a_in)
-            sinks.append(sink)
-            prev, prev_off, prev_bits = neuron.s_out, k, 0
-    return src, neurons, conns, sinks
-
-
 def test_network_streams_samples_with_offsets_and_counts_table2():
     """A mixed network (SpikGRU, Cuba-LIF, LIF, Lava CUBA, readout) streams 3 samples through one
     fixed_pt run: layer k's spikes on Lava step k + j T + t equal run_network's sample j step t, the
@@ -398,7 +357,8 @@ def test_network_streams_samples_with_offsets_and_counts_table2():
     ref = run_network(net, counts)
     L = len(net.hidden)
     steps = n_samples * T + L + 1
-    src, neurons, conns, sinks = build_lava_network(net, counts)
+    lnet = build_lava_network(net, counts, record=True)  # sim's builder: the offset convention in use
+    src, neurons, conns, sinks = lnet.source, lnet.neurons, lnet.conns, lnet.sinks
     with lava_session(src):
         run_steps(src, steps, "fixed_pt")
         traces = [s.data.get().T for s in sinks]

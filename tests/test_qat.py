@@ -159,11 +159,7 @@ def test_fused_gradients_equal_reference_loop_when_clipped(kind):
     model, _ = random_model(kind, 2, seed=13, gain=6.0, rec_gain=1.0, decays=(0.7, 1.0), clip=(-1.0, 1.5))
     counts = torch.from_numpy(graded_counts(batch=3, steps=80, density=0.15, seed=14)).float()
     labels = torch.arange(3) % CLASSES
-    fused = _grads(model, lambda x: run_fixed_point(model, x)["readout"] / fx.THETA, counts, labels)
-    plain = _grads(model, lambda x: run_fixed_point(model, x, fused=False)["readout"] / fx.THETA, counts, labels)
-    for name in plain:
-        torch.testing.assert_close(fused[name], plain[name], rtol=1e-9, atol=1e-12 * plain[name].abs().max().item(),
-                                   msg=name)
+    _assert_fused_grads_equal_plain(model, counts, labels)
 
 
 def test_reference_loop_equals_run_network():
@@ -178,6 +174,14 @@ def _grads(model, net, counts, labels) -> dict:
     model.zero_grad(set_to_none=True)
     max_over_time_loss(net(counts), labels).backward()
     return {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+
+
+def _assert_fused_grads_equal_plain(model, counts, labels) -> None:
+    fused = _grads(model, lambda x: run_fixed_point(model, x)["readout"] / fx.THETA, counts, labels)
+    plain = _grads(model, lambda x: run_fixed_point(model, x, fused=False)["readout"] / fx.THETA, counts, labels)
+    for name in plain:
+        torch.testing.assert_close(fused[name], plain[name], rtol=1e-9, atol=1e-12 * plain[name].abs().max().item(),
+                                   msg=name)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -198,11 +202,7 @@ def test_fused_gradients_equal_reference_loop(kind):
     model, _ = random_model(kind, 2, seed=7)
     counts = torch.from_numpy(graded_counts(batch=3, steps=80)).float()
     labels = torch.arange(3) % CLASSES
-    fused = _grads(model, lambda x: run_fixed_point(model, x)["readout"] / fx.THETA, counts, labels)
-    plain = _grads(model, lambda x: run_fixed_point(model, x, fused=False)["readout"] / fx.THETA, counts, labels)
-    for name in plain:
-        torch.testing.assert_close(fused[name], plain[name], rtol=1e-9, atol=1e-12 * plain[name].abs().max().item(),
-                                   msg=name)
+    _assert_fused_grads_equal_plain(model, counts, labels)
 
 
 @pytest.mark.parametrize("kind", ["lif", "cuba-lif", "spikgru"])
