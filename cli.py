@@ -68,46 +68,64 @@ def data_plot(path, index, split, channels, out):
     click.echo(plot_sample(path, index, out, split, channels))
 
 
+def _training_options(f):
+    """The options `train` and `cv` share: model, data, recipe."""
+    from train.recipe import RECIPES, help_text
+    opts = [
+        click.option("--model", help="lif, cuba-lif, spikgru, rnn or gru."),
+        click.option("--layers", type=int, default=2, show_default=True, help="Recurrent layers."),
+        click.option("--hidden", type=int, default=128, show_default=True, help="Neurons per recurrent layer."),
+        click.option("--data", default="builtin", show_default=True, help="'builtin', a dataset directory or an HDF5 file."),
+        click.option("--epochs", type=int, default=None, help="Epochs (study: 200; with --resume: extend to this many)."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--batch", type=int, default=None, help="Batch size (default 128, 512 for SSC)."),
+        click.option("--lr", type=float, default=1e-3, show_default=True),
+        click.option("--jitter", type=float, default=None, help="Channel jitter sigma (default 2 for SHD/SSC, 0 for N-TIDIGITS18)."),
+        click.option("--bin-hz", type=float, default=None, help="Bin rate (default 250 SHD/SSC, 200 N-TIDIGITS18)."),
+        click.option("--duration", type=float, default=None, help="Cut window in seconds."),
+        click.option("--channels", type=int, default=None, help="Input channels."),
+        click.option("--clip", type=float, nargs=2, default=None, help="Training range of i and v (default -4 4)."),
+        click.option("--no-clip", is_flag=True, help="Do not clip i and v."),
+        click.option("--surrogate-scale", type=float, default=None, help="Height of the triangle surrogate (default 1)."),
+        click.option("--surrogate-width", type=float, default=None, help="Half-width of the triangle surrogate (default vth = 1)."),
+        click.option("--lava-cuba", is_flag=True, help="Cuba-LIF with Lava's own CUBA dynamics (hard reset, shared decays) for stock netx."),
+        click.option("--recipe", "recipe_name", type=click.Choice(list(RECIPES)), default=None,
+                     help=f"Training recipe (default study). {help_text()}. The options below override single fields."),
+        click.option("--dropout", type=float, default=None, help="Drop hidden spikes between layers with this probability."),
+        click.option("--weight-decay", type=float, default=None, help="AdamW's decoupled weight decay (0: Adam)."),
+        click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=None, help="Learning rate per epoch."),
+        click.option("--label-smoothing", type=float, default=None, help="Cross-entropy label smoothing."),
+        click.option("--channel-shift", type=int, default=None, help="Shift each sample's channels by up to +-K."),
+        click.option("--time-stretch", type=float, default=None, help="Stretch each sample's time axis by a factor in [1-S, 1+S]."),
+        click.option("--event-drop", type=float, default=None, help="Drop each input event with this probability."),
+        click.option("--spectral-tilt", type=float, default=None, help="Random spectral slope per sample: drop up to this share of one end's events."),
+        click.option("--rate-reg", type=float, default=None, help="Penalty on hidden spikes per neuron per step."),
+        click.option("--valid-speaker", default="auto", show_default=True,
+                     help="With a held-out speaker: the validation speaker (name or id), 'auto' (the next one by name) "
+                          "or 'random' (a share of the other speakers' samples)."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
 @cli.command("train")
-@click.option("--model", help="lif, cuba-lif, spikgru, rnn or gru.")
-@click.option("--layers", type=int, default=2, show_default=True, help="Recurrent layers.")
-@click.option("--hidden", type=int, default=128, show_default=True, help="Neurons per recurrent layer.")
-@click.option("--data", default="builtin", show_default=True, help="'builtin', a dataset directory or an HDF5 file.")
-@click.option("--epochs", type=int, default=None, help="Epochs (study: 200; with --resume: extend to this many).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@_training_options
 @click.option("--seeds", type=int, default=1, show_default=True, help="Train this many seeds (seed, seed+1, ...) and report mean +- 95 % CI.")
-@click.option("--batch", type=int, default=None, help="Batch size (default 128, 512 for SSC).")
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--jitter", type=float, default=None, help="Channel jitter sigma (default 2 for SHD/SSC, 0 for N-TIDIGITS18).")
-@click.option("--bin-hz", type=float, default=None, help="Bin rate (default 250 SHD/SSC, 200 N-TIDIGITS18).")
-@click.option("--duration", type=float, default=None, help="Cut window in seconds.")
-@click.option("--channels", type=int, default=None, help="Input channels.")
-@click.option("--clip", type=float, nargs=2, default=None, help="Training range of i and v (default -4 4).")
-@click.option("--no-clip", is_flag=True, help="Do not clip i and v.")
-@click.option("--surrogate-scale", type=float, default=None, help="Height of the triangle surrogate (default 1).")
-@click.option("--surrogate-width", type=float, default=None, help="Half-width of the triangle surrogate (default vth = 1).")
-@click.option("--lava-cuba", is_flag=True, help="Cuba-LIF with Lava's own CUBA dynamics (hard reset, shared decays) for stock netx.")
+@click.option("--holdout-speaker", default=None, help="Test on this speaker (name or id) alone, train on the others.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory.")
 @click.option("--resume", type=click.Path(file_okay=False), default=None, help="Continue the run in this directory.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_cmd(model, layers, hidden, data, epochs, seed, seeds, batch, lr, jitter, bin_hz, duration, channels,
-              clip, no_clip, surrogate_scale, surrogate_width, lava_cuba, out, resume, quiet):
-    """Train one of the study's models with its recipe (Adam 1e-3, max-over-time loss)."""
+def train_cmd(seeds, out, resume, quiet, **options):
+    """Train one of the study's models (Adam 1e-3, max-over-time loss; see --recipe)."""
     from train.stats import format_summary, summarize
-    from train.trainer import TrainConfig, resume_runs, train_seeds
+    from train.trainer import config_from_options, resume_runs, train_seeds
     if resume:
-        runs = resume_runs(resume, epochs, progress=not quiet)
+        runs = resume_runs(resume, options["epochs"], progress=not quiet)
     else:
-        if not model or not out:
+        if not options["model"] or not out:
             raise InputError("--model and --out are required (or --resume RUN_DIR)")
-        options = {k: v for k, v in (("clip", None if no_clip else clip), ("surrogate_scale", surrogate_scale),
-                                     ("surrogate_width", surrogate_width)) if v is not None or (k == "clip" and no_clip)}
-        if lava_cuba:
-            options["lava_cuba"] = True
-        cfg = TrainConfig(model=model, layers=layers, hidden=hidden, data=data, epochs=epochs or 200, seed=seed,
-                          batch=batch, lr=lr, jitter=jitter, bin_hz=bin_hz, duration=duration, channels=channels,
-                          options=options)
-        runs = train_seeds(cfg, out, seeds, progress=not quiet)
+        runs = train_seeds(config_from_options(**options), out, seeds, progress=not quiet)
     for r in runs:
         click.echo(f"{r['run_dir']}: best valid {100 * r['best_valid_acc']:.2f} % (epoch {r['best_epoch']}), "
                    f"test {100 * r['test_acc']:.2f} %")
@@ -115,10 +133,35 @@ def train_cmd(model, layers, hidden, data, epochs, seed, seeds, batch, lr, jitte
         click.echo(format_summary(summarize([r["run_dir"] for r in runs])))
 
 
+@cli.command("cv")
+@_training_options
+@click.option("--by", type=click.Choice(["speaker"]), default="speaker", show_default=True, help="What each fold holds out.")
+@click.option("--seeds", type=int, default=1, show_default=True, help="Seeds per fold (seed, seed+1, ...).")
+@click.option("--speakers", default=None, help="Only these folds (comma-separated speaker names or ids).")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Cross-validation directory (one run per fold and seed).")
+@click.option("--resume", type=click.Path(file_okay=False), default=None, help="Continue the cross-validation in this directory.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def cv_cmd(by, seeds, speakers, out, resume, quiet, **options):
+    """Leave-one-speaker-out cross-validation: held-out accuracy mean +- 95 % CI over folds (resumable)."""
+    from train.crossval import cross_validate, resume_cv
+    from train.stats import format_summary, summarize
+    from train.trainer import config_from_options
+    if resume:
+        runs = resume_cv(resume, progress=not quiet)
+    else:
+        if not options["model"] or not out:
+            raise InputError("--model and --out are required (or --resume CV_DIR)")
+        names = [s for s in speakers.split(",") if s.strip()] if speakers else None
+        runs = cross_validate(config_from_options(**options), out, by, seeds, names, progress=not quiet)
+    click.echo(format_summary(summarize([r["run_dir"] for r in runs])))
+
+
 @cli.command("eval")
 @click.argument("checkpoint")
-@click.option("--data", default=None, help="Dataset (default: the one it was trained on).")
-@click.option("--split", default="test", show_default=True, help="train, valid or test.")
+@click.option("--data", default=None, help="A dataset or one file of either layout, any name (default: the model's own "
+              "test set, its held-out speaker included).")
+@click.option("--split", type=click.Choice(["train", "valid", "test"]), default=None,
+              help="train, valid or test (default: test; with --data FILE, every sample of the file).")
 @click.option("--limit", type=int, default=None, help="Only the first N samples.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def eval_cmd(checkpoint, data, split, limit, as_json):
@@ -172,7 +215,8 @@ def finetune_cmd(checkpoint, out, epochs, lr, data, batch, quiet):
 @cli.command("simulate")
 @click.argument("network")
 @click.option("--data", default=None, help="Dataset (default: the one the network was trained on).")
-@click.option("--split", default="test", show_default=True, help="train, valid or test.")
+@click.option("--split", type=click.Choice(["train", "valid", "test"]), default=None,
+              help="train, valid or test (default: test; with --data FILE, every sample of the file).")
 @click.option("--limit", type=int, default=None, help="Only the first N samples (Lava's default: 20).")
 @click.option("--engine", type=click.Choice(["lava", "fast"]), default="lava", show_default=True,
               help="lava: Lava processes with event counters; fast: the batched integer engine (same spikes and counts).")
@@ -193,7 +237,8 @@ def simulate_cmd(network, data, split, limit, engine, backend, channels, stock_n
 @click.argument("network")
 @click.option("--data", default=None, help="Dataset (default: the one the network was trained on).")
 @click.option("--checkpoint", default=None, help="Float model (default: the file's own checkpoint, if it is there).")
-@click.option("--split", default="test", show_default=True, help="train, valid or test.")
+@click.option("--split", type=click.Choice(["train", "valid", "test"]), default=None,
+              help="train, valid or test (default: test; with --data FILE, every sample of the file).")
 @click.option("--limit", type=int, default=None, help="Samples run in Lava and compared (default 20).")
 @click.option("--e-mac", type=float, default=4.6, show_default=True, help="Energy per MAC in pJ (Horowitz 45 nm, 32-bit float).")
 @click.option("--e-ac", type=float, default=0.9, show_default=True, help="Energy per AC in pJ (Horowitz 45 nm, 32-bit float).")

@@ -13,6 +13,7 @@ import numpy as np
 
 from export import fixed_point as fx
 from export.qnet import QLayer, QNetwork, Synapse
+from train.checkpoint import checkpoint_origin
 from train.errors import InputError
 from train.models import SPIKING, ModelConfig, model_from_checkpoint
 from train.neurons import DEFAULT_CLIP
@@ -119,5 +120,6 @@ def quantize_checkpoint(ckpt: dict) -> tuple[QNetwork, QuantReport]:
             "channels": spec.get("n_channels", cfg.n_in), "bin_hz": spec.get("bin_hz"),
             "duration": spec.get("duration"),
             "steps": int(round(spec["duration"] * spec["bin_hz"])) if spec.get("bin_hz") else None,
-            "class_names": data.get("class_names", []), "checkpoint": ckpt.get("path", "")}
+            "class_names": data.get("class_names", []), "checkpoint": ckpt.get("path", ""),
+            "origin": checkpoint_origin(ckpt)}
     return quantize_model(model, cfg, meta)

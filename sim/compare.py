@@ -172,7 +172,7 @@ def compare(path: str | Path, data: str | None = None, checkpoint: str | None = 
            "lava": float(np.mean(lava["pred"] == labels)),
            "float_split": flt["split_accuracy"] if flt else None, "fixed_split": whole.accuracy}
     return {"file": str(path), "model": net.meta.get("model", kind), "netx_compatible": netx, "data": dataset.name,
-            "split": split, "samples": n, "split_samples": len(binned), "steps": fast.counts.steps,
+            "split": dataset.what, "samples": n, "split_samples": len(binned), "steps": fast.counts.steps,
             "checkpoint": flt["checkpoint"] if flt else None, "rows": rows, "total": total,
             "rates": {"float": flt["rates"] if flt else None, "fixed": fixed_rates},
             "accuracy": acc, "lava_equals_fast": {"predictions": bool(np.array_equal(lava["pred"], fast.pred)),
@@ -192,8 +192,9 @@ def _pct(x, width=9) -> str:
 
 
 def format_compare(r: dict) -> str:
-    lines = [f"{r['file']}: {r['model']} on {r['data']} {r['split']}, {r['samples']} of {r['split_samples']} "
-             f"samples (spread evenly) x {r['steps']} steps" + (f"; float model {r['checkpoint']}" if r["checkpoint"] else ""),
+    lines = [f"{r['file']}: {r['model']} on {r['data']}, {r['split']}: "
+             + (f"{r['samples']} of them (spread evenly)" if r['samples'] < r['split_samples'] else "all")
+             + f" x {r['steps']} steps" + (f"; float model {r['checkpoint']}" if r["checkpoint"] else ""),
              "operations per timestep per sample: predicted by Table 2 from the float / fixed-point activity, "
              "measured by the Lava counters / the fast engine"]
     head = (f"{'layer':<9}{'op':<5}{'pred float':>12}{'pred fixed':>12}{'Lava':>12}{'fast':>12}"

@@ -2,11 +2,13 @@
 for every trained model found under a runs directory.
 
 A run directory is one holding ``best.pt`` (with ``summary.json`` once training finished). Each model is
-evaluated on its test split (as train.evaluate.evaluate does: accuracy, activity, Table 2 ops from the
-float activity); runs of one configuration (model, layers, hidden, data) are grouped over seeds: test accuracy
-mean +- 95 % CI (Student t, train.stats.mean_ci), ops averaged. Where an exported network file (``*.h5``)
-lies in a run directory, its operations are *measured* by the fast engine on the same test split (the
-event counts the Lava counters give, tests/test_sim.py), with the fixed-point accuracy.
+evaluated on its own test set by train.evaluate.evaluate (accuracy, activity, Table 2 ops from the float
+activity): the dataset's test split, or for a speaker-held-out run (``train --holdout-speaker``, ``cv``) its
+held-out speaker. Runs of one configuration (protocol, model, layers, hidden, data, recipe) are grouped as
+train.stats.group_accuracy does: mean +- 95 % CI over seeds, or over folds for the held-out protocol; ops
+averaged. Where an exported network file (``*.h5``) lies in a run directory, its operations are *measured* by
+the fast engine on the same test set (the event counts the Lava counters give, tests/test_sim.py), with the
+fixed-point accuracy.
 
 Output: ``--out report.html`` (one self-contained file, the figure embedded as PNG) or ``--out report.md``
 (Markdown, the figure beside it as report.png). Written atomically.
@@ -21,7 +23,6 @@ import html
 import io
 import json
 from collections import defaultdict
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +45,9 @@ def find_run_dirs(root: Path) -> list[Path]:
     return dirs
 
 
-def _measured(run_dir: Path, ev: dict, progress: bool) -> list[dict]:
-    """Fast-engine measurements of every network file in run_dir: ops per step per sample and accuracy."""
+def _measured(run_dir: Path, progress: bool) -> list[dict]:
+    """Fast-engine measurements of every network file in run_dir, on the network's own test set: ops per step
+    per sample and accuracy."""
     from export.netx_h5 import read_network
     from sim.engine import measured_ops, run_fast
     from sim.simulate import load_split
@@ -54,7 +56,7 @@ def _measured(run_dir: Path, ev: dict, progress: bool) -> list[dict]:
     for h5 in sorted(run_dir.glob("*.h5")):
         try:
             net = read_network(h5)
-            _, split = load_split(net, None, ev["split"], None, h5)
+            _, split = load_split(net, None, None, None, h5)
         except InputError as exc:
             out.append({"file": str(h5), "error": str(exc)})
             continue
@@ -66,99 +68,91 @@ def _measured(run_dir: Path, ev: dict, progress: bool) -> list[dict]:
     return out
 
 
-def evaluate_run(checkpoint: str | Path, limit: int | None = None) -> dict:
-    """Test accuracy, activity and Table 2 ops of a checkpoint, as train.evaluate.evaluate gives them (the same
-    data loading), for every model kind (evaluate() itself stops on 2-layer ANNs)."""
-    from train.checkpoint import load_checkpoint
-    from train.datasets import load_dataset
-    from train.evaluate import run_split
-    from train.models import SPIKING, ModelConfig, model_from_checkpoint
-    from train.ops import model_ops, totals
-
-    ckpt = load_checkpoint(checkpoint)
-    cfg = ModelConfig(**ckpt["model"])
-    tc, spec = ckpt.get("train_config", {}), ckpt.get("data", {}).get("spec", {})
-    dataset = load_dataset(tc.get("data", "builtin"), bin_hz=spec.get("bin_hz"), duration=spec.get("duration"),
-                           n_channels=spec.get("n_channels"), seed=tc.get("seed", 0))
-    if dataset.spec.n_channels != cfg.n_in or dataset.n_classes != cfg.n_classes:
-        raise InputError(f"{ckpt['path']}: its dataset no longer fits the model (channels or classes)")
-    res = run_split(model_from_checkpoint(ckpt), dataset.test, limit=limit)
-    rates = list(res["rates"]) + [0.0] * (len(cfg.sizes) - len(res["rates"]))  # ANNs: rates unused, padded
-    rows = model_ops(cfg.kind, cfg.sizes, cfg.n_classes, rates)
-    return {"model": cfg.kind, "layers": cfg.layers, "hidden": cfg.hidden, "data": dataset.name, "split": "test",
-            "epoch": ckpt["epoch"], "accuracy": res["accuracy"], "input_rate": res["rates"][0],
-            "layer_rates": res["rates"][1:] if cfg.kind in SPIKING else [],
-            "ops": [asdict(r) for r in rows], "ops_total": totals(rows)}
-
-
 def collect(root: str | Path, progress: bool = True, limit: int | None = None) -> dict:
-    """Every model under root evaluated; grouped rows for the tables and the figure."""
-    from train.stats import mean_ci
+    """Every model under root evaluated on its own test set (a held-out speaker's, for a speaker-held-out run);
+    grouped rows for the tables and the figures."""
+    from train.evaluate import evaluate
+    from train.speakers import SEEN
+    from train.stats import group_accuracy
 
     root = Path(root)
     runs = []
     for d in find_run_dirs(root):
         summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else None
         try:
-            ev = evaluate_run(d / "best.pt", limit)
+            ev = evaluate(str(d / "best.pt"), limit=limit)
         except InputError as exc:
             runs.append({"run_dir": str(d), "error": str(exc)})
             continue
+        measured = _measured(d, progress)
+        fixed = [m["accuracy"] for m in measured if "error" not in m]
         runs.append({"run_dir": str(d), "finished": summary is not None, "model": ev["model"], "layers": ev["layers"],
                      "hidden": ev["hidden"], "data": ev["data"], "epoch": ev["epoch"],
+                     "recipe": (summary or {}).get("recipe", "study"), "protocol": ev["protocol"],
                      "test_acc": summary["test_acc"] if summary else ev["accuracy"],
+                     "fixed_acc": float(np.mean(fixed)) if fixed else None,
                      "ops": ev["ops_total"], "layer_ops": ev["ops"], "rates": [ev["input_rate"]] + ev["layer_rates"],
-                     "measured": _measured(d, ev, progress)})
+                     "measured": measured})
     groups = defaultdict(list)
     for r in runs:
         if "error" not in r:
-            groups[(r["model"], r["layers"], r["hidden"], r["data"])].append(r)
+            groups[(r["protocol"].get("kind", SEEN), r["model"], r["layers"], r["hidden"], r["data"], r["recipe"])].append(r)
     rows = []
-    for (model, layers, hidden, data), rs in sorted(groups.items()):
-        mean, half = mean_ci([r["test_acc"] for r in rs])
+    for (kind, model, layers, hidden, data, recipe), rs in sorted(groups.items()):
         meas = [m for r in rs for m in r["measured"] if "error" not in m]
+        with_fixed = [r for r in rs if r["fixed_acc"] is not None]
+        acc = group_accuracy(rs, kind)
         rows.append({
-            "model": model, "layers": layers, "hidden": hidden, "data": data, "seeds": len(rs),
-            "finished": sum(r["finished"] for r in rs), "epochs": max(r["epoch"] for r in rs),
-            "acc_mean": mean, "acc_ci95": half,
+            "protocol": kind, "model": model, "layers": layers, "hidden": hidden, "data": data, "recipe": recipe,
+            "seeds": len(rs) if "folds" not in acc else len(rs) // max(1, acc["folds"]), "folds": acc.get("folds"),
+            "fold_acc": acc.get("fold_acc"), "finished": sum(r["finished"] for r in rs),
+            "runs": len(rs), "epochs": max(r["epoch"] for r in rs),
+            "acc_mean": acc["test_acc_mean"], "acc_ci95": acc["test_acc_ci95"],
             "mac": float(np.mean([r["ops"]["mac"] for r in rs])), "ac": float(np.mean([r["ops"]["ac"] for r in rs])),
             "ops": float(np.mean([r["ops"]["ops"] for r in rs])),
             "rates": [float(x) for x in np.mean([r["rates"] for r in rs], axis=0)] if rs[0]["rates"] else [],
             "measured_mac": float(np.mean([m["mac"] for m in meas])) if meas else None,
             "measured_ac": float(np.mean([m["ac"] for m in meas])) if meas else None,
             "measured_ops": float(np.mean([m["ops"] for m in meas])) if meas else None,
-            "fixed_acc": float(np.mean([m["accuracy"] for m in meas])) if meas else None,
+            "fixed_acc": group_accuracy(with_fixed, kind, "fixed_acc")["test_acc_mean"] if with_fixed else None,
         })
     return {"root": str(root), "runs": runs, "rows": rows}
 
 
+PROTOCOL_TITLES = {"seen-speakers": "seen speakers (the dataset's test split)",
+                   "speaker-held-out": "speaker held out (leave-one-speaker-out)"}
+
+
 def figure_png(rows: list[dict]) -> bytes:
-    """Fig. 3 style: test accuracy (mean +- 95 % CI) vs MAC+AC per timestep (log x), one point per configuration."""
+    """Fig. 3 style, one panel per protocol: accuracy (mean +- 95 % CI) vs MAC+AC per timestep (log x), one point
+    per configuration."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    kinds = [k for k in PROTOCOL_TITLES if any(r["protocol"] == k for r in rows)] or list(PROTOCOL_TITLES)[:1]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(6.4 * len(kinds), 4.6), dpi=110, squeeze=False)
     markers = {"gru": "s", "rnn": "D", "lif": "v", "cuba-lif": "^", "spikgru": "o"}
-    for r in rows:
-        label = f"{r['model']} {r['layers']}x{r['hidden']} ({r['data']})"
-        ax.errorbar(r["ops"], 100 * r["acc_mean"], yerr=100 * r["acc_ci95"], fmt=markers.get(r["model"], "o"),
-                    capsize=3, label=label)
-        if r["measured_ops"] is not None:
-            ax.plot(r["measured_ops"], 100 * (r["fixed_acc"] or 0), marker=markers.get(r["model"], "o"),
-                    mfc="none", color="gray", ls="none")
-    ax.set_xscale("log")
     xs = [r["ops"] for r in rows] + [r["measured_ops"] for r in rows if r["measured_ops"] is not None]
-    if xs:
-        ax.set_xlim(min(xs) / 3, max(xs) * 3)
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel("operations (MAC + AC) per timestep per sample")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("accuracy vs operations (open grey: measured, fixed point)")
-    ax.grid(True, which="both", alpha=0.3)
-    if rows:
-        ax.legend(fontsize=7, loc="best")
+    for ax, kind in zip(axes[0], kinds):
+        for r in (r for r in rows if r["protocol"] == kind):
+            label = f"{r['model']} {r['layers']}x{r['hidden']} ({r['data']}, {r['recipe']})"
+            ax.errorbar(r["ops"], 100 * r["acc_mean"], yerr=100 * r["acc_ci95"], fmt=markers.get(r["model"], "o"),
+                        capsize=3, label=label)
+            if r["measured_ops"] is not None and r["fixed_acc"] is not None:
+                ax.plot(r["measured_ops"], 100 * r["fixed_acc"], marker=markers.get(r["model"], "o"),
+                        mfc="none", color="gray", ls="none")
+        ax.set_xscale("log")
+        if xs:
+            ax.set_xlim(min(xs) / 3, max(xs) * 3)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("operations (MAC + AC) per timestep per sample")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(PROTOCOL_TITLES[kind] + "\n(open grey: measured, fixed point)", fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6, loc="best")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -170,42 +164,62 @@ def _fmt(x, prec=0) -> str:
     return "-" if x is None else f"{x:,.{prec}f}"
 
 
-def _tables(res: dict) -> tuple[list[str], list[list[str]], list[str], list[list[str]]]:
-    h1 = ["model", "size", "data", "seeds", "epochs", "test accuracy (mean +- 95 % CI)", "fixed-point accuracy"]
-    t1 = [[r["model"], f"{r['layers']}x{r['hidden']}", r["data"], f"{r['seeds']}" +
-           ("" if r["finished"] == r["seeds"] else f" ({r['seeds'] - r['finished']} unfinished)"), str(r["epochs"]),
-           f"{100 * r['acc_mean']:.2f} +- {100 * r['acc_ci95']:.2f} %",
-           "-" if r["fixed_acc"] is None else f"{100 * r['fixed_acc']:.2f} %"] for r in res["rows"]]
-    h2 = ["model", "size", "data", "MAC/step", "AC/step", "MAC+AC/step", "measured MAC/step", "measured AC/step",
-          "measured MAC+AC/step", "ops vs best ANN"]
-    anns = [r["ops"] for r in res["rows"] if r["model"] in ("gru", "rnn")]
-    ref = max(anns) if anns else None
-    t2 = [[r["model"], f"{r['layers']}x{r['hidden']}", r["data"], _fmt(r["mac"]), _fmt(r["ac"]), _fmt(r["ops"]),
-           _fmt(r["measured_mac"]), _fmt(r["measured_ac"]), _fmt(r["measured_ops"]),
-           "-" if ref is None or r["model"] in ("gru", "rnn") else f"{ref / r['ops']:.1f}x fewer"]
-          for r in res["rows"]]
-    return h1, t1, h2, t2
+def _tables(res: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of each table: Table 1 per protocol present, then Table 2."""
+    size = lambda r: f"{r['layers']}x{r['hidden']}"
+    pct = lambda x: "-" if x is None else f"{100 * x:.2f} %"
+    tables = []
+    seen = [r for r in res["rows"] if r["protocol"] != "speaker-held-out"]
+    held = [r for r in res["rows"] if r["protocol"] == "speaker-held-out"]
+    if seen or not held:
+        h = ["model", "size", "data", "recipe", "seeds", "epochs", "test accuracy (mean +- 95 % CI)",
+             "fixed-point accuracy"]
+        t = [[r["model"], size(r), r["data"], r["recipe"], f"{r['seeds']}" +
+              ("" if r["finished"] == r["runs"] else f" ({r['runs'] - r['finished']} unfinished)"), str(r["epochs"]),
+              f"{100 * r['acc_mean']:.2f} +- {100 * r['acc_ci95']:.2f} %", pct(r["fixed_acc"])] for r in seen]
+        tables.append(("Accuracy, seen speakers (Table 1)", h, t))
+    if held:
+        h = ["model", "size", "data", "recipe", "folds", "seeds", "epochs",
+             "held-out accuracy (mean +- 95 % CI over folds)", "fixed-point accuracy", "per fold"]
+        t = [[r["model"], size(r), r["data"], r["recipe"], str(r["folds"]), str(r["seeds"]), str(r["epochs"]),
+              f"{100 * r['acc_mean']:.2f} +- {100 * r['acc_ci95']:.2f} %", pct(r["fixed_acc"]),
+              ", ".join(f"{k} {100 * v:.1f}" for k, v in r["fold_acc"].items())] for r in held]
+        tables.append(("Accuracy, speaker held out (Table 1, leave-one-speaker-out)", h, t))
+    h2 = ["protocol", "model", "size", "data", "recipe", "MAC/step", "AC/step", "MAC+AC/step", "measured MAC/step",
+          "measured AC/step", "measured MAC+AC/step", "ops vs largest ANN"]
+    t2 = []
+    for r in res["rows"]:
+        anns = [a["ops"] for a in res["rows"] if a["model"] in ("gru", "rnn") and a["protocol"] == r["protocol"]]
+        ref = max(anns) if anns else None
+        t2.append([r["protocol"], r["model"], size(r), r["data"], r["recipe"], _fmt(r["mac"]), _fmt(r["ac"]),
+                   _fmt(r["ops"]), _fmt(r["measured_mac"]), _fmt(r["measured_ac"]), _fmt(r["measured_ops"]),
+                   "-" if ref is None or r["model"] in ("gru", "rnn") else f"{ref / r['ops']:.1f}x fewer"])
+    tables.append(("Operations (Table 2)", h2, t2))
+    return tables
 
 
-NOTES = ("Accuracy: test split, mean over seeds with a Student-t 95 % confidence interval (Table 1). "
-         "Operations: per timestep per sample, the study's Table 2 at each model's activity on the test split "
+NOTES = ("Accuracy, seen speakers: the dataset's test split, mean over seeds with a Student-t 95 % confidence "
+         "interval. Speaker held out: accuracy on every sample of a speaker the model never heard (nor chose its "
+         "epoch on), each fold's seeds averaged, mean and Student-t 95 % CI over folds. "
+         "Operations: per timestep per sample, the study's Table 2 at each model's activity on its test set "
          "(float model); measured: the fast engine's event counts of the exported fixed-point network found in the "
-         "run directory (equal to the Lava counters). 'ops vs best ANN': MAC+AC of the largest ANN listed / this model's.")
+         "run directory (equal to the Lava counters). 'ops vs largest ANN': MAC+AC of the largest ANN of the same "
+         "protocol / this model's.")
 
 
 def render_markdown(res: dict, png_name: str) -> str:
-    h1, t1, h2, t2 = _tables(res)
     md = lambda h, t: "\n".join(["| " + " | ".join(h) + " |", "|" + "---|" * len(h)] +
                                 ["| " + " | ".join(row) + " |" for row in t])
     errors = [f"- {r['run_dir']}: {r['error']}" for r in res["runs"] if "error" in r]
-    return "\n\n".join(filter(None, [
-        f"# Results under {res['root']}", "## Accuracy (Table 1)", md(h1, t1), "## Operations (Table 2)", md(h2, t2),
-        "## Accuracy vs operations (Fig. 3)", f"![accuracy vs operations]({png_name})", NOTES,
-        ("## Runs left out\n\n" + "\n".join(errors)) if errors else ""])) + "\n"
+    parts = [f"# Results under {res['root']}"]
+    for title, h, t in _tables(res):
+        parts += [f"## {title}", md(h, t)]
+    parts += ["## Accuracy vs operations (Fig. 3)", f"![accuracy vs operations]({png_name})", NOTES,
+              ("## Runs left out\n\n" + "\n".join(errors)) if errors else ""]
+    return "\n\n".join(filter(None, parts)) + "\n"
 
 
 def render_html(res: dict, png: bytes) -> str:
-    h1, t1, h2, t2 = _tables(res)
     esc = html.escape
 
     def table(h, t):
@@ -217,9 +231,9 @@ def render_html(res: dict, png: bytes) -> str:
     img = base64.b64encode(png).decode("ascii")
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
              "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}th{background:#eee}")
+    tables = "".join(f"<h2>{esc(title)}</h2>{table(h, t)}" for title, h, t in _tables(res))
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>spikaudio report</title><style>{style}</style>"
-            f"</head><body><h1>Results under {esc(res['root'])}</h1><h2>Accuracy (Table 1)</h2>{table(h1, t1)}"
-            f"<h2>Operations (Table 2)</h2>{table(h2, t2)}<h2>Accuracy vs operations (Fig. 3)</h2>"
+            f"</head><body><h1>Results under {esc(res['root'])}</h1>{tables}<h2>Accuracy vs operations (Fig. 3)</h2>"
             f"<img alt='accuracy vs operations' src='data:image/png;base64,{img}'><p>{esc(NOTES)}</p>"
             + (f"<h2>Runs left out</h2><ul>{errors}</ul>" if errors else "") + "</body></html>\n")
 
@@ -249,11 +263,12 @@ def report(root: str | Path, out: str | Path, progress: bool = True, limit: int 
 
 
 def format_report(r: dict) -> str:
-    lines = [f"{'model':<10}{'size':<8}{'data':<9}{'seeds':>6}   {'test accuracy (95 % CI)':<24}{'MAC+AC/step':>14}"
-             f"{'measured':>12}"]
+    lines = [f"{'protocol':<18}{'model':<10}{'size':<8}{'data':<9}{'recipe':<8}{'runs':>5}   "
+             f"{'accuracy (95 % CI)':<22}{'MAC+AC/step':>14}{'measured':>12}"]
     for row in r["rows"]:
-        lines.append(f"{row['model']:<10}{str(row['layers']) + 'x' + str(row['hidden']):<8}{row['data']:<9}"
-                     f"{row['seeds']:>6}   {100 * row['acc_mean']:6.2f} +- {100 * row['acc_ci95']:.2f} %{'':<8}"
+        lines.append(f"{row['protocol']:<18}{row['model']:<10}{str(row['layers']) + 'x' + str(row['hidden']):<8}"
+                     f"{row['data']:<9}{row['recipe']:<8}{row['runs']:>5}   "
+                     f"{100 * row['acc_mean']:6.2f} +- {100 * row['acc_ci95']:5.2f} %{'':<5}"
                      f"{row['ops']:>14,.0f}{_fmt(row['measured_ops']):>12}")
     for run in r["runs"]:
         if "error" in run:

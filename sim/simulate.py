@@ -48,25 +48,35 @@ def load_net(path: str | Path) -> tuple[QNetwork, bool]:
     return net, netx
 
 
-def load_split(net: QNetwork, data: str | None, split: str = "test", channels: int | None = None,
-               path: str | Path = "network"):
-    """The binned split the network runs on: bin rate and window from the file's meta (the ones it was
-    trained with), channels the dataset's own (or `channels`), checked against the network's input."""
-    from train.datasets import load_dataset
-
-    if split not in SPLITS:
-        raise InputError(f"--split {split}: choose train, valid or test")
+def network_origin(net: QNetwork) -> dict:
+    """Where the network's samples came from (export records train.datasets.origin_of; older files: the bin
+    rate and window, and the dataset only when it was the built-in one)."""
     meta = net.meta or {}
-    spec = data or meta.get("dataset") or "builtin"
-    dataset = load_dataset(spec, bin_hz=meta.get("bin_hz"), duration=meta.get("duration"), n_channels=channels)
+    if meta.get("origin"):
+        return meta["origin"]
+    from train.datasets import origin_of
+    return origin_of("builtin" if meta.get("dataset") == "builtin" else None,
+                     spec={"bin_hz": meta.get("bin_hz"), "duration": meta.get("duration")},
+                     layout="das" if meta.get("dataset") == "das" else None)
+
+
+def load_split(net: QNetwork, data: str | None, split: str | None = None, channels: int | None = None,
+               path: str | Path = "network"):
+    """(EvalSet, its binned samples) the network runs on (train.datasets.eval_set_for): `data` (a file: all its
+    samples unless `split`), or the network's own test set; bin rate and window are the ones it was trained with,
+    the channel count the network's (or `channels`)."""
+    from train.datasets import eval_set_for
+
     n_in = net.layers[0].n_in
-    if dataset.spec.n_channels != n_in:
-        raise InputError(f"{spec}: the dataset has {dataset.spec.n_channels} input channels, the network {path} "
+    ev = eval_set_for(network_origin(net), data, split, channels if channels is not None else n_in)
+    where = data or (net.meta or {}).get("origin", {}).get("data") or "the dataset"
+    if ev.samples.spec.n_channels != n_in:
+        raise InputError(f"{where}: the dataset has {ev.samples.spec.n_channels} input channels, the network {path} "
                          f"takes {n_in}")
     n_classes = net.readout.n_out
-    if dataset.n_classes > n_classes:
-        raise InputError(f"{spec}: {dataset.n_classes} classes, the network {path} has {n_classes} outputs")
-    return dataset, getattr(dataset, split)
+    if ev.n_classes > n_classes:
+        raise InputError(f"{where}: {ev.n_classes} classes, the network {path} has {n_classes} outputs")
+    return ev, ev.samples
 
 
 def _rates(counts: Counts, net: QNetwork) -> list[float]:
@@ -123,10 +133,12 @@ def run_engine(net: QNetwork, split, engine: str, index: np.ndarray, backend: st
     return {"pred": res.pred, "labels": labels, "counts": res.counts, "seconds": res.seconds, "notes": notes}
 
 
-def simulate(path: str | Path, data: str | None = None, split: str = "test", limit: int | None = None,
+def simulate(path: str | Path, data: str | None = None, split: str | None = None, limit: int | None = None,
              engine: str = "lava", backend: str = "sim", channels: int | None = None, progress: bool = True,
              stock_netx: bool = False) -> dict:
-    """Everything `cli.py simulate` prints, as a plain dict (no partial result: errors raise)."""
+    """Everything `cli.py simulate` prints, as a plain dict (no partial result: errors raise).
+
+    data/split: as train.datasets.eval_set_for (a file: all its samples unless `split`)."""
     if engine not in ENGINES:
         raise InputError(f"--engine {engine!r}: choose lava or fast")
     if backend not in lava_net.BACKENDS:
@@ -152,7 +164,7 @@ def simulate(path: str | Path, data: str | None = None, split: str = "test", lim
     steps = counts.steps
     return {
         "file": str(path), "model": net.meta.get("model", net.layers[0].kind), "netx_compatible": netx,
-        "layers": [f"{l.kind} {l.n_in}->{l.n_out}" for l in net.layers], "data": dataset.name, "split": split,
+        "layers": [f"{l.kind} {l.n_in}->{l.n_out}" for l in net.layers], "data": dataset.name, "split": dataset.what,
         "engine": engine, "backend": backend, "stock_netx": stock_netx, "samples": int(len(run["pred"])),
         "split_samples": len(binned), "steps": steps, "accuracy": float(np.mean(run["pred"] == run["labels"])),
         "correct": int(np.sum(run["pred"] == run["labels"])), "index": index.tolist(), "pred": run["pred"].tolist(),
@@ -167,8 +179,9 @@ def format_simulate(r: dict) -> str:
     eng = {"lava": f"Lava ({'Loihi2HwCfg' if r['backend'] == 'loihi2' else 'Loihi2SimCfg'}, fixed_pt"
                    f"{', stock netx' if r['stock_netx'] else ''})", "fast": "fast engine"}[r["engine"]]
     lines = [f"{r['file']}: {r['model']} ({', '.join(r['layers'])})",
-             f"{eng} on {r['data']} {r['split']}: {r['samples']} of {r['split_samples']} samples"
-             f"{' (spread evenly)' if r['samples'] < r['split_samples'] else ''} x {r['steps']} steps "
+             f"{eng} on {r['data']}, {r['split']}: "
+             + (f"{r['samples']} of them (spread evenly)" if r['samples'] < r['split_samples'] else "all")
+             + f" x {r['steps']} steps "
              f"in {r['seconds']:.2f} s ({r['samples'] / max(r['seconds'], 1e-9):.1f} samples/s)",
              f"accuracy {100 * r['accuracy']:.2f} % ({r['correct']}/{r['samples']})",
              f"input events per channel per step {r['rates'][0]:.4f}; spikes per neuron per step "

@@ -638,8 +638,10 @@ def test_find_source_errors(tmp_path):
     good_shd(tmp_path / "g_train.h5")
     with pytest.raises(InputError, match="no test file"):
         find_source(str(tmp_path))
-    with pytest.raises(InputError, match="must be the train file"):
-        find_source(str(good_shd(tmp_path / "g_test.h5")))
+    lone = good_shd(tmp_path / "g_test.h5")
+    assert find_source(str(lone)).files == {"file": lone}  # evaluation takes it whole
+    with pytest.raises(InputError, match="no train/test split"):
+        load_dataset(str(lone))
     with pytest.raises(InputError, match="no such file or directory"):
         find_source(str(tmp_path / "absent"))
 

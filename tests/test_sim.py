@@ -280,8 +280,8 @@ def test_report_html_and_markdown(trained, tmp_path):
     res = _cli("report", runs, "--out", md_out, "--quiet")
     assert res.exit_code == 0, res.output
     assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
-    row = [l for l in md_out.read_text().splitlines() if l.startswith("| cuba-lif") and l.count("|") == 11][0]
-    measured = [c.strip() for c in row.split("|")[7:10]]
+    row = [l for l in md_out.read_text().splitlines() if l.startswith("| seen-speakers | cuba-lif")][0]
+    measured = [c.strip() for c in row.split("|")[9:12]]
     assert all(re.fullmatch(r"[\d,]+", c) for c in measured), row  # measured columns filled
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.md", "report.png", "runs"]  # no temp
     (tmp_path / "empty").mkdir()
@@ -304,7 +304,7 @@ def test_bad_files_and_options(trained, tmp_path):
     text.write_text("not a network")
     cases = [((other, "--engine", "fast"), "format version 2"),
              ((other, "--engine", "lava"), "format version 2"),
-             ((trained / "net.h5", "--data", das), "64 input channels"),
+             ((trained / "net.h5", "--data", das), "N-TIDIGITS18 layout (64 channels)"),
              ((trained / "net.h5", "--engine", "lava", "--data", das), "takes 700"),
              ((trained / "net.h5", "--backend", "loihi2"), "lava-loihi"),
              ((trained / "net.h5", "--limit", "0"), "--limit"),

@@ -125,9 +125,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     real = trainer.max_over_time_loss
     calls = {"n": 0}
 
-    def poisoned(out, y):
+    def poisoned(out, y, *args):
         calls["n"] += 1
-        loss = real(out, y)
+        loss = real(out, y, *args)
         return loss * float("nan") if calls["n"] > 14 else loss  # builtin: 14 batches of 16 per epoch
 
     monkeypatch.setattr(trainer, "max_over_time_loss", poisoned)

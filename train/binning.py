@@ -28,6 +28,23 @@ class BinSpec:
         return int(round(self.duration * self.bin_hz))
 
 
+@dataclass(frozen=True)
+class Augment:
+    """Training-time input augmentation of a batch (train.recipe's fields); every field at 0 draws nothing."""
+
+    jitter_sigma: float = 0.0  # per event: channel += round(Normal(0, sigma))
+    channel_shift: int = 0  # per sample: channel += uniform integer in [-k, k]
+    time_stretch: float = 0.0  # per sample: step -> floor((step + U[0, 1)) * f), f uniform in [1 - s, 1 + s]
+    event_drop: float = 0.0  # per event: dropped with this probability
+    spectral_tilt: float = 0.0  # per sample: events dropped with probability |s| x, s uniform in [-t, t], x the
+    # channel's position from the low end (s > 0) or the high end (s < 0): a random spectral slope
+
+    @property
+    def active(self) -> bool:
+        return bool(self.jitter_sigma > 0 or self.channel_shift > 0 or self.time_stretch > 0 or self.event_drop > 0
+                    or self.spectral_tilt > 0)
+
+
 @dataclass
 class BinnedSet:
     """Binned events of a split: flat[offsets[i]:offsets[i+1]] are sample i's (step, channel) indices."""
@@ -45,28 +62,37 @@ class BinnedSet:
     def n_classes(self) -> int:
         return len(self.class_names)
 
-    def dense(self, index: np.ndarray, jitter_sigma: float = 0.0, rng: np.random.Generator | None = None) -> torch.Tensor:
-        """Spike counts [len(index), n_steps, n_channels] as float32, optionally channel-jittered."""
+    def subset(self, index: np.ndarray) -> "BinnedSet":
+        index = np.asarray(index, dtype=np.int64)
+        starts, stops = self.offsets[index], self.offsets[index + 1]
+        offsets = np.concatenate([[0], np.cumsum(stops - starts)]).astype(np.int64)
+        return BinnedSet(self.flat[_ranges(starts, stops)], offsets, self.labels[index], self.spec, self.class_names)
+
+    def dense(self, index: np.ndarray, jitter_sigma: float = 0.0, rng: np.random.Generator | None = None,
+              augment: Augment | None = None) -> torch.Tensor:
+        """Spike counts [len(index), n_steps, n_channels] as float32, optionally channel-jittered or augmented
+        (`augment` replaces `jitter_sigma`)."""
         index = np.asarray(index, dtype=np.int64)
         starts, stops = self.offsets[index], self.offsets[index + 1]
         flat = self.flat[_ranges(starts, stops)]
         owner = np.repeat(np.arange(len(index)), stops - starts)
-        if jitter_sigma > 0:
+        aug = augment if augment is not None else Augment(jitter_sigma=jitter_sigma)
+        if aug.active:
             if rng is None:
-                raise ValueError("jitter needs a random generator (rng)")
-            flat, owner = jitter(flat, owner, self.spec.n_channels, jitter_sigma, rng)
+                raise ValueError("jitter and augmentation need a random generator (rng)")
+            flat, owner = augment_events(flat, owner, len(index), self.spec, aug, rng)
         size = self.spec.n_steps * self.spec.n_channels
         out = torch.zeros(len(index) * size, dtype=torch.float32)
         out.index_add_(0, torch.from_numpy(owner * size + flat), torch.ones(len(flat), dtype=torch.float32))
         return out.view(len(index), self.spec.n_steps, self.spec.n_channels)
 
     def batches(self, batch_size: int, shuffle: bool = False, rng: np.random.Generator | None = None,
-                jitter_sigma: float = 0.0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(counts [B, T, C], labels [B]) batches; shuffle and jitter draw from `rng`."""
+                jitter_sigma: float = 0.0, augment: Augment | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(counts [B, T, C], labels [B]) batches; shuffle, jitter and augmentation draw from `rng`."""
         order = rng.permutation(len(self)) if shuffle else np.arange(len(self))
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            yield self.dense(idx, jitter_sigma, rng), torch.from_numpy(self.labels[idx])
+            yield self.dense(idx, jitter_sigma, rng, augment), torch.from_numpy(self.labels[idx])
 
 
 def jitter(flat: np.ndarray, owner: np.ndarray, n_channels: int, sigma: float,
@@ -76,6 +102,34 @@ def jitter(flat: np.ndarray, owner: np.ndarray, n_channels: int, sigma: float,
     channel = channel + np.rint(rng.normal(0.0, sigma, size=channel.shape)).astype(np.int64)
     keep = (channel >= 0) & (channel < n_channels)
     return step[keep] * n_channels + channel[keep], owner[keep]
+
+
+def augment_events(flat: np.ndarray, owner: np.ndarray, n_samples: int, spec: BinSpec, aug: Augment,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Applies `aug` to a batch's events (flat step * C + channel indices, owner = sample in the batch), in a fixed
+    order (jitter, channel shift, time stretch, event drop, spectral tilt), each drawing from `rng` only when it
+    is on."""
+    C, T = spec.n_channels, spec.n_steps
+    if aug.jitter_sigma > 0:
+        flat, owner = jitter(flat, owner, C, aug.jitter_sigma, rng)
+    if aug.channel_shift > 0 or aug.time_stretch > 0:
+        step, channel = np.divmod(flat, C)
+        if aug.channel_shift > 0:
+            channel = channel + rng.integers(-aug.channel_shift, aug.channel_shift + 1, size=n_samples)[owner]
+        if aug.time_stretch > 0:
+            factor = rng.uniform(1.0 - aug.time_stretch, 1.0 + aug.time_stretch, size=n_samples)[owner]
+            step = np.floor((step + rng.random(len(step))) * factor).astype(np.int64)
+        keep = (channel >= 0) & (channel < C) & (step < T)
+        flat, owner = step[keep] * C + channel[keep], owner[keep]
+    if aug.event_drop > 0:
+        keep = rng.random(len(flat)) >= aug.event_drop
+        flat, owner = flat[keep], owner[keep]
+    if aug.spectral_tilt > 0:
+        slope = rng.uniform(-aug.spectral_tilt, aug.spectral_tilt, size=n_samples)[owner]
+        x = (flat % C) / max(1, C - 1)
+        keep = rng.random(len(flat)) >= np.abs(slope) * np.where(slope > 0, x, 1.0 - x)
+        flat, owner = flat[keep], owner[keep]
+    return flat, owner
 
 
 def bin_spikes(spikes: SpikeSet, spec: BinSpec) -> BinnedSet:

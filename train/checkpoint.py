@@ -60,3 +60,12 @@ def load_checkpoint(path: str | Path, expect_kind: str | None = None) -> dict:
             raise InputError(f"{path}: parameter {name} holds NaN or inf")
     ckpt["path"] = str(path)
     return ckpt
+
+
+def checkpoint_origin(ckpt: dict) -> dict:
+    """train.datasets.origin_of for a loaded checkpoint (older checkpoints: what they record)."""
+    from train.datasets import origin_of
+    tc, data = ckpt.get("train_config", {}), ckpt.get("data", {})
+    layout = data.get("layout") or ("das" if data.get("name") == "das" else "shd")
+    return origin_of(tc.get("data", "builtin"), tc.get("seed", 0), tc.get("holdout_speaker"),
+                     tc.get("valid_speaker") or "auto", data.get("spec", {}), layout)

@@ -42,6 +42,7 @@ class SpikeSet:
     ids: list[str] | None = None
     dropped: dict[str, int] = field(default_factory=lambda: {"nan": 0, "inf": 0, "negative": 0})
     skipped_multi_digit: int = 0
+    speaker_names: list[str] | None = None  # speaker_names[k] names speaker index k (None: the index is the name)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -70,7 +71,35 @@ class SpikeSet:
             class_names=self.class_names, n_channels=self.n_channels, source=self.source,
             ids=None if self.ids is None else [self.ids[i] for i in index],
             dropped=dict(self.dropped), skipped_multi_digit=self.skipped_multi_digit,
+            speaker_names=self.speaker_names,
         )
+
+    def speaker_name(self, k: int) -> str:
+        return self.speaker_names[k] if self.speaker_names is not None else str(k)
+
+
+def concat(sets: list[SpikeSet], source: str) -> SpikeSet:
+    """One SpikeSet of several (the splits of one dataset), speakers matched by name across them."""
+    first = sets[0]
+    for s in sets[1:]:
+        if s.class_names != first.class_names:
+            raise InputError(f"{s.source}: classes {s.class_names[:5]}... differ from {first.source}'s")
+        if s.n_channels != first.n_channels:
+            raise InputError(f"{s.source}: {s.n_channels} channels, {first.source} has {first.n_channels}")
+    speakers = None
+    if all(s.speakers is not None for s in sets):
+        per_sample = [s.speaker_name(int(k)) for s in sets for k in s.speakers]
+        names = sorted(set(per_sample))
+        index = {n: k for k, n in enumerate(names)}
+        speakers = np.array([index[n] for n in per_sample], dtype=np.int64)
+    starts = np.cumsum([0] + [len(s.times) for s in sets[:-1]])
+    offsets = np.concatenate([[0]] + [s.offsets[1:] + a for s, a in zip(sets, starts)]).astype(np.int64)
+    dropped = {k: sum(s.dropped[k] for s in sets) for k in first.dropped}
+    ids = [i for s in sets for i in s.ids] if all(s.ids is not None for s in sets) else None
+    return SpikeSet(np.concatenate([s.times for s in sets]), np.concatenate([s.units for s in sets]), offsets,
+                    np.concatenate([s.labels for s in sets]), speakers, first.class_names, first.n_channels, source,
+                    ids=ids, dropped=dropped, skipped_multi_digit=sum(s.skipped_multi_digit for s in sets),
+                    speaker_names=names if speakers is not None else None)
 
 
 def _ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
@@ -144,19 +173,25 @@ def read_shd(path: str | Path, n_channels: int = SHD_CHANNELS) -> SpikeSet:
         labels = np.asarray(_require(h5, "labels", path, "SHD/SSC")[()]).astype(np.int64).ravel()
         times_list, units_list = list(times_ds[()]), list(units_ds[()])
         keys = _decode(h5["extra/keys"][()]) if "extra/keys" in h5 else None
-        speakers = np.asarray(h5["extra/speaker"][()]).astype(np.int64) if "extra/speaker" in h5 else None
+        speakers = np.asarray(h5["extra/speaker"][()]).astype(np.int64).ravel() if "extra/speaker" in h5 else None
+        speaker_names = _decode(h5["extra/speaker_names"][()]) if "extra/speaker_names" in h5 else None
     n = len(labels)
     if len(times_list) != n or len(units_list) != n:
         raise InputError(f"{path}: {n} labels but {len(times_list)} spike-time and {len(units_list)} channel arrays")
     if speakers is not None and len(speakers) != n:
         raise InputError(f"{path}: {n} labels but {len(speakers)} speaker entries")
+    if speakers is not None and speakers.size and speakers.min() < 0:
+        raise InputError(f"{path}: negative speaker id {speakers.min()} in extra/speaker")
+    if speaker_names is not None and speakers is not None and speakers.size and speakers.max() >= len(speaker_names):
+        raise InputError(f"{path}: speaker id {speakers.max()} but only {len(speaker_names)} extra/speaker_names")
     class_names = keys if keys is not None else [str(i) for i in range(int(labels.max(initial=-1)) + 1)]
     bad = np.flatnonzero((labels < 0) | (labels >= len(class_names)))
     if bad.size:
         raise InputError(f"{path}: sample {bad[0]} has label {labels[bad[0]]} outside the {len(class_names)} classes")
     names = [str(i) for i in range(n)]
     times, units, offsets, dropped = _assemble(path, times_list, units_list, names, n_channels)
-    return SpikeSet(times, units, offsets, labels, speakers, class_names, n_channels, str(path), dropped=dropped)
+    return SpikeSet(times, units, offsets, labels, speakers, class_names, n_channels, str(path), dropped=dropped,
+                    speaker_names=speaker_names if speakers is not None else None)
 
 
 def parse_das_id(sample_id: str) -> tuple[str, str]:
@@ -199,7 +234,8 @@ def read_das(path: str | Path, split: str, n_channels: int = DAS_CHANNELS) -> Sp
     speaker_list = sorted(set(speaker_names))
     speakers = np.array([speaker_list.index(s) for s in speaker_names], dtype=np.int64)
     return SpikeSet(times, units, offsets, np.array(labels, dtype=np.int64), speakers, list(DAS_CLASSES),
-                    n_channels, str(path), ids=kept, dropped=dropped, skipped_multi_digit=skipped)
+                    n_channels, str(path), ids=kept, dropped=dropped, skipped_multi_digit=skipped,
+                    speaker_names=speaker_list)
 
 
 def detect_layout(path: str | Path) -> str:

@@ -9,14 +9,15 @@ training split: 10 % for the SHD layout, 20 % for N-TIDIGITS18.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from train.binning import BinnedSet, BinSpec, bin_spikes
-from train.data import DAS_CHANNELS, SHD_CHANNELS, SpikeSet, detect_layout, read_das, read_shd
+from train.data import DAS_CHANNELS, SHD_CHANNELS, SpikeSet, concat, detect_layout, read_das, read_shd
 from train.errors import InputError
+from train.speakers import AUTO, HELD_OUT, SEEN_SPEAKERS, speaker_split
 from train.synthetic import ensure_builtin
 
 LAYOUTS = {
@@ -24,6 +25,7 @@ LAYOUTS = {
     "das": dict(bin_hz=200.0, duration=1.25, n_channels=DAS_CHANNELS, valid_fraction=0.2),
 }
 SPLITS = ("train", "valid", "test")
+LAYOUT_NAMES = {"shd": "SHD/SSC", "das": "N-TIDIGITS18"}
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 
 
@@ -63,7 +65,10 @@ def _shd_source(files: list[Path], name_hint: str, where: Path) -> Source:
 
 
 def find_source(spec: str) -> Source:
-    """Resolves `--data` to the files of each split."""
+    """Resolves `--data` to the files of each split.
+
+    A single SHD/SSC file whose name does not say 'train' is a source of its own: its one split is
+    'file' (all its samples), which evaluation and the speaker-held-out protocol take as they are."""
     if spec == "builtin":
         directory = ensure_builtin()
         src = _shd_source(sorted(directory.glob("*.h5")), "builtin", directory)
@@ -86,7 +91,7 @@ def find_source(spec: str) -> Source:
     if layout == "das":
         return Source("das", "das", {"train": path, "test": path})
     if _split_of(path) != "train":
-        raise InputError(f"{path}: an SHD/SSC file for training must be the train file (its name contains 'train')")
+        return Source("ssc" if "ssc" in path.name.lower() else "shd", "shd", {"file": path})
     stems = {path.stem.lower().replace("train", w) for w in ("train", "test", "valid", "val")}
     siblings = [p for p in path.parent.iterdir() if p.suffix.lower() in HDF5_SUFFIXES and p.stem.lower() in stems]
     return _shd_source(siblings, path.name, path)
@@ -97,8 +102,19 @@ def read_split(source: Source, split: str, n_channels: int | None = None) -> Spi
     if channels < 1:
         raise InputError(f"n_channels must be positive, got {channels}")
     if source.layout == "das":
+        if split == "file":  # an N-TIDIGITS18 file: all its splits
+            return concat([read_das(source.files["train"], s, channels) for s in ("train", "test")],
+                          str(source.files["train"]))
         return read_das(source.files[split], split, channels)
     return read_shd(source.files[split], channels)
+
+
+def read_pool(source: Source, n_channels: int) -> SpikeSet:
+    """Every sample of a dataset, all its files and splits in one SpikeSet (speakers matched by name)."""
+    if source.layout == "das":
+        return read_split(source, "file", n_channels)
+    parts = [read_split(source, split, n_channels) for split in source.files]
+    return parts[0] if len(parts) == 1 else concat(parts, str(Path(parts[0].source).parent))
 
 
 @dataclass
@@ -111,6 +127,7 @@ class Dataset:
     valid: BinnedSet
     test: BinnedSet
     spec: BinSpec
+    protocol: dict = field(default_factory=lambda: dict(SEEN_SPEAKERS))  # speakers.protocol_of's dict
 
     @property
     def n_classes(self) -> int:
@@ -137,10 +154,9 @@ def validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
     return np.sort(order[n_valid:]), np.sort(order[:n_valid])
 
 
-def load_dataset(spec: str, *, bin_hz: float | None = None, duration: float | None = None,
-                 n_channels: int | None = None, seed: int = 0) -> Dataset:
-    """Reads, splits and bins a dataset; options default to the layout's (SHD 250 Hz/1 s/700, DAS 200 Hz/1.25 s/64)."""
-    source = find_source(spec)
+def bin_spec(source: Source, bin_hz: float | None = None, duration: float | None = None,
+             n_channels: int | None = None) -> BinSpec:
+    """The binning of a source: the options given, else its layout's (SHD 250 Hz/1 s/700, DAS 200 Hz/1.25 s/64)."""
     d = LAYOUTS[source.layout]
     bins = BinSpec(float(d["bin_hz"] if bin_hz is None else bin_hz),  # `is None`: a 0 must reach the check below
                    float(d["duration"] if duration is None else duration),
@@ -150,6 +166,28 @@ def load_dataset(spec: str, *, bin_hz: float | None = None, duration: float | No
             raise InputError(f"{name} must be positive, got {value}")
     if bins.n_steps < 1:
         raise InputError(f"duration {bins.duration} s at {bins.bin_hz} Hz gives no time step")
+    return bins
+
+
+def load_dataset(spec: str, *, bin_hz: float | None = None, duration: float | None = None,
+                 n_channels: int | None = None, seed: int = 0, holdout_speaker: str | None = None,
+                 valid_speaker: str = AUTO) -> Dataset:
+    """Reads, splits and bins a dataset; options default to the layout's (SHD 250 Hz/1 s/700, DAS 200 Hz/1.25 s/64).
+
+    holdout_speaker: the speaker-held-out protocol (train.speakers): every sample of that speaker (all
+    files) is the test split, `valid_speaker` picks the validation samples among the other speakers."""
+    source = find_source(spec)
+    d = LAYOUTS[source.layout]
+    bins = bin_spec(source, bin_hz, duration, n_channels)
+    if holdout_speaker is not None:
+        pool = read_pool(source, bins.n_channels)
+        train, valid, test, protocol = speaker_split(pool, holdout_speaker, valid_speaker, d["valid_fraction"], seed)
+        return Dataset(source.name, source, bin_spikes(train, bins), bin_spikes(valid, bins), bin_spikes(test, bins),
+                       bins, protocol)
+    if "file" in source.files:
+        f = source.files["file"]
+        raise InputError(f"{f}: one SHD/SSC file with no train/test split (its name does not say 'train'): pass a "
+                         "directory with *train* and *test* files, the train file, or --holdout-speaker")
     train = read_split(source, "train", bins.n_channels)
     test = read_split(source, "test", bins.n_channels)
     if "valid" in source.files:
@@ -161,3 +199,79 @@ def load_dataset(spec: str, *, bin_hz: float | None = None, duration: float | No
         if s.class_names != train.class_names:
             raise InputError(f"{s.source}: {split} classes {s.class_names[:5]}... differ from the train file's")
     return Dataset(source.name, source, bin_spikes(train, bins), bin_spikes(valid, bins), bin_spikes(test, bins), bins)
+
+
+@dataclass
+class EvalSet:
+    """The samples an evaluation runs on, binned, and what they are."""
+
+    name: str  # the dataset's name (builtin, shd, ssc, das)
+    split: str  # train, valid, test, or 'file' (every sample of one file)
+    what: str  # for people: "test split", "all 500 samples of x.h5", "held-out speaker 'theo' (500 samples)"
+    samples: BinnedSet
+    protocol: dict
+
+    @property
+    def n_classes(self) -> int:
+        return self.samples.n_classes
+
+
+def load_eval_set(spec: str, split: str | None = None, *, bin_hz: float | None = None, duration: float | None = None,
+                  n_channels: int | None = None, seed: int = 0, holdout_speaker: str | None = None,
+                  valid_speaker: str = AUTO, layout: str | None = None) -> EvalSet:
+    """What `eval`, `simulate` and `compare` run on: with `split` None and `spec` one file, every sample of that file
+    (any name, either layout); otherwise the split (default test) of the dataset, held-out speaker included.
+
+    layout: the layout the model was trained on ('shd' or 'das'); a file of the other layout is an error."""
+    if split is not None and split not in SPLITS:
+        raise InputError(f"--split {split}: choose {', '.join(SPLITS)}")
+    source = find_source(spec)
+    if layout is not None and source.layout != layout:
+        raise InputError(f"{spec}: {LAYOUT_NAMES[source.layout]} layout ({LAYOUTS[source.layout]['n_channels']} "
+                         f"channels); the model takes {n_channels or LAYOUTS[layout]['n_channels']} channels (it was "
+                         f"trained on the {LAYOUT_NAMES[layout]} layout)")
+    if split is None and (spec != "builtin" and Path(spec).expanduser().is_file() or "file" in source.files):
+        bins = bin_spec(source, bin_hz, duration, n_channels)
+        path = Path(spec).expanduser()
+        if source.layout == "das" or "file" in source.files:
+            samples = read_split(source, "file", bins.n_channels)
+        else:  # a train file named directly: that file alone, not its siblings
+            samples = read_shd(path, bins.n_channels)
+        binned = bin_spikes(samples, bins)
+        return EvalSet(source.name, "file", f"all {len(binned)} samples of {path.name}", binned,
+                       dict(SEEN_SPEAKERS))
+    ds = load_dataset(spec, bin_hz=bin_hz, duration=duration, n_channels=n_channels, seed=seed,
+                      holdout_speaker=holdout_speaker, valid_speaker=valid_speaker)
+    split = split or "test"
+    samples = getattr(ds, split)
+    what = f"{split} split"
+    if ds.protocol["kind"] == HELD_OUT and split == "test":
+        what = f"held-out speaker '{ds.protocol['test_speaker']}'"
+    elif ds.protocol["kind"] == HELD_OUT:
+        what += f" (speaker '{ds.protocol['test_speaker']}' held out)"
+    return EvalSet(ds.name, split, f"{what} ({len(samples)} samples)", samples, ds.protocol)
+
+
+def origin_of(data_spec: str | None, seed: int = 0, holdout_speaker: str | None = None, valid_speaker: str = AUTO,
+              spec: dict | None = None, layout: str | None = None) -> dict:
+    """Where a model's samples came from and how they were binned and split: what evaluation needs to read the
+    same test set again (checkpoints and exported networks carry it)."""
+    spec = spec or {}
+    return {"data": data_spec, "seed": seed, "holdout_speaker": holdout_speaker, "valid_speaker": valid_speaker,
+            "bin_hz": spec.get("bin_hz"), "duration": spec.get("duration"), "n_channels": spec.get("n_channels"),
+            "layout": layout}
+
+
+def eval_set_for(origin: dict, data: str | None = None, split: str | None = None,
+                 n_channels: int | None = None) -> EvalSet:
+    """The samples to evaluate a model on: `data` (a file: all its samples unless `split`; a dataset: its `split`,
+    default test) or, without `data`, the model's own test set (its held-out speaker, if it had one)."""
+    bins = dict(bin_hz=origin.get("bin_hz"), duration=origin.get("duration"),
+                n_channels=n_channels if n_channels is not None else origin.get("n_channels"))
+    if data is None:
+        if not origin.get("data"):
+            raise InputError("the model does not record its dataset; pass --data")
+        return load_eval_set(origin["data"], split or "test", seed=origin.get("seed") or 0,
+                             holdout_speaker=origin.get("holdout_speaker"),
+                             valid_speaker=origin.get("valid_speaker") or AUTO, **bins)
+    return load_eval_set(data, split, seed=origin.get("seed") or 0, layout=origin.get("layout"), **bins)

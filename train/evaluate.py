@@ -11,8 +11,8 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from train.checkpoint import load_checkpoint
-from train.datasets import load_dataset
+from train.checkpoint import checkpoint_origin, load_checkpoint
+from train.datasets import eval_set_for
 from train.errors import InputError
 from train.loss import predict
 from train.models import SPIKING, ModelConfig, model_from_checkpoint
@@ -39,36 +39,37 @@ def run_split(model: torch.nn.Module, split, batch: int = 256, limit: int | None
     return {"pred": pred, "accuracy": float((pred == split.labels[:n]).mean()), "rates": rates, "samples": samples}
 
 
-def evaluate(checkpoint: str, data: str | None = None, split: str = "test", limit: int | None = None) -> dict:
-    """Everything `cli.py eval` prints, as a plain dict."""
+def evaluate(checkpoint: str, data: str | None = None, split: str | None = None, limit: int | None = None) -> dict:
+    """Everything `cli.py eval` prints, as a plain dict.
+
+    data: a file (every sample of it unless `split`) or a dataset (its `split`, default test); without it the
+    model's own test set (its held-out speaker, for a speaker-held-out run)."""
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit must be at least 1, got {limit}")
     ckpt = load_checkpoint(checkpoint)
     cfg = ModelConfig(**ckpt["model"])
-    tc = ckpt.get("train_config", {})
-    spec = ckpt.get("data", {}).get("spec", {})
-    dataset = load_dataset(data or tc.get("data", "builtin"), bin_hz=spec.get("bin_hz"),
-                           duration=spec.get("duration"), n_channels=spec.get("n_channels"), seed=tc.get("seed", 0))
-    if dataset.spec.n_channels != cfg.n_in:
-        raise InputError(f"{data}: {dataset.spec.n_channels} channels, the model takes {cfg.n_in}")
-    if dataset.n_classes != cfg.n_classes:
-        raise InputError(f"{data}: {dataset.n_classes} classes, the model has {cfg.n_classes}")
-    if split not in ("train", "valid", "test"):
-        raise InputError(f"--split {split}: choose train, valid or test")
+    ev = eval_set_for(checkpoint_origin(ckpt), data, split, cfg.n_in)
+    where = data or ckpt.get("train_config", {}).get("data", "its dataset")
+    if ev.samples.spec.n_channels != cfg.n_in:
+        raise InputError(f"{where}: {ev.samples.spec.n_channels} channels, the model takes {cfg.n_in}")
+    if ev.n_classes != cfg.n_classes:
+        raise InputError(f"{where}: {ev.n_classes} classes, the model has {cfg.n_classes}")
     model = model_from_checkpoint(ckpt)
-    res = run_split(model, getattr(dataset, split), limit=limit)
-    rates = res["rates"] if cfg.kind in SPIKING else res["rates"][:1]
+    res = run_split(model, ev.samples, limit=limit)
+    rates = list(res["rates"]) + [0.0] * (len(cfg.sizes) - len(res["rates"]))  # ANNs: rates unused, padded
     rows = model_ops(cfg.kind, cfg.sizes, cfg.n_classes, rates)
     return {
         "checkpoint": ckpt["path"], "model": cfg.kind, "layers": cfg.layers, "hidden": cfg.hidden,
-        "data": dataset.name, "split": split, "samples": res["samples"], "epoch": ckpt["epoch"],
-        "accuracy": res["accuracy"], "input_rate": res["rates"][0],
+        "data": ev.name, "split": ev.split, "evaluated_on": ev.what, "protocol": ev.protocol,
+        "samples": res["samples"], "set_samples": len(ev.samples), "epoch": ckpt["epoch"], "accuracy": res["accuracy"], "input_rate": res["rates"][0],
         "layer_rates": res["rates"][1:] if cfg.kind in SPIKING else [],
         "ops": [asdict(r) for r in rows], "ops_total": totals(rows),
     }
 
 
 def format_eval(r: dict) -> str:
-    lines = [f"{r['model']} {r['layers']}x{r['hidden']} (epoch {r['epoch']}) on {r['data']} {r['split']} "
-             f"({r['samples']} samples): accuracy {100 * r['accuracy']:.2f} %",
+    lines = [f"{r['model']} {r['layers']}x{r['hidden']} (epoch {r['epoch']}) on {r['data']}, {r['evaluated_on']}"
+             + (f", the first {r['samples']}" if r["samples"] < r["set_samples"] else "") + f": accuracy {100 * r['accuracy']:.2f} %",
              f"input events per channel per step: {r['input_rate']:.4f}"]
     for l, rate in enumerate(r["layer_rates"], 1):
         lines.append(f"layer{l} spikes per neuron per step: {rate:.4f}")

@@ -3,9 +3,9 @@ import torch
 import torch.nn.functional as F
 
 
-def max_over_time_loss(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def max_over_time_loss(out: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
     """out [B, T, K] readout values; labels [B] class indices."""
-    return F.cross_entropy(out.max(dim=1).values, labels)
+    return F.cross_entropy(out.max(dim=1).values, labels, label_smoothing=label_smoothing)
 
 
 def predict(out: torch.Tensor) -> torch.Tensor:

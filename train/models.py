@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor, nn
 
 from train.errors import InputError
@@ -50,6 +51,22 @@ class ModelConfig:
         return [self.n_in] + [self.hidden] * self.layers
 
 
+class HiddenDropout(nn.Module):
+    """Training-time dropout of hidden outputs (spikes) between layers and before the readout.
+
+    p = 0 (the study's recipe) draws nothing; with p > 0 the trainer reseeds torch's generator every
+    epoch from (seed, epoch), so a resumed run draws the same masks as an uninterrupted one."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p <= 0:
+            return x
+        return x * (torch.rand_like(x) >= self.p) / (1.0 - self.p)
+
+
 class RecurrentNet(nn.Module):
     """L recurrent blocks of one kind, then the leaky-integrator readout."""
 
@@ -59,19 +76,24 @@ class RecurrentNet(nn.Module):
         sizes = cfg.sizes
         self.hidden_layers = nn.ModuleList(block(sizes[l], sizes[l + 1], **cfg.options) for l in range(cfg.layers))
         self.readout = LeakyReadout(cfg.hidden, cfg.n_classes)
+        self.dropout = HiddenDropout()
 
     def forward(self, x: Tensor, return_hidden: bool = False):
-        """x [B, T, n_in] -> readout [B, T, K] (and each hidden layer's output)."""
+        """x [B, T, n_in] -> readout [B, T, K] (and each hidden layer's output, before dropout)."""
         hidden = []
         for layer in self.hidden_layers:
             x = layer(x)
             hidden.append(x)
+            x = self.dropout(x)
         out = self.readout(x)
         return (out, hidden) if return_hidden else out
 
     def clamp_(self) -> None:
         for block in [*self.hidden_layers, self.readout]:
             block.clamp_()
+
+    def set_dropout(self, p: float) -> None:
+        self.dropout.p = float(p)
 
 
 class GRUNet(nn.Module):
@@ -80,10 +102,17 @@ class GRUNet(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.net = GRUStack(cfg.n_in, cfg.n_classes, hidden=cfg.hidden, num_layers=cfg.layers)
+        self.dropout = HiddenDropout()
 
     def forward(self, x: Tensor, return_hidden: bool = False):
-        out = self.net(x)
+        h, _ = self.net.gru(x)
+        out = self.net.readout(self.dropout(h))
         return (out, []) if return_hidden else out
+
+    def set_dropout(self, p: float) -> None:
+        """Between the GRU layers (torch's own) and before the readout."""
+        self.dropout.p = float(p)
+        self.net.gru.dropout = float(p) if self.net.gru.num_layers > 1 else 0.0
 
     def clamp_(self) -> None:
         """Nothing to clip: the GRU has no decays."""

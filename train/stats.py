@@ -10,6 +10,7 @@ import numpy as np
 from scipy import stats
 
 from train.errors import InputError
+from train.speakers import HELD_OUT, SEEN
 
 
 def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
@@ -35,22 +36,64 @@ def find_runs(paths: list[str]) -> list[dict]:
     return found
 
 
+def _protocol(run: dict) -> dict:
+    return run.get("protocol") or {"kind": SEEN}
+
+
 def summarize(paths: list[str]) -> list[dict]:
-    """One row per (model, layers, hidden, data): seeds, test accuracy mean +- 95 % CI."""
+    """One row per (model, layers, hidden, data, recipe, protocol).
+
+    Seen speakers (the dataset's own test split): test accuracy mean +- 95 % CI over seeds.
+    Speaker-held-out: each held-out speaker (fold) averaged over its seeds, then mean +- 95 % CI over folds."""
     groups = defaultdict(list)
     for run in find_runs(paths):
-        groups[(run["model"], run["layers"], run["hidden"], run["data"])].append(run)
+        key = (run["model"], run["layers"], run["hidden"], run["data"], run.get("recipe", "study"),
+               _protocol(run)["kind"])
+        groups[key].append(run)
     rows = []
-    for (model, layers, hidden, data), runs in sorted(groups.items()):
-        mean, half = mean_ci([r["test_acc"] for r in runs])
-        rows.append({"model": model, "layers": layers, "hidden": hidden, "data": data, "seeds": len(runs),
-                     "epochs": max(r["epochs"] for r in runs), "test_acc_mean": mean, "test_acc_ci95": half})
+    for (model, layers, hidden, data, recipe, kind), runs in sorted(groups.items()):
+        row = {"model": model, "layers": layers, "hidden": hidden, "data": data, "recipe": recipe, "protocol": kind,
+               "seeds": len({r["seed"] for r in runs}), "runs": len(runs), "epochs": max(r["epochs"] for r in runs)}
+        row.update(group_accuracy(runs, kind))
+        rows.append(row)
     return rows
 
 
+def group_accuracy(runs: list[dict], kind: str, key: str = "test_acc") -> dict:
+    """test_acc_mean and test_acc_ci95 of runs of one configuration: over seeds (seen speakers), or over folds
+    with each fold's seeds averaged first (speaker-held-out; then also folds and fold_acc)."""
+    if kind != HELD_OUT:
+        mean, half = mean_ci([r[key] for r in runs])
+        return {"test_acc_mean": mean, "test_acc_ci95": half}
+    folds = defaultdict(list)
+    for r in runs:
+        folds[r["protocol"]["test_speaker"]].append(r[key])
+    per_fold = {k: float(np.mean(v)) for k, v in sorted(folds.items())}
+    mean, half = mean_ci(list(per_fold.values()))
+    return {"test_acc_mean": mean, "test_acc_ci95": half, "folds": len(per_fold), "fold_acc": per_fold}
+
+
 def format_summary(rows: list[dict]) -> str:
-    lines = [f"{'model':<10}{'size':<8}{'data':<9}{'seeds':>6}{'epochs':>7}   test accuracy (95 % CI)"]
-    for r in rows:
-        lines.append(f"{r['model']:<10}{str(r['layers']) + 'x' + str(r['hidden']):<8}{r['data']:<9}{r['seeds']:>6}"
-                     f"{r['epochs']:>7}   {100 * r['test_acc_mean']:.2f} +- {100 * r['test_acc_ci95']:.2f} %")
+    seen = [r for r in rows if r["protocol"] != HELD_OUT]
+    held = [r for r in rows if r["protocol"] == HELD_OUT]
+    lines = []
+    if seen:
+        lines.append("seen speakers (the dataset's test split): test accuracy mean +- 95 % CI over seeds")
+        lines.append(f"{'model':<10}{'size':<8}{'data':<9}{'recipe':<8}{'seeds':>6}{'epochs':>7}   test accuracy")
+        for r in seen:
+            lines.append(f"{r['model']:<10}{str(r['layers']) + 'x' + str(r['hidden']):<8}{r['data']:<9}"
+                         f"{r['recipe']:<8}{r['seeds']:>6}{r['epochs']:>7}   "
+                         f"{100 * r['test_acc_mean']:.2f} +- {100 * r['test_acc_ci95']:.2f} %")
+    if held:
+        if lines:
+            lines.append("")
+        lines.append("speaker held out (leave-one-speaker-out): accuracy on the unseen speaker, seeds averaged per "
+                     "fold, mean +- 95 % CI over folds")
+        lines.append(f"{'model':<10}{'size':<8}{'data':<9}{'recipe':<8}{'folds':>6}{'seeds':>6}{'epochs':>7}   "
+                     f"held-out accuracy          per fold")
+        for r in held:
+            folds = ", ".join(f"{k} {100 * v:.1f}" for k, v in r["fold_acc"].items())
+            lines.append(f"{r['model']:<10}{str(r['layers']) + 'x' + str(r['hidden']):<8}{r['data']:<9}"
+                         f"{r['recipe']:<8}{r['folds']:>6}{r['seeds']:>6}{r['epochs']:>7}   "
+                         f"{100 * r['test_acc_mean']:6.2f} +- {100 * r['test_acc_ci95']:5.2f} %   {folds}")
     return "\n".join(lines)

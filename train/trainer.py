@@ -19,11 +19,14 @@ import torch
 from tqdm import tqdm
 
 from train.atomic import atomic_path
+from train.binning import Augment
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.datasets import Dataset, load_dataset
 from train.errors import InputError
 from train.loss import max_over_time_loss, predict
 from train.models import MODEL_KINDS, ModelConfig, build_model
+from train.recipe import Recipe, lr_at, recipe_from_dict
+from train.speakers import AUTO
 
 
 class TrainingDiverged(InputError):
@@ -45,6 +48,13 @@ class TrainConfig:
     duration: float | None = None
     channels: int | None = None
     options: dict = field(default_factory=dict)  # layer options, see train.models.ModelConfig
+    recipe: dict = field(default_factory=dict)  # train.recipe.Recipe as a dict; empty: the study's
+    holdout_speaker: str | None = None  # the speaker-held-out protocol (train.speakers); None: the dataset's splits
+    valid_speaker: str = AUTO
+
+    @property
+    def recipe_obj(self) -> Recipe:
+        return recipe_from_dict(self.recipe)
 
     def validate(self) -> None:
         if self.model not in MODEL_KINDS:
@@ -58,10 +68,12 @@ class TrainConfig:
             raise InputError(f"--lr must be positive, got {self.lr}")
         if self.jitter is not None and self.jitter < 0:
             raise InputError(f"--jitter must be >= 0, got {self.jitter}")
+        self.recipe_obj.validate()
 
 
 def load_data(cfg: TrainConfig) -> Dataset:
-    return load_dataset(cfg.data, bin_hz=cfg.bin_hz, duration=cfg.duration, n_channels=cfg.channels, seed=cfg.seed)
+    return load_dataset(cfg.data, bin_hz=cfg.bin_hz, duration=cfg.duration, n_channels=cfg.channels, seed=cfg.seed,
+                        holdout_speaker=cfg.holdout_speaker, valid_speaker=cfg.valid_speaker)
 
 
 def model_config(cfg: TrainConfig, data: Dataset) -> ModelConfig:
@@ -86,8 +98,21 @@ def _payload(cfg: TrainConfig, mcfg: ModelConfig, data: Dataset, model, opt, epo
     return {
         "model": asdict(mcfg), "train_config": asdict(cfg), "state_dict": model.state_dict(),
         "optimizer": opt.state_dict(), "epoch": epoch, "history": history, "best_valid": best,
-        "data": {"name": data.name, "spec": data.spec.__dict__, "class_names": data.class_names},
+        "data": {"name": data.name, "layout": data.source.layout, "spec": data.spec.__dict__,
+                 "class_names": data.class_names, "protocol": data.protocol},
     }
+
+
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig, recipe: Recipe) -> torch.optim.Optimizer:
+    """Adam (the study's); AdamW when the recipe decays weights."""
+    if recipe.weight_decay > 0:
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=recipe.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr)
+
+
+def _rate_penalty(hidden: list[torch.Tensor]) -> torch.Tensor:
+    """Mean over hidden layers of their spikes per neuron per step."""
+    return torch.stack([h.mean() for h in hidden]).mean()
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
@@ -102,9 +127,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
         raise InputError(f"{run_dir}: already holds a run; use --resume {run_dir} to continue it or pick another --out")
     data = load_data(cfg)
     mcfg = model_config(cfg, data)
+    recipe = cfg.recipe_obj
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg) if model is None else model
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    if recipe.dropout > 0:
+        model.set_dropout(recipe.dropout)
+    opt = _optimizer(model, cfg, recipe)
     start, history, best = 0, [], -1.0
     if resume and (run_dir / "last.pt").exists():
         ckpt = load_checkpoint(run_dir / "last.pt", expect_kind=cfg.model)
@@ -115,16 +143,24 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     with atomic_path(run_dir / "config.json") as tmp:
         tmp.write_text(json.dumps(asdict(cfg), indent=2))
     batch = cfg.batch or data.default_batch
-    jitter = data.default_jitter if cfg.jitter is None else cfg.jitter
+    augment = Augment(data.default_jitter if cfg.jitter is None else cfg.jitter, recipe.channel_shift,
+                      recipe.time_stretch, recipe.event_drop, recipe.spectral_tilt)
+    with_hidden = recipe.rate_reg > 0
     for epoch in range(start + 1, cfg.epochs + 1):
         rng = np.random.default_rng([cfg.seed, epoch])
+        if recipe.dropout > 0:  # the masks of this epoch, whatever ran before (resume)
+            torch.manual_seed(int(np.random.default_rng([cfg.seed, epoch, 1]).integers(1 << 62)))
+        for group in opt.param_groups:
+            group["lr"] = lr_at(recipe, cfg.lr, epoch, cfg.epochs)
         model.train()
         t0, seen, correct, loss_sum = time.perf_counter(), 0, 0, 0.0
         bar = tqdm(total=len(data.train), desc=f"epoch {epoch}/{cfg.epochs}", unit="sample",
                    disable=not progress, leave=False)
-        for x, y in data.train.batches(batch, shuffle=True, rng=rng, jitter_sigma=jitter):
-            out = model(x)
-            loss = max_over_time_loss(out, y)
+        for x, y in data.train.batches(batch, shuffle=True, rng=rng, augment=augment):
+            out, hidden = model(x, return_hidden=True) if with_hidden else (model(x), None)
+            loss = max_over_time_loss(out, y, recipe.label_smoothing)
+            if hidden:
+                loss = loss + recipe.rate_reg * _rate_penalty(hidden)
             if not torch.isfinite(loss):
                 bar.close()
                 raise TrainingDiverged(f"{run_dir}: loss became {loss.item()} in epoch {epoch}; stopped, "
@@ -158,7 +194,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     model.load_state_dict(best_ckpt["state_dict"])
     summary = {"run_dir": str(run_dir), "model": cfg.model, "layers": cfg.layers, "hidden": cfg.hidden,
                "seed": cfg.seed, "data": data.name, "epochs": len(history), "best_epoch": best_ckpt["epoch"],
-               "best_valid_acc": best, "test_acc": accuracy(model, data.test)}
+               "best_valid_acc": best, "test_acc": accuracy(model, data.test), "recipe": recipe.name,
+               "protocol": data.protocol, "test_samples": len(data.test)}
     with atomic_path(run_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
     return summary
@@ -200,3 +237,31 @@ def resume_runs(run_dir: str | Path, epochs: int | None = None, progress: bool =
             cfg.epochs = epochs
         summaries.append(train(cfg, d, resume=True, progress=progress))
     return summaries
+
+
+def config_from_options(model: str, layers: int = 2, hidden: int = 128, data: str = "builtin", epochs: int | None = None,
+                        seed: int = 0, batch: int | None = None, lr: float = 1e-3, jitter: float | None = None,
+                        bin_hz: float | None = None, duration: float | None = None, channels: int | None = None,
+                        clip=None, no_clip: bool = False, surrogate_scale: float | None = None,
+                        surrogate_width: float | None = None, lava_cuba: bool = False, recipe_name: str | None = None,
+                        holdout_speaker: str | None = None, valid_speaker: str = AUTO, **recipe_fields) -> TrainConfig:
+    """A TrainConfig from the command line's options (`train`, `cv`); checked before anything runs."""
+    from train.recipe import make_recipe
+    if epochs is not None and epochs < 1:
+        raise InputError(f"--epochs must be at least 1, got {epochs}")
+    options = {}
+    if no_clip:
+        options["clip"] = None
+    elif clip is not None:
+        options["clip"] = clip
+    for key, value in (("surrogate_scale", surrogate_scale), ("surrogate_width", surrogate_width)):
+        if value is not None:
+            options[key] = value
+    if lava_cuba:
+        options["lava_cuba"] = True
+    cfg = TrainConfig(model=model, layers=layers, hidden=hidden, data=data, epochs=200 if epochs is None else epochs,
+                      seed=seed, batch=batch, lr=lr, jitter=jitter, bin_hz=bin_hz, duration=duration,
+                      channels=channels, options=options, recipe=make_recipe(recipe_name, **recipe_fields).as_dict(),
+                      holdout_speaker=holdout_speaker, valid_speaker=valid_speaker)
+    cfg.validate()
+    return cfg

@@ -1,0 +1,99 @@
+"""Training recipes: the study's, and additions that help a model on voices it never heard.
+
+Each addition is one field; its "off" value leaves training exactly as the study's recipe (same
+random draws, same optimiser), so the study's weights are reproduced bit for bit with every
+addition off (tested). A named recipe is a set of values; options given on the command line
+override single fields.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+from train.errors import InputError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str = "study"
+    dropout: float = 0.0  # probability of dropping a hidden spike (output) between layers and before the readout
+    weight_decay: float = 0.0  # decoupled weight decay (AdamW); 0: Adam
+    lr_schedule: str = "constant"  # constant | cosine (per epoch, to 0 at the last epoch)
+    label_smoothing: float = 0.0
+    channel_shift: int = 0  # a whole sample's channels move by a uniform integer in [-k, k]
+    time_stretch: float = 0.0  # a whole sample's time axis is scaled by a uniform factor in [1 - s, 1 + s]
+    event_drop: float = 0.0  # each input event is dropped with this probability
+    spectral_tilt: float = 0.0  # a random spectral slope per sample: up to this share of one end's events dropped
+    rate_reg: float = 0.0  # loss += rate_reg * mean over hidden layers of (spikes per neuron per step)
+
+    def validate(self) -> None:
+        for name in ("dropout", "event_drop", "label_smoothing", "spectral_tilt"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise InputError(f"--{name.replace('_', '-')} must be in [0, 1), got {v}")
+        for name in ("weight_decay", "rate_reg", "time_stretch"):
+            if getattr(self, name) < 0:
+                raise InputError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.time_stretch >= 1.0:
+            raise InputError(f"--time-stretch must be below 1, got {self.time_stretch}")
+        if self.channel_shift < 0:
+            raise InputError(f"--channel-shift must be >= 0, got {self.channel_shift}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise InputError(f"--lr-schedule {self.lr_schedule!r}: choose {', '.join(LR_SCHEDULES)}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        on = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)
+              if f.name != "name" and getattr(self, f.name) != f.default]
+        return ", ".join(on) if on else "the study's, no additions"
+
+
+LR_SCHEDULES = ("constant", "cosine")
+RECIPES = {
+    "study": Recipe(),
+    "unseen": Recipe(name="unseen", dropout=0.2, weight_decay=1e-2, lr_schedule="cosine", channel_shift=24,
+                     time_stretch=0.15, event_drop=0.1),
+}
+DEFAULT_RECIPE = "study"
+
+
+def make_recipe(name: str | None = None, **overrides) -> Recipe:
+    """The named recipe (default DEFAULT_RECIPE) with the given fields replaced (None: keep)."""
+    name = name or DEFAULT_RECIPE
+    if name not in RECIPES:
+        raise InputError(f"--recipe {name!r}: choose one of {', '.join(RECIPES)}")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(changes) - {f.name for f in fields(Recipe)}
+    if unknown:
+        raise InputError(f"unknown recipe field(s): {', '.join(sorted(unknown))}")
+    r = replace(RECIPES[name], **changes)
+    r.validate()
+    return r
+
+
+def recipe_from_dict(d: dict | None) -> Recipe:
+    """A recipe as config.json stores it (absent in runs made before recipes: the study's)."""
+    if not d:
+        return Recipe()
+    try:
+        r = Recipe(**d)
+    except TypeError as exc:
+        raise InputError(f"unreadable recipe in the run config ({exc})") from None
+    r.validate()
+    return r
+
+
+def lr_at(recipe: Recipe, lr: float, epoch: int, epochs: int) -> float:
+    """The learning rate of `epoch` (1-based) of `epochs`: a pure function of the epoch, so resume needs no state."""
+    if recipe.lr_schedule == "cosine":
+        import math
+        return lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / max(1, epochs)))
+    return lr
+
+
+def help_text() -> str:
+    lines = []
+    for r in RECIPES.values():
+        lines.append(f"{r.name}: {r.describe()}")
+    return "; ".join(lines)
