@@ -223,13 +223,16 @@ def finetune_cmd(checkpoint, out, epochs, lr, data, batch, quiet):
 @click.option("--backend", type=click.Choice(["sim", "loihi2"]), default="sim", show_default=True,
               help="Lava run config: Loihi2SimCfg, or Loihi2HwCfg (needs Intel's lava-loihi).")
 @click.option("--channels", type=int, default=None, help="Read the dataset with this many channels.")
-@click.option("--stock-netx", is_flag=True, help="Run a --netx-compatible file in lava-dl's stock netx Network.")
+@click.option("--stock-netx", is_flag=True, help="Run a --netx-compatible file in lava-dl's stock netx Network "
+              "(the host clears each layer's recurrent synapse buffer between samples: exact).")
+@click.option("--raw-stream", is_flag=True, help="With --stock-netx: no clearing between samples (free-running "
+              "stream; the previous sample's last spikes reach the next one).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def simulate_cmd(network, data, split, limit, engine, backend, channels, stock_netx, as_json, quiet):
+def simulate_cmd(network, data, split, limit, engine, backend, channels, stock_netx, raw_stream, as_json, quiet):
     """Run an exported NETWORK (.h5) over a dataset split: accuracy and measured MAC/AC per timestep."""
     from sim.simulate import format_simulate, simulate
-    r = simulate(network, data, split, limit, engine, backend, channels, not quiet, stock_netx)
+    r = simulate(network, data, split, limit, engine, backend, channels, not quiet, stock_netx, raw_stream)
     _echo_json(r) if as_json else click.echo(format_simulate(r))
 
 

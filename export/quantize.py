@@ -68,7 +68,8 @@ def quantize_block(kind: str, p: dict[str, np.ndarray], index: int, report: Quan
     ff = _synapse(p["W"], index, "W", report)
     bias_mant, bias_exp = _bias(p["b"], index, "b", report)
     if kind == "readout":
-        return QLayer("readout", ff, bias_mant=bias_mant, bias_exp=bias_exp, v_decay=fx.decay_to_int(p["beta"]))
+        v_decay = np.broadcast_to(fx.decay_to_int(p["beta"]), np.shape(p["b"])).copy()  # a shared beta: per unit
+        return QLayer("readout", ff, bias_mant=bias_mant, bias_exp=bias_exp, v_decay=v_decay)
     rec = _synapse(p["U"], index, "U", report)
     layer = QLayer(kind, ff, rec, bias_mant=bias_mant, bias_exp=bias_exp)
     if kind == "lif":

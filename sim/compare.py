@@ -4,7 +4,9 @@ On the same first N samples of a split (N = --limit, small because Lava runs the
   * predicted (float):  Table 2 (train.ops.model_ops) at the float model's activity (its checkpoint);
   * predicted (fixed):  Table 2 at the fixed-point network's activity (fast engine spikes);
   * measured (Lava):    the Lava run's event counters (sim.lava_net);
-  * measured (fast):    the fast engine's counts.
+  * measured (fast):    the fast engine's counts;
+  * stock netx (--netx-compatible files): the file in lava-dl's own netx layers (the route onto Loihi 2), its
+    predictions against the fast engine's (they have no counters).
 MAC and AC are per timestep per sample, per layer and in total; differences in %. Accuracies of the
 float model, the fixed-point network and Lava on those samples (and float / fixed on the whole
 split). Energy = MAC * e_mac + AC * e_ac (per-op energies in pJ, defaults from Horowitz, ISSCC 2014,
@@ -135,6 +137,7 @@ def compare(path: str | Path, data: str | None = None, checkpoint: str | None = 
     fast = run_fast(net, binned, index=index, progress=False)
     whole = run_fast(net, binned, progress=progress) if n < len(binned) else fast
     lava = run_engine(net, binned, "lava", index, "sim", progress, path)
+    stock = run_engine(net, binned, "lava", index, "sim", progress, path, stock_netx=True, netx=True) if netx else None
     fixed_rates = _rates_of(fast.counts, sizes)
     pred_fixed = predicted(kind, sizes, net.readout.n_out, fixed_rates)
     pred_float = predicted(kind, sizes, net.readout.n_out, flt["rates"]) if flt else None
@@ -170,6 +173,7 @@ def compare(path: str | Path, data: str | None = None, checkpoint: str | None = 
     labels = np.asarray(binned.labels)[index]
     acc = {"float": flt["accuracy"] if flt else None, "fixed": fast.accuracy,
            "lava": float(np.mean(lava["pred"] == labels)),
+           "stock_netx": float(np.mean(stock["pred"] == labels)) if stock else None,
            "float_split": flt["split_accuracy"] if flt else None, "fixed_split": whole.accuracy}
     return {"file": str(path), "model": net.meta.get("model", kind), "netx_compatible": netx, "data": dataset.name,
             "split": dataset.what, "samples": n, "split_samples": len(binned), "steps": fast.counts.steps,
@@ -177,8 +181,11 @@ def compare(path: str | Path, data: str | None = None, checkpoint: str | None = 
             "rates": {"float": flt["rates"] if flt else None, "fixed": fixed_rates},
             "accuracy": acc, "lava_equals_fast": {"predictions": bool(np.array_equal(lava["pred"], fast.pred)),
                                                   "counts": counts_equal},
+            "stock_netx": None if stock is None else {
+                "agree_with_fast": int(np.sum(stock["pred"] == fast.pred)), "pred": stock["pred"].tolist(),
+                "accuracy_minus_fast_points": 100 * (acc["stock_netx"] - fast.accuracy)},
             "energy": energy, "e_mac_pj": e_mac, "e_ac_pj": e_ac, "measured_vs_predicted_fixed": worst,
-            "lava_seconds": lava["seconds"], "notes": notes + lava["notes"]}
+            "lava_seconds": lava["seconds"], "notes": notes + lava["notes"] + (stock["notes"][1:] if stock else [])}
 
 
 def _f(x, width=12, prec=1) -> str:
@@ -212,13 +219,17 @@ def format_compare(r: dict) -> str:
     a = r["accuracy"]
     pct = lambda x: "-" if x is None else f"{100 * x:.2f} %"
     lines.append(f"accuracy on these {r['samples']} samples: float {pct(a['float'])}, fixed point {pct(a['fixed'])}, "
-                 f"Lava {pct(a['lava'])}")
+                 f"Lava {pct(a['lava'])}" + (f", stock netx {pct(a['stock_netx'])}" if r["stock_netx"] else ""))
     if r["samples"] < r["split_samples"]:
         lines.append(f"accuracy on the whole split ({r['split_samples']}): float {pct(a['float_split'])}, "
                      f"fixed point {pct(a['fixed_split'])}")
     eq = r["lava_equals_fast"]
     lines.append(f"Lava vs fast engine on the same samples: predictions {'equal' if eq['predictions'] else 'DIFFER'}, "
                  f"counts {'equal' if eq['counts'] else 'DIFFER'}")
+    if r["stock_netx"]:
+        sn = r["stock_netx"]
+        lines.append(f"stock netx (lava-dl's own layers, the route onto Loihi 2) vs fast engine: {sn['agree_with_fast']} "
+                     f"of {r['samples']} predictions equal, accuracy {sn['accuracy_minus_fast_points']:+.2f} points")
     en = ", ".join(f"{src} {'-' if e is None else format(e['pj_per_step'], '.0f') + ' pJ/step (' + format(e['nj_per_sample'], '.1f') + ' nJ/sample)'}"
                    for src, e in r["energy"].items())
     lines.append(f"energy at {r['e_mac_pj']} pJ/MAC, {r['e_ac_pj']} pJ/AC: {en}")

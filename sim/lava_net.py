@@ -16,10 +16,9 @@ caller presents no partial result).
 Stock netx (``--netx-compatible`` files): ``run_stock_netx`` runs the file with lava-dl's own
 ``lava.lib.dl.netx.hdf5.Network`` (stock CUBA layers). Those layers have no event counters, so
 the counts of such a run come from the fast engine on the same samples (``Counts.source`` says
-so). netx's reset clears u and v but not the synapse buffers, so from the second sample on a
-layer sees one step of the previous sample's recurrent input: a stock netx stream can differ
-from the fixed-point model where a layer spikes on a sample's last step; the counting build of
-the same file (``build_lava_network``: LavaCubaLIF layers) has no such carry-over.
+so). netx's reset clears u and v but not the synapse buffers; the run clears each layer's recurrent
+buffer from the host at every sample boundary (``clear=True``), which makes it equal the fixed-point
+model sample by sample (see run_stock_netx).
 """
 from __future__ import annotations
 
@@ -239,13 +238,26 @@ def run_lava(net: QNetwork, counts: np.ndarray, record: bool = False, progress: 
     return LavaResult(sample_max.argmax(axis=1), sample_max, counts_, spikes, seconds, total)
 
 
+def stock_netx_pauses(n_samples: int, steps: int, n_hidden: int) -> list[tuple[int, int]]:
+    """(Lava step, hidden layer k) after which layer k's recurrent synapse buffer must be cleared: the step just
+    before netx resets layer k for the next sample (layer k's sample j starts at Lava step j * T + 2 + k)."""
+    return [(j * steps + 1 + k, k) for j in range(1, n_samples) for k in range(n_hidden)]
+
+
 def run_stock_netx(path: str | Path, net: QNetwork, counts: np.ndarray, record: bool = False,
-                   progress: bool = True, run_cfg: RunConfig | None = None) -> LavaResult:
+                   progress: bool = True, run_cfg: RunConfig | None = None, clear: bool = True) -> LavaResult:
     """A --netx-compatible file in stock lava-dl netx (``Network(path, input_message_bits=8,
     reset_interval=T, reset_offset=1)``), samples streamed back to back.
 
-    The readout's voltage is probed (Monitor) and its per-sample maximum gives the class. Stock
-    layers have no counters: ``counts`` stays empty here (the caller takes the fast engine's)."""
+    netx's reset zeroes a layer's u and v but not its synapses' buffers: at a sample's first step the recurrent
+    synapse still delivers the previous sample's last spikes, and in a trained recurrent network that one step
+    changes every later sample (issue: all but the first sample misclassified). With ``clear`` (default) the
+    run pauses just before each layer's reset and zeroes that layer's recurrent ``a_buff`` (L Var writes per
+    sample, from the host), which makes the stream equal the fixed-point model sample by sample; ``clear=False``
+    is the free-running stream, carry-over included.
+
+    The readout's voltage is probed (Monitor) and its per-sample maximum gives the class. Stock layers have no
+    counters: ``counts`` stays empty here (the caller takes the fast engine's)."""
     with contextlib.redirect_stdout(sys.stderr):  # lava-dl prints a warning about an optional package on import
         from lava.lib.dl.netx.hdf5 import Network
     from lava.proc.io.source import RingBuffer as Source
@@ -271,14 +283,21 @@ def run_stock_netx(path: str | Path, net: QNetwork, counts: np.ndarray, record: 
         m = Monitor()
         m.probe(p, total)
         monitors.append(m)
+    pauses = stock_netx_pauses(N, T, L) if clear else []
+    stops = sorted({step for step, _ in pauses} | {min(total, c * T) for c in range(1, total // T + 1)} | {total})
     bar = tqdm(total=N, desc="stock netx", unit="sample", disable=not progress, leave=False)
     t0 = time.perf_counter()
-    done = 0
+    done, cleared = 0, 0
     try:
         with lava_session(nx):
-            for chunk in _chunks(total, T):
-                run_steps(nx, chunk, run_cfg=(run_cfg or Loihi2SimCfg(select_tag="fixed_pt")) if done == 0 else None)
-                done += chunk
+            for stop in stops:
+                run_steps(nx, stop - done, run_cfg=(run_cfg or Loihi2SimCfg(select_tag="fixed_pt")) if done == 0 else None)
+                done = stop
+                for step, k in pauses:
+                    if step == done:
+                        syn = nx.layers[k].synapse_rec
+                        syn.a_buff.set(np.zeros(syn.a_buff.shape))
+                        cleared += 1
                 bar.update(min(N, max(0, (done - L - 2) // T)) - bar.n)
             traces = [np.asarray(next(iter(next(iter(m.get_data().values())).values()))) for m in monitors]
     finally:
@@ -292,8 +311,14 @@ def run_stock_netx(path: str | Path, net: QNetwork, counts: np.ndarray, record: 
     res = LavaResult(sample_max.argmax(axis=1), sample_max, Counts(samples=N, steps=T, source="none"), spikes,
                      time.perf_counter() - t0, total)
     res.notes.append("stock netx layers have no event counters: the counts are the fast engine's on the same samples")
+    if clear:
+        res.notes.append(f"the host cleared the recurrent synapse buffers at each sample boundary ({cleared} Var writes; "
+                         "netx resets only u and v)")
+    else:
+        res.notes.append("free-running stream (--raw-stream): netx resets u and v but not the synapse buffers, so "
+                         "from the second sample on each layer sees one step of the previous sample's recurrent input")
     return res
 
 
 __all__ = ["BACKENDS", "LavaNetwork", "LavaResult", "LavaRunError", "build_lava_network", "loihi2_available",
-           "read_counts", "read_spikes", "run_config", "run_lava", "run_stock_netx"]
+           "read_counts", "read_spikes", "run_config", "run_lava", "run_stock_netx", "stock_netx_pauses"]

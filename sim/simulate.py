@@ -95,8 +95,12 @@ def sample_index(n_split: int, limit: int | None) -> np.ndarray:
 
 
 def run_engine(net: QNetwork, split, engine: str, index: np.ndarray, backend: str = "sim", progress: bool = True,
-               path: str | Path | None = None, stock_netx: bool = False, netx: bool = False) -> dict:
-    """One engine over the samples `index` of a split: predictions, labels, counts, seconds, notes."""
+               path: str | Path | None = None, stock_netx: bool = False, netx: bool = False,
+               raw_stream: bool = False) -> dict:
+    """One engine over the samples `index` of a split: predictions, labels, counts, seconds, notes.
+
+    stock_netx: run the file in lava-dl's stock netx (raw_stream: without clearing the recurrent synapse buffers
+    between samples, see sim.lava_net.run_stock_netx)."""
     index = np.asarray(index, dtype=np.int64)
     n = len(index)
     if n < 1:
@@ -116,14 +120,11 @@ def run_engine(net: QNetwork, split, engine: str, index: np.ndarray, backend: st
         if stock_netx:
             if not netx:
                 raise InputError(f"{path}: --stock-netx needs a --netx-compatible file")
-            res = lava_net.run_stock_netx(path, net, counts, progress=progress, run_cfg=cfg)
+            res = lava_net.run_stock_netx(path, net, counts, progress=progress, run_cfg=cfg, clear=not raw_stream)
             fast = run_counts(net, counts)
             res.counts = fast.counts
             res.counts.source = "fast"
             notes += res.notes
-            notes.append("netx resets u and v but not the synapse buffers: from the second sample on, a layer sees "
-                         "one step of the previous sample's recurrent input, so predictions may differ slightly "
-                         "from the fixed-point model")
         else:
             res = lava_net.run_lava(net, counts, progress=progress, run_cfg=cfg)
     except LavaRunError as exc:
@@ -135,7 +136,7 @@ def run_engine(net: QNetwork, split, engine: str, index: np.ndarray, backend: st
 
 def simulate(path: str | Path, data: str | None = None, split: str | None = None, limit: int | None = None,
              engine: str = "lava", backend: str = "sim", channels: int | None = None, progress: bool = True,
-             stock_netx: bool = False) -> dict:
+             stock_netx: bool = False, raw_stream: bool = False) -> dict:
     """Everything `cli.py simulate` prints, as a plain dict (no partial result: errors raise).
 
     data/split: as train.datasets.eval_set_for (a file: all its samples unless `split`)."""
@@ -157,7 +158,9 @@ def simulate(path: str | Path, data: str | None = None, split: str | None = None
                          "--engine fast runs the whole split)")
     t0 = time.perf_counter()
     index = sample_index(len(binned), limit)
-    run = run_engine(net, binned, engine, index, backend, progress, path, stock_netx, netx)
+    if raw_stream and not stock_netx:
+        raise InputError("--raw-stream applies to --stock-netx runs only")
+    run = run_engine(net, binned, engine, index, backend, progress, path, stock_netx, netx, raw_stream)
     counts: Counts = run["counts"]
     rows = measured_ops(net, counts)
     mac, ac = sum(r["mac"] for r in rows), sum(r["ac"] for r in rows)
@@ -165,7 +168,7 @@ def simulate(path: str | Path, data: str | None = None, split: str | None = None
     return {
         "file": str(path), "model": net.meta.get("model", net.layers[0].kind), "netx_compatible": netx,
         "layers": [f"{l.kind} {l.n_in}->{l.n_out}" for l in net.layers], "data": dataset.name, "split": dataset.what,
-        "engine": engine, "backend": backend, "stock_netx": stock_netx, "samples": int(len(run["pred"])),
+        "engine": engine, "backend": backend, "stock_netx": stock_netx, "raw_stream": raw_stream, "samples": int(len(run["pred"])),
         "split_samples": len(binned), "steps": steps, "accuracy": float(np.mean(run["pred"] == run["labels"])),
         "correct": int(np.sum(run["pred"] == run["labels"])), "index": index.tolist(), "pred": run["pred"].tolist(),
         "rates": _rates(counts, net), "ops": rows, "ops_total": {"mac": mac, "ac": ac, "ops": mac + ac},
@@ -177,7 +180,8 @@ def simulate(path: str | Path, data: str | None = None, split: str | None = None
 
 def format_simulate(r: dict) -> str:
     eng = {"lava": f"Lava ({'Loihi2HwCfg' if r['backend'] == 'loihi2' else 'Loihi2SimCfg'}, fixed_pt"
-                   f"{', stock netx' if r['stock_netx'] else ''})", "fast": "fast engine"}[r["engine"]]
+                   f"{(', stock netx' + (', raw stream' if r['raw_stream'] else '')) if r['stock_netx'] else ''})",
+           "fast": "fast engine"}[r["engine"]]
     lines = [f"{r['file']}: {r['model']} ({', '.join(r['layers'])})",
              f"{eng} on {r['data']}, {r['split']}: "
              + (f"{r['samples']} of them (spread evenly)" if r['samples'] < r['split_samples'] else "all")

@@ -340,21 +340,50 @@ def test_lava_failure_mid_run_stops_cleanly(trained, monkeypatch):
 
 
 # ----------------------------------------------------------------------------------- stock netx files
-def test_netx_compatible_file_counted_and_stock(tmp_path, _builtin_cache_dir, monkeypatch):
-    """A --lava-cuba model exported --netx-compatible: the counting Lava build equals the fast engine; stock
-    netx (counters from the fast engine, said so) gives the same predictions on one sample."""
-    from train.trainer import TrainConfig, train
-    monkeypatch.setenv("SPIKAUDIO_CACHE", str(_builtin_cache_dir))
-    run = tmp_path / "lc"
-    train(TrainConfig(model="cuba-lif", layers=1, hidden=16, bin_hz=25, batch=16, epochs=1, data="builtin",
-                      options={"lava_cuba": True}), run, progress=False)
-    assert _cli("export", run / "best.pt", "--out", tmp_path / "nx.h5", "--netx-compatible").exit_code == 0
-    counted = json.loads(_cli("simulate", tmp_path / "nx.h5", "--limit", "3", "--json", "--quiet").stdout)
-    fast = json.loads(_cli("simulate", tmp_path / "nx.h5", "--engine", "fast", "--json", "--quiet").stdout)
+@pytest.fixture(scope="module")
+def netx_run(tmp_path_factory, _builtin_cache_dir):
+    """A 2-layer --lava-cuba Cuba-LIF trained a few epochs on the built-in data, exported --netx-compatible."""
+    from train.trainer import config_from_options, train
+    run = tmp_path_factory.mktemp("netx") / "lc"
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("SPIKAUDIO_CACHE", str(_builtin_cache_dir))
+        train(config_from_options(model="cuba-lif", layers=2, hidden=16, bin_hz=50, batch=16, epochs=4,
+                                  data="builtin", lava_cuba=True), run, progress=False)
+        res = _cli("export", run / "best.pt", "--out", run / "nx.h5", "--netx-compatible")
+    assert res.exit_code == 0, res.output
+    return run
+
+
+def test_netx_compatible_file_counted_build_equals_fast(netx_run):
+    """The counting Lava build of a --netx-compatible file equals the fast engine."""
+    counted = json.loads(_cli("simulate", netx_run / "nx.h5", "--limit", "3", "--json", "--quiet").stdout)
+    fast = json.loads(_cli("simulate", netx_run / "nx.h5", "--engine", "fast", "--json", "--quiet").stdout)
     assert counted["counts_from"] == "lava" and counted["netx_compatible"]
     assert counted["pred"] == [dict(zip(fast["index"], fast["pred"]))[i] for i in counted["index"]]
-    stock = _cli("simulate", tmp_path / "nx.h5", "--limit", "1", "--stock-netx", "--json", "--quiet")
-    assert stock.exit_code == 0, stock.output
-    r = json.loads(stock.stdout)
-    assert r["counts_from"] == "fast" and any("no event counters" in n for n in r["notes"])
-    assert r["pred"] == [fast["pred"][0]]
+
+
+def test_stock_netx_stream_equals_fast_engine_sample_by_sample(netx_run):
+    """A stream of 12 test samples through stock netx: every sample's readout maxima (hence its class) equal the
+    fast engine's. Without clearing the recurrent synapse buffers between samples (the free-running stream) the
+    previous sample's last spikes leak into the next, and later samples differ."""
+    net = read_network(netx_run / "nx.h5")
+    _, split = load_split(net, None, "test")
+    index = sample_index(len(split), 12)
+    counts = split.dense(index).numpy().astype(np.int64)
+    ref = run_batch(net, counts)["readout"].max(axis=1)
+    assert len(set(ref.argmax(axis=1).tolist())) > 1  # a network that tells samples apart
+    stock = lava_net.run_stock_netx(netx_run / "nx.h5", net, counts, progress=False)
+    np.testing.assert_array_equal(stock.sample_max, ref)
+    raw = lava_net.run_stock_netx(netx_run / "nx.h5", net, counts, progress=False, clear=False)
+    np.testing.assert_array_equal(raw.sample_max[0], ref[0])  # the first sample has nothing before it
+    assert (raw.sample_max[1:] != ref[1:]).any()
+
+
+def test_compare_stock_netx_column(netx_run):
+    res = _cli("compare", netx_run / "nx.h5", "--limit", "10", "--json", "--quiet")
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.stdout.rsplit("\nmeasured_vs", 1)[0])
+    assert r["netx_compatible"] and r["stock_netx"]["agree_with_fast"] == 10
+    assert r["accuracy"]["stock_netx"] == r["accuracy"]["fixed"] and r["stock_netx"]["accuracy_minus_fast_points"] == 0
+    text = _cli("compare", netx_run / "nx.h5", "--limit", "2", "--quiet").output
+    assert "stock netx (lava-dl's own layers, the route onto Loihi 2) vs fast engine: 2 of 2 predictions equal" in text

@@ -383,7 +383,8 @@ class _Leaky(torch.autograd.Function):
     def backward(ctx, go):
         o, beta = ctx.saved_tensors
         do = _leaky_scan(go, beta, True)
-        return do, (do[:, 1:] * o[:, :-1]).sum((0, 1))
+        dbeta = (do[:, 1:] * o[:, :-1]).sum((0, 1))
+        return do, dbeta.sum().reshape(beta.shape) if beta.numel() == 1 else dbeta
 
 
 def readout(x: Tensor, p: ReadoutParams) -> Tensor:

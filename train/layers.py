@@ -153,15 +153,16 @@ class RNNRecurrent(_Recurrent):
 
 class LeakyReadout(_Block):
     """Leaky integrator readout without spike or reset: o_t = beta o_{t-1} + W s_t + b
-    (parameters W, b, beta play DESIGN's Wo, bo, beta_o); returns o."""
+    (parameters W, b, beta play DESIGN's Wo, bo, beta_o); returns o. shared_decay: one beta for
+    all units (Lava's LIF, hence stock netx, has one decay per layer)."""
     kind = 'readout'
 
-    def __init__(self, n_in: int, n_out: int, *, fast: bool = True):
+    def __init__(self, n_in: int, n_out: int, *, fast: bool = True, shared_decay: bool = False):
         super().__init__()
         self.n_in, self.n_out, self.fast = n_in, n_out, fast
         self.W = _uniform(n_out, n_in, fan_in=n_in)
         self.b = _uniform(n_out, fan_in=n_in)
-        self.beta = _decay(n_out)
+        self.beta = _decay(1 if shared_decay else n_out)
 
     def forward(self, x: Tensor) -> Tensor:
         p = ReadoutParams(self.W, self.b, self.beta)

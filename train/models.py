@@ -20,7 +20,7 @@ SPIKING = ("lif", "cuba-lif", "spikgru")
 # layer options each kind accepts (the rest of a block's keywords are fixed by the recipe)
 OPTIONS = {
     "lif": {"clip", "surrogate_scale", "surrogate_width"},
-    "cuba-lif": {"clip", "surrogate_scale", "surrogate_width", "lava_cuba"},
+    "cuba-lif": {"clip", "surrogate_scale", "surrogate_width", "lava_cuba", "shared_readout_decay"},
     "spikgru": {"clip", "surrogate_scale", "surrogate_width"},
     "rnn": set(),
     "gru": set(),
@@ -74,8 +74,10 @@ class RecurrentNet(nn.Module):
         super().__init__()
         block = RECURRENT[cfg.kind]
         sizes = cfg.sizes
-        self.hidden_layers = nn.ModuleList(block(sizes[l], sizes[l + 1], **cfg.options) for l in range(cfg.layers))
-        self.readout = LeakyReadout(cfg.hidden, cfg.n_classes)
+        options = dict(cfg.options)
+        shared = bool(options.pop("shared_readout_decay", False))
+        self.hidden_layers = nn.ModuleList(block(sizes[l], sizes[l + 1], **options) for l in range(cfg.layers))
+        self.readout = LeakyReadout(cfg.hidden, cfg.n_classes, shared_decay=shared)
         self.dropout = HiddenDropout()
 
     def forward(self, x: Tensor, return_hidden: bool = False):

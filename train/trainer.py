@@ -257,8 +257,9 @@ def config_from_options(model: str, layers: int = 2, hidden: int = 128, data: st
     for key, value in (("surrogate_scale", surrogate_scale), ("surrogate_width", surrogate_width)):
         if value is not None:
             options[key] = value
-    if lava_cuba:
+    if lava_cuba:  # Lava's CUBA throughout, and one readout decay as stock netx has
         options["lava_cuba"] = True
+        options["shared_readout_decay"] = True
     cfg = TrainConfig(model=model, layers=layers, hidden=hidden, data=data, epochs=200 if epochs is None else epochs,
                       seed=seed, batch=batch, lr=lr, jitter=jitter, bin_hz=bin_hz, duration=duration,
                       channels=channels, options=options, recipe=make_recipe(recipe_name, **recipe_fields).as_dict(),
