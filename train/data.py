@@ -86,12 +86,15 @@ def concat(sets: list[SpikeSet], source: str) -> SpikeSet:
             raise InputError(f"{s.source}: classes {s.class_names[:5]}... differ from {first.source}'s")
         if s.n_channels != first.n_channels:
             raise InputError(f"{s.source}: {s.n_channels} channels, {first.source} has {first.n_channels}")
-    speakers = None
+    speakers, names = None, None
     if all(s.speakers is not None for s in sets):
-        per_sample = [s.speaker_name(int(k)) for s in sets for k in s.speakers]
-        names = sorted(set(per_sample))
-        index = {n: k for k, n in enumerate(names)}
-        speakers = np.array([index[n] for n in per_sample], dtype=np.int64)
+        if all(s.speaker_names == first.speaker_names for s in sets):  # one numbering (the file's ids): kept
+            speakers, names = np.concatenate([s.speakers for s in sets]), first.speaker_names
+        else:
+            per_sample = [s.speaker_name(int(k)) for s in sets for k in s.speakers]
+            names = sorted(set(per_sample))
+            index = {n: k for k, n in enumerate(names)}
+            speakers = np.array([index[n] for n in per_sample], dtype=np.int64)
     starts = np.cumsum([0] + [len(s.times) for s in sets[:-1]])
     offsets = np.concatenate([[0]] + [s.offsets[1:] + a for s, a in zip(sets, starts)]).astype(np.int64)
     dropped = {k: sum(s.dropped[k] for s in sets) for k in first.dropped}
@@ -99,7 +102,7 @@ def concat(sets: list[SpikeSet], source: str) -> SpikeSet:
     return SpikeSet(np.concatenate([s.times for s in sets]), np.concatenate([s.units for s in sets]), offsets,
                     np.concatenate([s.labels for s in sets]), speakers, first.class_names, first.n_channels, source,
                     ids=ids, dropped=dropped, skipped_multi_digit=sum(s.skipped_multi_digit for s in sets),
-                    speaker_names=names if speakers is not None else None)
+                    speaker_names=names)
 
 
 def _ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:

@@ -114,7 +114,7 @@ def read_pool(source: Source, n_channels: int) -> SpikeSet:
     if source.layout == "das":
         return read_split(source, "file", n_channels)
     parts = [read_split(source, split, n_channels) for split in source.files]
-    return parts[0] if len(parts) == 1 else concat(parts, str(Path(parts[0].source).parent))
+    return parts[0] if len(parts) == 1 else concat(parts, ", ".join(p.source for p in parts))
 
 
 @dataclass

@@ -1,0 +1,266 @@
+"""Voices the model never heard: the speaker-held-out protocol, leave-one-speaker-out cross-validation,
+evaluation on any file, and the recipe options (off: the study's weights exactly)."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from train import trainer
+from train.binning import Augment, BinSpec, augment_events
+from train.checkpoint import load_checkpoint
+from train.data import concat, read_shd
+from train.datasets import find_source, load_dataset, read_pool
+from train.errors import InputError
+from train.recipe import Recipe, make_recipe
+from train.speakers import present_speakers, resolve_speaker, speaker_split
+from train.stats import format_summary, mean_ci, summarize
+from train.trainer import config_from_options, train
+
+from conftest import SHARED_DATA, one_line_error, run_cli, write_das_file, write_shd_file
+
+FSDD_SHD = SHARED_DATA / "fsdd-shd"
+FSDD_DAS = SHARED_DATA / "fsdd-das" / "fsdd-das.hdf5"
+TINY = dict(model="cuba-lif", layers=1, hidden=16, bin_hz=25, batch=16, data="builtin")
+
+
+def _names(s, index=None) -> set[str]:
+    return {s.speaker_name(int(k)) for k in (s.speakers if index is None else s.speakers[index])}
+
+
+# ---- the protocol ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("valid", ["auto", "random", "speaker1"])
+def test_held_out_speaker_never_in_training_or_validation_builtin(valid):
+    pool = read_pool(find_source("builtin"), 700)
+    assert present_speakers(pool) == [f"speaker{k}" for k in range(5)]  # four in the train file, one in test
+    train, va, test, protocol = speaker_split(pool, "speaker2", valid, 0.1, seed=0)
+    assert _names(test) == {"speaker2"} and len(test) == int(np.sum(pool.speakers == 2))
+    assert "speaker2" not in _names(train) | _names(va)
+    assert len(train) + len(va) + len(test) == len(pool)
+    if valid == "random":
+        assert _names(va) <= _names(train) and protocol["valid_speaker"] == "random"
+    else:
+        expected = "speaker3" if valid == "auto" else "speaker1"  # auto: the next speaker by name
+        assert _names(va) == {expected} and expected not in _names(train)
+        assert protocol["valid_speaker"] == expected
+    assert protocol["test_speaker"] == "speaker2"
+
+
+@pytest.mark.skipif(not FSDD_SHD.exists(), reason="../shared/data/fsdd-shd not present")
+def test_held_out_speaker_real_data_both_layouts():
+    pool = read_pool(find_source(str(FSDD_SHD)), 700)
+    assert present_speakers(pool) == ["george", "jackson", "lucas", "nicolas", "yweweler"]  # 'theo' has no samples
+    assert resolve_speaker(pool, "5") == "yweweler" and resolve_speaker(pool, "GEORGE") == "george"  # file id, any case
+    train, va, test, _ = speaker_split(pool, "lucas", "auto", 0.1, 0)
+    assert (len(train), len(va), len(test)) == (1500, 500, 500)  # takes of both files pooled
+    assert _names(test) == {"lucas"} and _names(va) == {"nicolas"} and "lucas" not in _names(train)
+    ds = load_dataset(str(FSDD_SHD), holdout_speaker="lucas")
+    assert (len(ds.train), len(ds.valid), len(ds.test)) == (1500, 500, 500)
+    assert ds.protocol["train_speakers"] == ["george", "jackson", "yweweler"]
+    das = read_pool(find_source(str(FSDD_DAS)), 64)
+    train, va, test, _ = speaker_split(das, "george", "random", 0.2, 0)
+    assert _names(test) == {"george"} and "george" not in _names(train) | _names(va) and len(test) == 500
+
+
+def test_speaker_errors(tmp_path):
+    no_ids = write_shd_file(tmp_path / "x_train.h5", [[0.1]] * 4, [[1]] * 4, [0, 1, 0, 1], ["a", "b"])
+    write_shd_file(tmp_path / "x_test.h5", [[0.1]] * 2, [[1]] * 2, [0, 1], ["a", "b"])
+    with pytest.raises(InputError, match=rf"{no_ids}, .*x_test.h5: has no speaker ids"):
+        load_dataset(str(no_ids), holdout_speaker="0")
+    one = write_shd_file(tmp_path / "y.h5", [[0.1]] * 4, [[1]] * 4, [0, 1, 0, 1], ["a", "b"], speakers=[3] * 4)
+    with pytest.raises(InputError, match="only one speaker"):
+        load_dataset(str(one), holdout_speaker="3")
+    with pytest.raises(InputError, match=r"no such speaker .* \(speakers: speaker0, speaker1"):
+        load_dataset("builtin", holdout_speaker="nobody")
+    with pytest.raises(InputError, match="is the held-out test speaker"):
+        load_dataset("builtin", holdout_speaker="speaker1", valid_speaker="speaker1")
+    line = one_line_error(run_cli("train", "--model", "lif", "--data", str(no_ids), "--holdout-speaker", "0",
+                                  "--out", tmp_path / "r"))
+    assert str(no_ids) in line and "speaker" in line
+
+
+def test_concat_matches_speakers_by_name(tmp_path):
+    """Two files that number the same speakers differently: pooled, each sample keeps its speaker's name."""
+    a = tmp_path / "a.h5"
+    write_shd_file(a, [[0.1], [0.2]], [[1], [2]], [0, 1], ["x", "y"], speakers=[0, 1])
+    b = tmp_path / "b.h5"
+    write_shd_file(b, [[0.3], [0.4]], [[3], [4]], [1, 0], ["x", "y"], speakers=[1, 0])
+    import h5py
+    for path, names in ((a, [b"ann", b"bob"]), (b, [b"bob", b"cid"])):
+        with h5py.File(path, "r+") as f:
+            f.create_dataset("extra/speaker_names", data=np.array(names))
+    pool = concat([read_shd(a), read_shd(b)], "pool")
+    assert [pool.speaker_name(int(k)) for k in pool.speakers] == ["ann", "bob", "cid", "bob"]
+    assert pool.offsets.tolist() == [0, 1, 2, 3, 4] and pool.units.tolist() == [1, 2, 3, 4]
+
+
+# ---- training and cross-validation ------------------------------------------------------------
+
+def test_train_holdout_speaker_records_protocol_and_eval_reuses_it(tmp_path):
+    summary = train(config_from_options(epochs=2, holdout_speaker="speaker4", **TINY), tmp_path / "h", progress=False)
+    assert summary["protocol"]["test_speaker"] == "speaker4" and summary["test_samples"] == 60
+    assert summary["protocol"]["valid_speaker"] == "speaker0"
+    r = json.loads(run_cli("eval", tmp_path / "h", "--json").stdout)
+    assert r["samples"] == 60 and "held-out speaker 'speaker4'" in r["evaluated_on"]
+    assert r["accuracy"] == pytest.approx(summary["test_acc"])
+
+
+def test_cross_validation_tiny_builtin(tmp_path):
+    out = tmp_path / "cv"
+    res = run_cli("cv", "--by", "speaker", "--model", "lif", "--layers", "1", "--hidden", "8", "--bin-hz", "25",
+                  "--batch", "32", "--epochs", "1", "--out", out, "--quiet")
+    assert res.exit_code == 0, res.output
+    folds = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert folds == [f"speaker{k}" for k in range(5)]
+    accs = [json.loads((out / f / "seed0" / "summary.json").read_text())["test_acc"] for f in folds]
+    mean, half = mean_ci(accs)
+    assert f"{100 * mean:6.2f} +- {100 * half:5.2f} %" in res.output  # mean +- 95 % CI over the 5 folds
+    assert "speaker held out" in res.output and res.output.count("speaker") >= 6
+    # an interrupted fold (no summary yet) is resumed, finished ones are kept as they are
+    stamp = (out / "speaker0" / "seed0" / "best.pt").stat().st_mtime_ns
+    (out / "speaker3" / "seed0" / "summary.json").unlink()
+    again = run_cli("cv", "--resume", out, "--quiet")
+    assert again.exit_code == 0, again.output
+    assert (out / "speaker3" / "seed0" / "summary.json").exists()
+    assert (out / "speaker0" / "seed0" / "best.pt").stat().st_mtime_ns == stamp
+    other = run_cli("cv", "--model", "cuba-lif", "--layers", "1", "--hidden", "8", "--epochs", "1", "--out", out)
+    assert "holds a cross-validation with other settings (model" in one_line_error(other)
+
+
+def test_summary_held_out_ci_over_folds(tmp_path):
+    """Seeds are averaged within a fold first; the CI is over folds."""
+    rows = {("a", 0): 0.5, ("a", 1): 0.7, ("b", 0): 0.9, ("c", 0): 0.8}
+    for (speaker, seed), acc in rows.items():
+        d = tmp_path / speaker / f"seed{seed}"
+        d.mkdir(parents=True)
+        (d / "summary.json").write_text(json.dumps({
+            "model": "lif", "layers": 1, "hidden": 8, "data": "x", "seed": seed, "epochs": 3, "test_acc": acc,
+            "recipe": "study", "protocol": {"kind": "speaker-held-out", "test_speaker": speaker}}))
+    (row,) = summarize([str(tmp_path)])
+    mean, half = mean_ci([0.6, 0.9, 0.8])
+    assert row["folds"] == 3 and row["test_acc_mean"] == pytest.approx(mean) and row["test_acc_ci95"] == pytest.approx(half)
+    assert "a 60.0, b 90.0, c 80.0" in format_summary([row])
+
+
+# ---- evaluation on any file ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, _builtin_cache_dir):
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("SPIKAUDIO_CACHE", str(_builtin_cache_dir))
+        train(config_from_options(epochs=3, **TINY), run, progress=False)
+    return run
+
+
+def test_eval_simulate_compare_on_a_file_with_any_name(tiny_run, tmp_path, _builtin_cache_dir):
+    mine = tmp_path / "my recordings (final).h5"
+    shutil.copy(find_source("builtin").files["test"], mine)
+    whole = json.loads(run_cli("eval", tiny_run, "--json").stdout)
+    r = json.loads(run_cli("eval", tiny_run, "--data", mine, "--json").stdout)
+    assert r["split"] == "file" and r["samples"] == 60 and r["accuracy"] == whole["accuracy"]
+    assert "all 60 samples of my recordings (final).h5" in r["evaluated_on"]
+    limited = run_cli("eval", tiny_run, "--data", mine, "--limit", "7")
+    assert "the first 7" in limited.output, limited.output
+    assert run_cli("export", tiny_run / "best.pt", "--out", tmp_path / "n.h5").exit_code == 0
+    sim = json.loads(run_cli("simulate", tmp_path / "n.h5", "--data", mine, "--engine", "fast", "--json",
+                             "--quiet").stdout)
+    assert sim["samples"] == sim["split_samples"] == 60
+    cmp = run_cli("compare", tmp_path / "n.h5", "--data", mine, "--limit", "2", "--quiet")
+    assert cmp.exit_code == 0 and "all 60 samples of my recordings (final).h5" in cmp.output, cmp.output
+
+
+def test_eval_wrong_channel_count_is_one_line(tiny_run, tmp_path):
+    das = write_das_file(tmp_path / "digits.hdf5", {"train": {"ab01-1a": ([0.1, 0.2], [3, 4])},
+                                                   "test": {"ab02-2a": ([0.1], [5])}})
+    line = one_line_error(run_cli("eval", tiny_run, "--data", das))
+    assert "digits.hdf5" in line and "64 channels" in line and "takes 700" in line
+    wide = write_shd_file(tmp_path / "wide.h5", [[0.1]], [[900]], [0], ["rise"])
+    line = one_line_error(run_cli("eval", tiny_run, "--data", wide))
+    assert "wide.h5" in line and "channel id 900" in line
+
+
+# ---- the recipe ---------------------------------------------------------------------------------
+
+def _weights(run: Path) -> dict:
+    return load_checkpoint(run / "last.pt")["state_dict"]
+
+
+def test_recipe_options_off_reproduce_the_study_weights(tmp_path):
+    base = dict(epochs=2, seed=5, **TINY)
+    train(config_from_options(**base), tmp_path / "study", progress=False)
+    off = dict(dropout=0.0, weight_decay=0.0, lr_schedule="constant", label_smoothing=0.0, channel_shift=0,
+               time_stretch=0.0, event_drop=0.0, spectral_tilt=0.0, rate_reg=0.0)
+    train(config_from_options(recipe_name="unseen", **off, **base), tmp_path / "off", progress=False)
+    a, b = _weights(tmp_path / "study"), _weights(tmp_path / "off")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    train(config_from_options(dropout=0.3, **base), tmp_path / "on", progress=False)
+    c = _weights(tmp_path / "on")
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_resume_with_every_augmentation_on_gives_uninterrupted_weights(tmp_path):
+    cfg = dict(seed=2, recipe_name="unseen", rate_reg=0.1, spectral_tilt=0.3, label_smoothing=0.1, **TINY)
+    train(config_from_options(epochs=3, **cfg), tmp_path / "straight", progress=False)
+    train(config_from_options(epochs=1, **cfg), tmp_path / "resumed", progress=False)
+    torch.manual_seed(999)  # whatever ran before, the resumed epochs draw their own masks
+    trainer.resume_runs(tmp_path / "resumed", epochs=3, progress=False)
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_recipe_validation_and_help():
+    assert make_recipe("unseen", dropout=0.0).dropout == 0.0 and make_recipe().name == "study"
+    for bad in (dict(dropout=1.0), dict(time_stretch=1.0), dict(channel_shift=-1), dict(lr_schedule="step"),
+                dict(weight_decay=-1e-3)):
+        with pytest.raises(InputError):
+            make_recipe(**bad)
+    assert Recipe().describe() == "the study's, no additions"
+    res = run_cli("train", "--help")
+    assert "unseen:" in res.output and "study:" in res.output
+
+
+def _events(n_samples=3, C=100, T=50, per=400, seed=0):
+    rng = np.random.default_rng(seed)
+    step = rng.integers(0, T, n_samples * per)
+    ch = rng.integers(10, C - 10, n_samples * per)
+    owner = np.repeat(np.arange(n_samples), per)
+    return step * C + ch, owner, BinSpec(T / 1.0, 1.0, C)
+
+
+def test_channel_shift_moves_a_whole_sample_together():
+    flat, owner, spec = _events()
+    f2, o2 = augment_events(flat, owner, 3, spec, Augment(channel_shift=8), np.random.default_rng(1))
+    assert np.array_equal(o2, owner)  # all channels stay in range: nothing dropped
+    for b in range(3):
+        d = (f2[o2 == b] % 100) - (flat[owner == b] % 100)
+        assert len(set(d.tolist())) == 1 and abs(int(d[0])) <= 8
+        assert np.array_equal(f2[o2 == b] // 100, flat[owner == b] // 100)  # time untouched
+
+
+def test_time_stretch_keeps_channels_and_scales_time():
+    flat, owner, spec = _events(per=4000)
+    f2, o2 = augment_events(flat, owner, 3, spec, Augment(time_stretch=0.3), np.random.default_rng(2))
+    ratios = []
+    for b in range(3):
+        before, after = flat[owner == b], f2[o2 == b]
+        kept = np.bincount(after % 100, minlength=100)
+        assert np.all(kept <= np.bincount(before % 100, minlength=100))  # channels kept, events only cut at the end
+        assert np.all(after // 100 < 50)
+        ratios.append((after // 100).mean() / (before // 100 + 0.5).mean())
+    assert all(0.69 < r < 1.31 for r in ratios) and max(ratios) - min(ratios) > 0.01  # one factor per sample
+
+
+def test_event_drop_and_spectral_tilt_only_remove_events():
+    flat, owner, spec = _events(per=20000)
+    f2, _ = augment_events(flat, owner, 3, spec, Augment(event_drop=0.25), np.random.default_rng(3))
+    assert abs(len(f2) / len(flat) - 0.75) < 0.01
+    f3, o3 = augment_events(flat, owner, 3, spec, Augment(spectral_tilt=0.8), np.random.default_rng(4))
+    assert len(f3) < len(flat) and set(f3.tolist()) <= set(flat.tolist())
+    for b in range(3):  # one end of the spectrum loses more than the other
+        ch = f3[o3 == b] % 100
+        lo, hi = np.sum(ch < 30), np.sum(ch >= 70)
+        assert lo != hi
