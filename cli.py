@@ -1,7 +1,8 @@
 """The command line: parse, call one library function, print.
 
-Bad input (`InputError`) and click's own usage errors become one line on stderr
-and exit code 2, never a traceback.
+Bad input (`InputError`, an unreadable or unwritable location) and click's own usage errors become
+one line on stderr and exit code 2, never a traceback; Ctrl-C is one line and exit code 130, SIGTERM
+and SIGHUP one line and 128 + the signal (train.errors: every `finally` runs first).
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 
 import click
 
-from train.errors import InputError
+from train.errors import InputError, Terminated, terminate_on_signals
 
 
 class OneLineErrors(click.Group):
@@ -18,15 +19,23 @@ class OneLineErrors(click.Group):
 
     def main(self, *args, **kwargs):
         kwargs["standalone_mode"] = False
+        terminate_on_signals()
         try:
             rv = super().main(*args, **kwargs)
         except (click.ClickException, InputError) as exc:
             msg = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
             click.echo(f"error: {msg}", err=True)
             sys.exit(2)
-        except click.exceptions.Abort:
+        except (click.exceptions.Abort, KeyboardInterrupt):
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except Terminated as exc:
+            click.echo(f"stopped by {exc}", err=True)
+            sys.exit(128 + exc.signum)
+        except OSError as exc:  # a location that cannot be read or written, a full disk
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+            sys.exit(2)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
@@ -62,10 +71,11 @@ def data_info(path, channels, duration, as_json):
 @click.option("--split", default="train", show_default=True, help="Split, for a dataset with several.")
 @click.option("--channels", type=int, default=None, help="Channel count.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output image (.png, .pdf, .svg).")
-def data_plot(path, index, split, channels, out):
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+def data_plot(path, index, split, channels, out, force):
     """Save a spike raster (channels vs time) of one sample."""
     from train.inspect_data import plot_sample
-    click.echo(plot_sample(path, index, out, split, channels))
+    click.echo(plot_sample(path, index, out, split, channels, force))
 
 
 def _training_options(f):
@@ -187,10 +197,11 @@ def summary_cmd(runs, as_json):
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="netx-style HDF5 file to write.")
 @click.option("--netx-compatible", is_flag=True, help="Stock lava-dl netx file (Cuba-LIF trained with --lava-cuba).")
 @click.option("--chips", type=int, default=1, show_default=True, help="Loihi 2 chips the network may use.")
-def export_cmd(checkpoint, target, out, netx_compatible, chips):
+@click.option("--force", is_flag=True, help="Replace --out if it exists (never the checkpoint itself).")
+def export_cmd(checkpoint, target, out, netx_compatible, chips, force):
     """Quantize CHECKPOINT to Loihi 2 fixed point, check the hardware limits, write netx-style HDF5."""
     from export.exporter import export_checkpoint, format_export
-    r = export_checkpoint(checkpoint, out, target, netx_compatible, chips)
+    r = export_checkpoint(checkpoint, out, target, netx_compatible, chips, force)
     for line in r.warnings:
         click.echo(f"warning: {line}", err=True)
     for line in r.notes:
@@ -264,10 +275,11 @@ def compare_cmd(network, data, checkpoint, split, limit, e_mac, e_ac, channels, 
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="report.html (self-contained) or report.md (+ report.png).")
 @click.option("--limit", type=int, default=None, help="Evaluate each model on the first N test samples only.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def report_cmd(runs_dir, out, limit, quiet):
+@click.option("--force", is_flag=True, help="Replace --out (and its .png) if they exist.")
+def report_cmd(runs_dir, out, limit, quiet, force):
     """Table 1 (accuracy +- 95 % CI), Table 2 (ops, with measured counts) and Fig. 3 for every model under RUNS_DIR."""
     from sim.report import format_report, report
-    click.echo(format_report(report(runs_dir, out, not quiet, limit)))
+    click.echo(format_report(report(runs_dir, out, not quiet, limit, force)))
 
 
 if __name__ == "__main__":

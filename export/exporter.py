@@ -38,16 +38,15 @@ def saturation_warnings(report: QuantReport) -> list[str]:
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "loihi2", netx_compatible: bool = False,
-                      chips: int = 1) -> ExportResult:
+                      chips: int = 1, force: bool = False) -> ExportResult:
+    from train.atomic import check_output
     from train.checkpoint import load_checkpoint
     from train.models import MODEL_KINDS, ModelConfig
 
     if target not in TARGETS:
         raise InputError(f"--target {target!r}: only {', '.join(TARGETS)} is supported")
-    out = Path(out)
-    if out.is_dir():
-        raise InputError(f"{out}: is a directory; --out names the HDF5 file to write")
     ckpt = load_checkpoint(checkpoint)
+    out = check_output(out, [ckpt["path"]], force)
     model = ckpt["model"]
     if not isinstance(model, dict) or model.get("kind") not in MODEL_KINDS:
         kind = model.get("kind") if isinstance(model, dict) else model

@@ -562,6 +562,8 @@ def read_network(path: str | Path, name: str | None = None) -> QNetwork:
     naming the file, the layer and the key."""
     path = Path(path)
     w = _Where(name or str(path))
+    if path.is_dir():
+        raise w.error("is a directory; name an exported network file (.h5)")
     if not path.is_file():
         raise w.error("no such file")
     if not h5py.is_hdf5(path):

@@ -47,6 +47,7 @@ from train.checkpoint import load_checkpoint, save_checkpoint
 from train.errors import InputError
 from train.models import SPIKING, ModelConfig, RecurrentNet, model_from_checkpoint
 from train.neurons import VTH, triangle
+from train.rundir import require_fresh, run_lock
 from train.trainer import TrainConfig, accuracy, load_data, model_config, train
 
 THETA = float(fx.THETA)
@@ -475,16 +476,24 @@ def finetune(init_checkpoint: str | Path, out_dir: str | Path, epochs: int = 10,
              data: str | None = None, batch: int | None = None, progress: bool = True) -> dict:
     """Quantization-aware fine-tuning of a float spiking checkpoint with the fixed-point forward.
 
-    Runs train.trainer.train (Adam, max-over-time loss, tqdm per epoch, atomic best.pt/last.pt,
-    metrics.jsonl) on FixedPointNet(model) initialised from `init_checkpoint`, selecting on the
+    Runs train.trainer.train (Adam, max-over-time loss, the study's recipe whatever the model was trained with,
+    tqdm per epoch, atomic best.pt/last.pt, metrics.jsonl; the model's own data protocol, so a speaker-held-out
+    model never sees its test speaker) on FixedPointNet(model) initialised from `init_checkpoint`, selecting on the
     fixed-point validation accuracy; the starting weights count as epoch 0, so best.pt is never
     worse on validation than the input. Checkpoints have the training format plus "qat": True and
     "qat_init". Returns float and fixed-point accuracies before and after (see format_finetune).
     """
     out_dir = Path(out_dir)
-    if (out_dir / "last.pt").exists():
-        raise InputError(f"{out_dir}: already holds a run; pick another --out")
     ckpt = load_checkpoint(init_checkpoint)
+    if Path(ckpt["path"]).resolve().parent == out_dir.resolve():
+        raise InputError(f"--out {out_dir}: holds the checkpoint being fine-tuned; pick another --out")
+    with run_lock(out_dir):
+        require_fresh(out_dir, "pick another --out")
+        return _finetune_locked(ckpt, out_dir, epochs, lr, data, batch, progress)
+
+
+def _finetune_locked(ckpt: dict, out_dir: Path, epochs: int, lr: float, data: str | None, batch: int | None,
+                     progress: bool) -> dict:
     mcfg = ModelConfig(**ckpt["model"])
     if mcfg.kind not in SPIKING:
         raise InputError(f"{ckpt['path']}: a {mcfg.kind} model is an ANN baseline; only lif, cuba-lif and "
@@ -497,7 +506,7 @@ def finetune(init_checkpoint: str | Path, out_dir: str | Path, epochs: int = 10,
         raise InputError(f"{ckpt['path']}: unreadable train_config ({exc})") from None
     # the model's own config wins over its train_config; the binning is the one it was trained with
     cfg = replace(base, model=mcfg.kind, layers=mcfg.layers, hidden=mcfg.hidden, options=dict(mcfg.options),
-                  epochs=epochs, lr=lr, data=data or base.data, batch=base.batch if batch is None else batch,
+                  epochs=epochs, lr=lr, data=data or base.data, batch=base.batch if batch is None else batch, recipe={},
                   bin_hz=spec.get("bin_hz", base.bin_hz), duration=spec.get("duration", base.duration),
                   channels=spec.get("n_channels", base.channels))
     cfg.validate()

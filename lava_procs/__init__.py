@@ -32,6 +32,40 @@ __all__ = ["LIF", "CubaLIF", "SpikGRU", "LavaCubaLIF", "Readout", "CountingDense
 PRECISIONS = ("fixed_pt", "floating_pt")
 
 
+def _children_die_with_parent() -> None:
+    """Every process forked from here on (Lava's runtime processes are forked) ignores Ctrl-C, which the parent
+    handles by shutting them down (no child tracebacks), and is killed by the kernel when the parent dies, even
+    by SIGKILL (Linux prctl PR_SET_PDEATHSIG; elsewhere only the parent's own shutdown applies)."""
+    import ctypes
+    import os
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return
+    parent = {"pid": os.getpid()}
+
+    def before():
+        parent["pid"] = os.getpid()
+
+    def in_child():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for sig in (signal.SIGTERM, signal.SIGHUP):  # not the parent's handlers (train.errors): stop quietly
+            signal.signal(sig, signal.SIG_DFL)
+        prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        if os.getppid() != parent["pid"]:  # the parent died before prctl took effect
+            os._exit(1)
+
+    os.register_at_fork(before=before, after_in_child=in_child)
+
+
+_children_die_with_parent()
+
+
 class LavaRunError(RuntimeError):
     """A Lava run failed; the runtime has been shut down. ``errors`` holds the ProcessModels' tracebacks."""
 

@@ -38,6 +38,11 @@ VARIANTS = {
     "unseen-smooth": UNSEEN + ["--label-smoothing", "0.1"],
     "unseen-ratereg": UNSEEN + ["--rate-reg", "0.5"],
     "study-jitter6": ["--jitter", "6"],
+    "study-jitter12": ["--jitter", "12"],
+    "unseen-jitter12": UNSEEN + ["--jitter", "12"],
+    "unseen-strong": UNSEEN + ["--dropout", "0.4", "--weight-decay", "0.1", "--channel-shift", "48",
+                               "--time-stretch", "0.25", "--event-drop", "0.3", "--spectral-tilt", "0.5"],
+    "unseen-1x128": UNSEEN + ["--layers", "1"],
 }
 
 
@@ -48,7 +53,7 @@ def run_dir(root: Path, variant: str, speaker: str, seed: int) -> Path:
 def command(args, variant: str, speaker: str, seed: int) -> list[str]:
     d = run_dir(args.out, variant, speaker, seed)
     base = [sys.executable, str(REPO / "cli.py"), "train", "--quiet"]
-    if (d / "last.pt").exists():
+    if (d / "config.json").exists():
         return base + ["--resume", str(d)]
     return base + ["--model", args.model, "--layers", str(args.layers), "--hidden", str(args.hidden),
                    "--data", str(args.data), "--epochs", str(args.epochs), "--seed", str(seed),

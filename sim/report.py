@@ -238,13 +238,17 @@ def render_html(res: dict, png: bytes) -> str:
             + (f"<h2>Runs left out</h2><ul>{errors}</ul>" if errors else "") + "</body></html>\n")
 
 
-def report(root: str | Path, out: str | Path, progress: bool = True, limit: int | None = None) -> dict:
+def report(root: str | Path, out: str | Path, progress: bool = True, limit: int | None = None,
+           force: bool = False) -> dict:
     """Collects, renders and writes the report (atomically); returns {'out', 'figure', 'rows', 'runs'}."""
+    from train.atomic import check_output
+
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise InputError(f"--out {out}: name a .html or a .md file")
-    if out.is_dir():
-        raise InputError(f"--out {out}: is a directory")
+    check_output(out, force=force)
+    if out.suffix.lower() == ".md":
+        check_output(out.with_suffix(".png"), force=force, what="--out's figure")
     if not out.parent.exists():
         raise InputError(f"--out {out}: directory {out.parent} does not exist")
     res = collect(root, progress, limit)

@@ -285,8 +285,8 @@ def test_report_html_and_markdown(trained, tmp_path):
     assert all(re.fullmatch(r"[\d,]+", c) for c in measured), row  # measured columns filled
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.md", "report.png", "runs"]  # no temp
     (tmp_path / "empty").mkdir()
-    assert "no trained models" in _one_line_error(_cli("report", tmp_path / "empty", "--out", md_out))
-    assert "no such runs directory" in _one_line_error(_cli("report", tmp_path / "none", "--out", md_out))
+    assert "no trained models" in _one_line_error(_cli("report", tmp_path / "empty", "--out", tmp_path / "o.md"))
+    assert "no such runs directory" in _one_line_error(_cli("report", tmp_path / "none", "--out", tmp_path / "o.md"))
     assert ".html or a .md" in _one_line_error(_cli("report", runs, "--out", tmp_path / "r.txt"))
 
 

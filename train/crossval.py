@@ -17,6 +17,7 @@ from train.atomic import atomic_path
 from train.data import SpikeSet
 from train.datasets import LAYOUTS, find_source, read_pool
 from train.errors import InputError
+from train.rundir import run_lock, run_parts
 from train.speakers import present_speakers, resolve_speaker
 from train.trainer import TrainConfig, train
 
@@ -69,19 +70,20 @@ def cross_validate(cfg: TrainConfig, out: str | Path, by: str = "speaker", n_see
     seeds = list(range(cfg.seed, cfg.seed + n_seeds))
     out = Path(out)
     plan_cfg = asdict(replace(cfg, holdout_speaker=None))
-    _check_or_write_plan(out, {"by": by, "folds": folds, "seeds": seeds, "train_config": plan_cfg})
-    summaries = []
-    for k, speaker in enumerate(folds, 1):
-        for seed in seeds:
-            run_dir = out / _dir_name(speaker) / f"seed{seed}"
-            done = run_dir / "summary.json"
-            if done.exists():
-                summaries.append(json.loads(done.read_text()))
-                continue
-            if progress:
-                print(f"fold {k}/{len(folds)}: speaker {speaker} held out, seed {seed} -> {run_dir}", flush=True)
-            fold_cfg = replace(cfg, holdout_speaker=speaker, seed=seed)
-            summaries.append(train(fold_cfg, run_dir, resume=(run_dir / "last.pt").exists(), progress=progress))
+    with run_lock(out):
+        _check_or_write_plan(out, {"by": by, "folds": folds, "seeds": seeds, "train_config": plan_cfg})
+        summaries = []
+        for k, speaker in enumerate(folds, 1):
+            for seed in seeds:
+                run_dir = out / _dir_name(speaker) / f"seed{seed}"
+                done = run_dir / "summary.json"
+                if done.exists():
+                    summaries.append(json.loads(done.read_text()))
+                    continue
+                if progress:
+                    print(f"fold {k}/{len(folds)}: speaker {speaker} held out, seed {seed} -> {run_dir}", flush=True)
+                fold_cfg = replace(cfg, holdout_speaker=speaker, seed=seed)
+                summaries.append(train(fold_cfg, run_dir, resume=bool(run_parts(run_dir)), progress=progress))
     return summaries
 
 

@@ -12,6 +12,7 @@ and the sample.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,13 +168,43 @@ def _assemble(path: Path, times_list, units_list, names: list[str], n_channels: 
     return times[keep], units[keep], offsets, dropped
 
 
+def _integer_labels(labels: np.ndarray, path: Path) -> np.ndarray:
+    """Class indices as int64; strings, fractions and non-finite labels are errors naming the file and sample."""
+    if labels.dtype.kind in "iu":
+        return labels.astype(np.int64)
+    if labels.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(labels) | (labels != np.round(labels)))
+        if bad.size:
+            raise InputError(f"{path}: sample {bad[0]} has label {labels[bad[0]]}; labels must be whole class indices")
+        return labels.astype(np.int64)
+    raise InputError(f"{path}: labels are {labels.dtype} ({labels[:1].tolist()}...); the SHD/SSC layout stores class "
+                     "indices (integers) in 'labels' and the names in 'extra/keys'")
+
+
+@contextlib.contextmanager
+def _damaged(path: Path, layout: str):
+    """Whatever a damaged or mistyped file makes numpy or h5py raise becomes an InputError naming the file."""
+    try:
+        yield
+    except InputError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OSError, RuntimeError) as exc:
+        raise InputError(f"{path}: cannot be read as the {layout} layout, damaged or a value of the wrong type? "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
 def read_shd(path: str | Path, n_channels: int = SHD_CHANNELS) -> SpikeSet:
     """One SHD/SSC file: spikes/times, spikes/units, labels, extra/keys, extra/speaker."""
     path = Path(path)
+    with _damaged(path, "SHD/SSC"):
+        return _read_shd(path, n_channels)
+
+
+def _read_shd(path: Path, n_channels: int) -> SpikeSet:
     with _open(path) as h5:
         times_ds = _require(h5, "spikes/times", path, "SHD/SSC")
         units_ds = _require(h5, "spikes/units", path, "SHD/SSC")
-        labels = np.asarray(_require(h5, "labels", path, "SHD/SSC")[()]).astype(np.int64).ravel()
+        labels = _integer_labels(np.asarray(_require(h5, "labels", path, "SHD/SSC")[()]).ravel(), path)
         times_list, units_list = list(times_ds[()]), list(units_ds[()])
         keys = _decode(h5["extra/keys"][()]) if "extra/keys" in h5 else None
         speakers = np.asarray(h5["extra/speaker"][()]).astype(np.int64).ravel() if "extra/speaker" in h5 else None
@@ -208,6 +239,11 @@ def parse_das_id(sample_id: str) -> tuple[str, str]:
 def read_das(path: str | Path, split: str, n_channels: int = DAS_CHANNELS) -> SpikeSet:
     """One split of an N-TIDIGITS18-layout file; single-digit samples only (11 classes)."""
     path = Path(path)
+    with _damaged(path, "N-TIDIGITS18"):
+        return _read_das(path, split, n_channels)
+
+
+def _read_das(path: Path, split: str, n_channels: int) -> SpikeSet:
     with _open(path) as h5:
         ids = _decode(_require(h5, f"{split}_labels", path, "N-TIDIGITS18")[()])
         addr = _require(h5, f"{split}_addresses", path, "N-TIDIGITS18")
@@ -244,7 +280,7 @@ def read_das(path: str | Path, split: str, n_channels: int = DAS_CHANNELS) -> Sp
 def detect_layout(path: str | Path) -> str:
     """'shd' (SHD/SSC) or 'das' (N-TIDIGITS18) for an HDF5 file."""
     path = Path(path)
-    with _open(path) as h5:
+    with _damaged(path, "SHD/SSC or N-TIDIGITS18"), _open(path) as h5:
         if "spikes" in h5:
             return "shd"
         if any(k.endswith("_labels") for k in h5.keys()):

@@ -1,9 +1,32 @@
-"""The one exception type for bad user input, shared by every stage.
+"""Bad user input and interrupts, shared by every stage.
 
-The CLI turns it into a one-line message and exit code 2; anything else is a bug
-and keeps its traceback.
+`InputError`: the CLI turns it into a one-line message and exit code 2; anything else is a bug
+and keeps its traceback. `Terminated`: SIGTERM and SIGHUP become this exception (as SIGINT becomes
+KeyboardInterrupt), so that every `finally` runs (Lava runtimes shut down, temp files removed)
+before the CLI exits with 128 + the signal number.
 """
+from __future__ import annotations
+
+import signal
 
 
 class InputError(ValueError):
     """Bad input from the user: a file, a parameter or a sample that cannot be used."""
+
+
+class Terminated(BaseException):
+    """The process was asked to stop (SIGTERM, SIGHUP)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(signum)
+
+
+def terminate_on_signals() -> None:
+    """SIGTERM and SIGHUP raise Terminated in the main thread from now on."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_terminated)

@@ -67,11 +67,22 @@ def format_info(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_sample(spec: str, index: int, out: str | Path, split: str = "train", n_channels: int | None = None) -> str:
+def plot_sample(spec: str, index: int, out: str | Path, split: str = "train", n_channels: int | None = None,
+                force: bool = False) -> str:
     """Saves a raster (channel vs time) of one sample; returns a one-line description."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from train.atomic import check_output
+
+    out = check_output(out, [spec] if spec != "builtin" else [], force)
+    fmt = out.suffix.lstrip(".").lower()
+    supported = plt.figure().canvas.get_supported_filetypes()
+    plt.close("all")
+    if fmt not in supported:
+        raise InputError(f"--out {out}: unknown image format '{out.suffix}' (use one of "
+                         f"{', '.join('.' + k for k in sorted(supported))})")
 
     source = _source_for_info(spec)
     if "file" in source.files:
@@ -92,6 +103,6 @@ def plot_sample(spec: str, index: int, out: str | Path, split: str = "train", n_
     ax.set_title(f"{Path(source.files[split]).name} sample {name}: '{label}', {len(times)} spikes")
     fig.tight_layout()
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=120, format=Path(out).suffix.lstrip(".") or "png")
+        fig.savefig(tmp, dpi=120, format=fmt)
     plt.close(fig)
     return f"wrote {out}: sample {name} ('{label}'), {len(times)} spikes"

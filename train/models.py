@@ -45,6 +45,12 @@ class ModelConfig:
         unknown = set(self.options) - OPTIONS[self.kind]
         if unknown:
             raise InputError(f"option(s) {', '.join(sorted(unknown))} do not apply to a {self.kind} model")
+        clip = self.options.get("clip", ())
+        if clip is not None and "clip" in self.options and not (len(clip) == 2 and clip[0] < clip[1]):
+            raise InputError(f"--clip {' '.join(map(str, clip))}: give LOW HIGH with LOW < HIGH")
+        for name in ("surrogate_scale", "surrogate_width"):
+            if name in self.options and not self.options[name] > 0:
+                raise InputError(f"--{name.replace('_', '-')} must be positive, got {self.options[name]}")
 
     @property
     def sizes(self) -> list[int]:

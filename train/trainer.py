@@ -10,6 +10,8 @@ uninterrupted run.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -26,6 +28,7 @@ from train.errors import InputError
 from train.loss import max_over_time_loss, predict
 from train.models import MODEL_KINDS, ModelConfig, build_model
 from train.recipe import Recipe, lr_at, recipe_from_dict
+from train.rundir import require_fresh, run_lock
 from train.speakers import AUTO
 
 
@@ -69,6 +72,27 @@ class TrainConfig:
         if self.jitter is not None and self.jitter < 0:
             raise InputError(f"--jitter must be >= 0, got {self.jitter}")
         self.recipe_obj.validate()
+        ModelConfig(self.model, 1, 1, self.layers, self.hidden, dict(self.options)).validate()
+        check_memory(self)
+
+
+def check_memory(cfg: TrainConfig) -> None:
+    """Refuses, before anything is allocated, a model whose parameters, optimiser state and one batch's
+    activations cannot fit in this machine's memory (a rough lower bound: 4 bytes per value)."""
+    from train.datasets import LAYOUTS
+    n_in = cfg.channels or LAYOUTS["shd"]["n_channels"]
+    steps = int(round((cfg.duration or 1.25) * (cfg.bin_hz or 250)))
+    gates = 3 if cfg.model in ("gru", "spikgru") else 1
+    params = cfg.layers * gates * cfg.hidden * (n_in + cfg.hidden + 1)
+    activations = (cfg.batch or 512) * steps * cfg.hidden * cfg.layers * 6
+    need = 4 * (4 * params + activations)
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > have:
+        raise InputError(f"--hidden {cfg.hidden} x --layers {cfg.layers} (batch {cfg.batch or 'default'}) needs at "
+                         f"least {need / 2**30:.1f} GiB, this machine has {have / 2**30:.1f} GiB")
 
 
 def load_data(cfg: TrainConfig) -> Dataset:
@@ -123,8 +147,14 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     model, whose state_dict is the float model's) instead of a freshly initialised one."""
     run_dir = Path(run_dir)
     cfg.validate()
-    if not resume and (run_dir / "last.pt").exists():
-        raise InputError(f"{run_dir}: already holds a run; use --resume {run_dir} to continue it or pick another --out")
+    with run_lock(run_dir):
+        if not resume:
+            require_fresh(run_dir)
+        return _train_locked(cfg, run_dir, resume, progress, model)
+
+
+def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
+                  model: torch.nn.Module | None) -> dict:
     data = load_data(cfg)
     mcfg = model_config(cfg, data)
     recipe = cfg.recipe_obj
@@ -136,10 +166,15 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     start, history, best = 0, [], -1.0
     if resume and (run_dir / "last.pt").exists():
         ckpt = load_checkpoint(run_dir / "last.pt", expect_kind=cfg.model)
-        model.load_state_dict(ckpt["state_dict"])
-        opt.load_state_dict(ckpt["optimizer"])
+        try:
+            model.load_state_dict(ckpt["state_dict"])
+            opt.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"{run_dir / 'last.pt'}: does not fit the run's config.json ({first})") from None
         start, history, best = ckpt["epoch"], ckpt["history"], ckpt["best_valid"]
-    run_dir.mkdir(parents=True, exist_ok=True)
+    elif resume:
+        print(f"{run_dir}: no checkpoint yet (stopped during epoch 1): starting from epoch 1", file=sys.stderr)
     with atomic_path(run_dir / "config.json") as tmp:
         tmp.write_text(json.dumps(asdict(cfg), indent=2))
     batch = cfg.batch or data.default_batch
@@ -163,8 +198,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
                 loss = loss + recipe.rate_reg * _rate_penalty(hidden)
             if not torch.isfinite(loss):
                 bar.close()
-                raise TrainingDiverged(f"{run_dir}: loss became {loss.item()} in epoch {epoch}; stopped, "
-                                       f"the last good checkpoint (epoch {epoch - 1}) is kept")
+                kept = (f"the last good checkpoint (epoch {epoch - 1}) is kept" if epoch > 1 else
+                        "no checkpoint was written (try a smaller --lr)")
+                raise TrainingDiverged(f"{run_dir}: loss became {loss.item()} in epoch {epoch}; stopped, {kept}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
