@@ -14,7 +14,7 @@ for c in "$(PYTHON)" python3.10 python3 $$HOME/.pyenv/versions/3.10.*/bin/python
 done; exit 1
 endef
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean crosscheck
 
 $(STAMP): pyproject.toml
 	@py=$$( $(find_python) ) || { echo "error: no Python 3.10 found (lava-nc needs 3.10); set PYTHON=/path/to/python3.10" >&2; exit 2; }; \
@@ -42,6 +42,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	@$(VPY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; fi; exit $$rc
+
+crosscheck: $(STAMP)
+	$(VPY) -m pip install -q -e ".[crosscheck]"
+	$(VPY) -m pip check
+	$(VPY) benchmarks/ops_crosscheck.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -377,6 +377,8 @@ class _DenseModel(_Streamed):
     num_message_bits: np.ndarray = INT
     recurrent: np.ndarray = INT
     syn_events: np.ndarray = INT
+    messages: np.ndarray = INT
+    syn_ops_nz: np.ndarray = INT
 
     def accumulate(self, s: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -393,6 +395,9 @@ class _DenseModel(_Streamed):
         self.a_buff[:] = self.accumulate(s)
         if self.sample_index() is not None:
             self.syn_events[0] += self.weights.shape[0] * events
+            active = np.flatnonzero(s)
+            self.messages[0] += active.size
+            self.syn_ops_nz[0] += np.count_nonzero(self.weights[:, active])
 
 
 @implements(proc=CountingDense, protocol=LoihiProtocol)

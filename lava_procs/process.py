@@ -385,8 +385,12 @@ class CountingDense(_Streamed):
     recurrent (deliver zero on the reset steps, see the module docstring); reset_interval,
     reset_offset (the offset of the process feeding this connection), n_samples.
     Ports: s_in [n_in], a_out [n_out]. Vars: weights, weight_exp, num_message_bits,
-    recurrent, a_buff [n_out] (to be delivered next step), syn_events [1] (n_out * events
-    received on counted steps), reset config.
+    recurrent, a_buff [n_out] (to be delivered next step), reset config, and three counters of
+    the counted steps: syn_events [1] (the study's Table 2: n_out * events received, a graded
+    payload c being c events), messages [1] (spike messages received: one per nonzero input,
+    whatever its payload, as Loihi 2 sends a graded spike) and syn_ops_nz [1] (what the chip
+    executes: each message costs the nonzero weights of its input's column, Loihi storing only
+    those).
     """
 
     def __init__(self, *, weights, weight_exp: int = 0, num_message_bits: int = 0, recurrent: bool = False,
@@ -412,6 +416,8 @@ class CountingDense(_Streamed):
         self.recurrent = Var(shape=(1,), init=int(bool(recurrent)))
         self.a_buff = Var(shape=(n_out,), init=0)
         self.syn_events = Var(shape=(1,), init=0)
+        self.messages = Var(shape=(1,), init=0)
+        self.syn_ops_nz = Var(shape=(1,), init=0)
 
 
 # ---------------------------------------------------------------------------------- source

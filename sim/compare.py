@@ -28,9 +28,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from export.resources import estimate
 from sim.engine import Counts, layer_names, measured_ops, run_fast
+from sim.hardware import LOIHI_SOURCE, explain, hardware_ops, loihi_energy_pj
 from sim.simulate import LAVA_DEFAULT_LIMIT, load_net, load_split, run_engine, sample_index
 from train.errors import InputError
 from train.ops import model_ops
@@ -65,28 +66,9 @@ def _rel(a: float | None, b: float | None) -> float | None:
     return 0.0 if abs(d) < EXACT else d
 
 
-@torch.no_grad()
-def _float_run(model, split, index: np.ndarray, batch: int = 256) -> dict:
-    """Predictions, accuracy and activity rates of the float model on samples `index` (train.evaluate.run_split's
-    definitions: input events per channel per step, spikes per neuron per step)."""
-    from train.loss import predict as float_predict
-
-    preds, sums = [], None
-    for start in range(0, len(index), batch):
-        x = split.dense(index[start:start + batch])
-        out, hidden = model(x, return_hidden=True)
-        preds.append(float_predict(out))
-        s = [float(x.sum())] + [float(h.sum()) for h in hidden]
-        sums = s if sums is None else [a + b for a, b in zip(sums, s)]
-        widths = [x.shape[-1]] + [h.shape[-1] for h in hidden]
-    pred = torch.cat(preds).numpy()
-    per = len(index) * split.spec.n_steps
-    return {"pred": pred, "accuracy": float((pred == np.asarray(split.labels)[index]).mean()),
-            "rates": [s / (per * w) for s, w in zip(sums, widths)]}
-
-
 def _float_activity(checkpoint, split, index: np.ndarray, net) -> tuple[dict | None, list[str]]:
     from train.checkpoint import load_checkpoint
+    from train.evaluate import run_split
     from train.models import SPIKING, ModelConfig, model_from_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
@@ -99,8 +81,8 @@ def _float_activity(checkpoint, split, index: np.ndarray, net) -> tuple[dict | N
                          "the network file")
     model = model_from_checkpoint(ckpt)
     model.eval()
-    part = _float_run(model, split, index)
-    whole = _float_run(model, split, np.arange(len(split))) if len(index) < len(split) else part
+    part = run_split(model, split, index=index)
+    whole = run_split(model, split) if len(index) < len(split) else part
     return {"checkpoint": ckpt["path"], "rates": part["rates"], "pred": part["pred"], "accuracy": part["accuracy"],
             "split_accuracy": whole["accuracy"]}, []
 
@@ -170,6 +152,12 @@ def compare(path: str | Path, data: str | None = None, checkpoint: str | None = 
             continue
         per_step = total["mac"][src] * e_mac + total["ac"][src] * e_ac
         energy[src] = {"pj_per_step": per_step, "nj_per_sample": per_step * fast.counts.steps / 1000.0}
+    hw = hardware_ops(net, lava["counts"], estimate(net, chips=1 << 20))
+    hw_total = {key: sum(r[key] for r in hw) for key in ("syn_dense", "syn_nonzero", "messages_in", "core_messages_in",
+                                                        "neuron_updates", "spikes")}
+    hw_total["nonzero_vs_dense"] = _rel(hw_total["syn_nonzero"], hw_total["syn_dense"])
+    loihi_pj = loihi_energy_pj(hw)
+    energy["loihi_estimate"] = {"pj_per_step": loihi_pj, "nj_per_sample": loihi_pj * fast.counts.steps / 1000.0}
     labels = np.asarray(binned.labels)[index]
     acc = {"float": flt["accuracy"] if flt else None, "fixed": fast.accuracy,
            "lava": float(np.mean(lava["pred"] == labels)),
@@ -185,6 +173,8 @@ def compare(path: str | Path, data: str | None = None, checkpoint: str | None = 
                 "agree_with_fast": int(np.sum(stock["pred"] == fast.pred)), "pred": stock["pred"].tolist(),
                 "accuracy_minus_fast_points": 100 * (acc["stock_netx"] - fast.accuracy)},
             "energy": energy, "e_mac_pj": e_mac, "e_ac_pj": e_ac, "measured_vs_predicted_fixed": worst,
+            "hardware": {"layers": hw, "total": hw_total, "why": explain(net, lava["counts"], hw),
+                         "energy_source": LOIHI_SOURCE},
             "lava_seconds": lava["seconds"], "notes": notes + lava["notes"] + (stock["notes"][1:] if stock else [])}
 
 
@@ -231,8 +221,21 @@ def format_compare(r: dict) -> str:
         lines.append(f"stock netx (lava-dl's own layers, the route onto Loihi 2) vs fast engine: {sn['agree_with_fast']} "
                      f"of {r['samples']} predictions equal, accuracy {sn['accuracy_minus_fast_points']:+.2f} points")
     en = ", ".join(f"{src} {'-' if e is None else format(e['pj_per_step'], '.0f') + ' pJ/step (' + format(e['nj_per_sample'], '.1f') + ' nJ/sample)'}"
-                   for src, e in r["energy"].items())
-    lines.append(f"energy at {r['e_mac_pj']} pJ/MAC, {r['e_ac_pj']} pJ/AC: {en}")
+                   for src, e in r["energy"].items() if src != "loihi_estimate")
+    lines.append(f"energy at {r['e_mac_pj']} pJ/MAC, {r['e_ac_pj']} pJ/AC (45 nm, the study's): {en}")
+    hw = r["hardware"]
+    lines.append("what Loihi 2 would execute (Lava counters), per timestep per sample: synaptic ops on nonzero synapses "
+                 "with graded input as one message, vs Table 2's dense count")
+    lines.append(f"{'layer':<9}{'Table 2 syn':>13}{'nonzero syn':>13}{'diff':>9}{'msgs in':>10}{'core msgs':>11}"
+                 f"{'neuron upd':>12}")
+    for row in hw["layers"] + [dict(hw["total"], name="total")]:
+        lines.append(f"{row['name']:<9}{row['syn_dense']:>13.1f}{row['syn_nonzero']:>13.1f}"
+                     f"{_pct(row['nonzero_vs_dense'], 9)}{row['messages_in']:>10.1f}{row['core_messages_in']:>11.1f}"
+                     f"{row['neuron_updates']:>12.0f}")
+    lines += [f"  why: {w}" for w in hw["why"]]
+    le = r["energy"]["loihi_estimate"]
+    lines.append(f"energy, Loihi per-operation estimate: {le['pj_per_step']:.0f} pJ/step ({le['nj_per_sample']:.1f} "
+                 f"nJ/sample); {hw['energy_source']}")
     lines += [f"note: {n}" for n in r["notes"]]
     x = r["measured_vs_predicted_fixed"]
     lines.append(f"measured_vs_predicted_fixed={0 if x == 0 else format(x, '.6g')}")

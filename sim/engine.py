@@ -37,7 +37,7 @@ import torch
 from tqdm import tqdm
 
 from export import fixed_point as fx
-from export.qnet import QLayer, QNetwork, predict
+from export.qnet import QLayer, QNetwork, Synapse, predict
 from lava_procs.process import NEURON_OPS
 from train.data import _ranges
 
@@ -61,8 +61,11 @@ def layer_names(net: QNetwork) -> list[str]:
 class Counts:
     """Totals over the samples run (the Lava counters' quantities).
 
-    syn_events: "<layer>.<synapse>" -> events x fan-out; spikes: per hidden layer; neuron_ops:
-    layer -> (MAC, AC) of the neuron terms; input_events: the (clipped) input spike counts summed.
+    Per connection "<layer>.<synapse>": syn_events (the study's Table 2: events x fan-out, a graded
+    payload c being c events), messages (spike messages received, one per nonzero input) and
+    syn_ops_nz (each message costs the nonzero weights of its input's column: what Loihi executes).
+    spikes: per hidden layer; neuron_ops: layer -> (MAC, AC) of the neuron terms; input_events: the
+    (clipped) input spike counts summed, input_messages: the nonzero input bins.
     source: 'fast' (this engine), 'lava' (Lava's counters) or 'none'."""
 
     samples: int = 0
@@ -72,6 +75,9 @@ class Counts:
     neuron_ops: dict[str, tuple[int, int]] = field(default_factory=dict)
     input_events: int = 0
     source: str = "fast"
+    messages: dict[str, int] = field(default_factory=dict)
+    syn_ops_nz: dict[str, int] = field(default_factory=dict)
+    input_messages: int = 0
 
     def add(self, other: "Counts") -> None:
         if self.samples and other.steps != self.steps:
@@ -79,8 +85,11 @@ class Counts:
         self.samples += other.samples
         self.steps = other.steps
         self.input_events += other.input_events
-        for k, v in other.syn_events.items():
-            self.syn_events[k] = self.syn_events.get(k, 0) + v
+        self.input_messages += other.input_messages
+        for mine, theirs in ((self.syn_events, other.syn_events), (self.messages, other.messages),
+                             (self.syn_ops_nz, other.syn_ops_nz)):
+            for k, v in theirs.items():
+                mine[k] = mine.get(k, 0) + v
         for k, (mac, ac) in other.neuron_ops.items():
             m0, a0 = self.neuron_ops.get(k, (0, 0))
             self.neuron_ops[k] = (m0 + mac, a0 + ac)
@@ -89,33 +98,46 @@ class Counts:
     def key(self) -> tuple:
         """Everything that must be equal between two runs of the same samples."""
         return (self.samples, self.steps, tuple(sorted(self.syn_events.items())), tuple(self.spikes),
-                tuple(sorted(self.neuron_ops.items())), self.input_events)
+                tuple(sorted(self.neuron_ops.items())), self.input_events, tuple(sorted(self.messages.items())),
+                tuple(sorted(self.syn_ops_nz.items())), self.input_messages)
 
     def equals(self, other: "Counts") -> bool:
         return self.key() == other.key()
 
     def as_dict(self) -> dict:
         return {"samples": self.samples, "steps": self.steps, "syn_events": dict(self.syn_events),
+                "messages": dict(self.messages), "syn_ops_nz": dict(self.syn_ops_nz),
                 "spikes": list(self.spikes), "neuron_ops": {k: list(v) for k, v in self.neuron_ops.items()},
-                "input_events": self.input_events, "source": self.source}
+                "input_events": self.input_events, "input_messages": self.input_messages, "source": self.source}
+
+
+def _per_source(counts) -> tuple[np.ndarray, np.ndarray]:
+    """(events, messages) per input channel of a batch: payload sums and nonzero bins."""
+    if isinstance(counts, Inputs):
+        csr = counts.csr
+        events = np.bincount(csr.indices, weights=csr.data, minlength=counts.C)
+        return np.rint(events).astype(np.int64), np.bincount(csr.indices[csr.data != 0], minlength=counts.C)
+    clipped = np.clip(np.asarray(counts), 0, fx.PAYLOAD_MAX)
+    return clipped.sum(axis=(0, 1), dtype=np.int64), np.count_nonzero(clipped, axis=(0, 1))
 
 
 def count_events(net: QNetwork, counts, spikes: list[np.ndarray]) -> Counts:
     """Counts of one batch: counts [B, T, C] graded input (or Inputs), spikes per hidden layer [B, T, n]."""
-    if isinstance(counts, Inputs):
-        B, T, events = counts.B, counts.T, counts.events
-    else:
-        B, T = counts.shape[0], counts.shape[1]
-        events = int(np.clip(counts, 0, fx.PAYLOAD_MAX).sum(dtype=np.int64))
-    c = Counts(samples=B, steps=T)
-    c.input_events = events
-    sources = [c.input_events] + [int(np.asarray(s).sum(dtype=np.int64)) for s in spikes]
+    B, T = (counts.B, counts.T) if isinstance(counts, Inputs) else np.shape(counts)[:2]
+    events, msgs = _per_source(counts)
+    per_neuron = [np.asarray(s).sum(axis=(0, 1), dtype=np.int64) for s in spikes]  # spikes are messages
+    c = Counts(samples=B, steps=T, input_events=int(events.sum()), input_messages=int(msgs.sum()))
+    sources = [c.input_events] + [int(p.sum()) for p in per_neuron]
+    messages = [msgs] + per_neuron
     c.spikes = sources[1:]
     names = layer_names(net)
     for k, layer in enumerate(net.layers):
         for syn_name, syn in layer.synapses().items():
-            presyn = sources[k + 1] if syn_name.startswith("rec") else sources[k]
-            c.syn_events[f"{names[k]}.{syn_name}"] = presyn * syn.weight.shape[0]
+            src = k + 1 if syn_name.startswith("rec") else k
+            key = f"{names[k]}.{syn_name}"
+            c.syn_events[key] = sources[src] * syn.weight.shape[0]
+            c.messages[key] = int(messages[src].sum())
+            c.syn_ops_nz[key] = int(messages[src] @ np.count_nonzero(syn.weight, axis=0))
         mac, ac, soft = NEURON_OPS[layer.kind]
         per = layer.n_out * B * T
         c.neuron_ops[names[k]] = (mac * per, ac * per + (sources[k + 1] if soft and layer.kind != "readout" else 0))
@@ -257,15 +279,30 @@ def run_hidden(layer: QLayer, x, peak_sum: float, trace: dict | None = None) -> 
     trace: if a dict, filled with the states [T, B, n] (float64) for checks.
     Per step, the feed-forward part of the input (64 W x + bias, float32: below 2**23, exact) plus the
     recurrent part (float32, exact) is added to the float64 states."""
-    T, B = (x.T, x.B) if isinstance(x, Inputs) else x.shape[:2]
-    n = layer.n_out
-    kind = layer.kind
-    bias = fx.bias_value(layer.bias_mant, layer.bias_exp).astype(np.float64)
+    B = x.B if isinstance(x, Inputs) else x.shape[1]
     C = ff_dendrite(layer.ff, x, peak_sum, np.float32)
     C *= ACT
-    if kind != "lava-cuba":
-        C += bias.astype(np.float32)
-    rec = _Rec(layer.rec, B)
+    if layer.kind != "lava-cuba":
+        C += fx.bias_value(layer.bias_mant, layer.bias_exp).astype(np.float32)
+    G = None
+    if layer.kind == "spikgru":
+        G = ff_dendrite(layer.ff_z, x, peak_sum, np.float32)
+        G *= ACT
+        G += fx.bias_value(layer.bias_z_mant, layer.bias_z_exp).astype(np.float32)
+    return scan_hidden(layer, C, _Rec(layer.rec, B), trace, G, _Rec(layer.rec_z, B) if G is not None else None)
+
+
+def scan_hidden(layer: QLayer, C: np.ndarray, rec: "_Rec | None" = None, trace: dict | None = None,
+                G: np.ndarray | None = None, rec_z: "_Rec | None" = None) -> np.ndarray:
+    """The neuron updates of one hidden layer, step by step: C [T, B, n] float32 the feed-forward input << 6 (plus
+    the bias, except for lava-cuba, whose bias joins v), G likewise for SpikGRU's gate; rec / rec_z the recurrent
+    connections (None: no recurrent input). Returns spikes [T, B, n] bool (trace: the states, as run_hidden)."""
+    T, B, n = C.shape
+    kind = layer.kind
+    none = Synapse(np.zeros((n, n), dtype=np.int64), 0)
+    rec = rec or _Rec(none, B)
+    rec_z = rec_z or (_Rec(none, B) if G is not None else None)
+    bias = fx.bias_value(layer.bias_mant, layer.bias_exp).astype(np.float64)
     S = np.zeros((T, B, n), dtype=bool)
     s = np.zeros((B, n), dtype=np.float32)  # the previous step's spikes
     s_t = torch.from_numpy(s)
@@ -311,10 +348,6 @@ def run_hidden(layer: QLayer, x, peak_sum: float, trace: dict | None = None) -> 
                 trace["i"][t], trace["v"][t] = i, v
     elif kind == "spikgru":
         fi = _factor(layer.i_decay)
-        G = ff_dendrite(layer.ff_z, x, peak_sum, np.float32)
-        G *= ACT
-        G += fx.bias_value(layer.bias_z_mant, layer.bias_z_exp).astype(np.float32)
-        rec_z = _Rec(layer.rec_z, B)
         g = np.zeros((B, n))
         g_t = torch.from_numpy(g)
         z = np.zeros((B, n))
@@ -374,10 +407,15 @@ def run_hidden(layer: QLayer, x, peak_sum: float, trace: dict | None = None) -> 
 
 def run_readout(layer: QLayer, x: np.ndarray) -> np.ndarray:
     """The leaky readout over a whole batch: spikes [T, B, m] -> o [T, B, K] (float64 integers)."""
-    T, B, m = x.shape
-    C = ff_dendrite(layer.ff, x, float(m))  # spikes in: float32 sums, exact
+    C = ff_dendrite(layer.ff, x, float(x.shape[2]))  # spikes in: float32 sums, exact
     C *= ACT
     C += fx.bias_value(layer.bias_mant, layer.bias_exp).astype(np.float64)
+    return scan_readout(layer, C)
+
+
+def scan_readout(layer: QLayer, C: np.ndarray) -> np.ndarray:
+    """The readout's leaky integration of C [T, B, K] (its input << 6 plus bias) -> o [T, B, K]."""
+    T, B = C.shape[:2]
     fv = _factor(layer.v_decay)
     out = np.empty_like(C)
     o = np.zeros((B, layer.n_out))

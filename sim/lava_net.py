@@ -166,13 +166,17 @@ def read_counts(lnet: LavaNetwork) -> Counts:
     c = Counts(samples=lnet.n_samples, steps=lnet.steps, source="lava")
     for k, layer in enumerate(lnet.net.layers):
         for syn_name, conn in lnet.conns[k].items():
-            c.syn_events[f"{names[k]}.{syn_name}"] = int(round(float(conn.syn_events.get()[0])))
+            key = f"{names[k]}.{syn_name}"
+            c.syn_events[key] = int(round(float(conn.syn_events.get()[0])))
+            c.messages[key] = int(round(float(conn.messages.get()[0])))
+            c.syn_ops_nz[key] = int(round(float(conn.syn_ops_nz.get()[0])))
         ops = np.rint(lnet.neurons[k].neuron_ops.get()).astype(np.int64)
         c.neuron_ops[names[k]] = (int(ops[0]), int(ops[1]))
         if layer.kind != "readout":
             c.spikes.append(int(np.rint(lnet.neurons[k].spikes.get()).sum()))
-    # the input events, as the first layer's feed-forward counter saw them (fan-out n_out each)
+    # the input events and messages, as the first layer's feed-forward counter saw them (fan-out n_out each)
     c.input_events = c.syn_events[f"{names[0]}.ff"] // lnet.net.layers[0].n_out
+    c.input_messages = c.messages[f"{names[0]}.ff"]
     return c
 
 

@@ -1,5 +1,5 @@
-"""Lava processes: each model equals its step function (fixed_pt exactly, floating_pt within float
-tolerance), counters equal brute-force counts, per-sample resets leave no state behind, bad
+"""Lava processes: each model equals an independent reference (fixed_pt exactly: the fast engine's neuron
+updates, not the step functions the models call; floating_pt within float tolerance of train/neurons.py), counters equal brute-force counts, per-sample resets leave no state behind, bad
 parameters are refused at construction, and no Lava runtime process outlives any test.
 
 Lava runs cost about a second each, so every test batches its checks into one run.
@@ -21,6 +21,7 @@ from lava_procs import (NEURON_OPS, READOUT_UNSET, CountingDense, CubaLIF, LavaC
                         SampleSource, SpikGRU, lava_session, run_steps, shutdown)
 from lava_procs.models import PyLIFModelFixed
 from train.ops import layer_ops
+from sim.engine import scan_hidden, scan_readout
 from sim.lava_net import build_lava_network
 
 KINDS = ("lif", "cuba-lif", "spikgru", "lava-cuba", "readout")
@@ -58,29 +59,32 @@ PROCESS = {"lif": LIF, "cuba-lif": CubaLIF, "spikgru": SpikGRU, "lava-cuba": Lav
 
 
 def fixed_reference(kind: str, p: dict, a: np.ndarray, az: np.ndarray) -> dict:
-    """Traces [steps, n] of export.fixed_point's step function from the zero state."""
+    """Traces [steps, n] from the zero state, computed by the fast engine's neuron updates (sim.engine.scan_hidden
+    and scan_readout): its own implementation of docs/fixed_point.md, not the export.fixed_point step functions
+    the Lava models call."""
     n = a.shape[1]
-    st = {k: np.zeros(n, dtype=np.int64) for k in ("s", "i", "v", "u", "o")}
-    bias = fx.bias_value(p["bias_mant"], p["bias_exp"])
-    lo, hi = p.get("state_lo", -fx.STATE_MAX), p.get("state_hi", fx.STATE_MAX)
-    out = {k: [] for k in STATE_VARS[kind] + (("s",) if kind != "readout" else ())}
-    for t in range(len(a)):
-        if kind == "lif":
-            st["s"], st["v"] = fx.lif_step(a[t], st["v"], st["s"], p["v_decay"], bias, lo, hi)
-        elif kind == "cuba-lif":
-            st["s"], st["i"], st["v"] = fx.cuba_lif_step(a[t], st["i"], st["v"], st["s"], p["i_decay"],
-                                                         p["v_decay"], bias, lo, hi)
-        elif kind == "spikgru":
-            bias_z = fx.bias_value(p["bias_z_mant"], p["bias_z_exp"])
-            st["s"], st["i"], st["v"] = fx.spikgru_step(a[t], az[t], st["i"], st["v"], st["s"], p["i_decay"],
-                                                        bias, bias_z, lo, hi)
-        elif kind == "lava-cuba":
-            st["s"], st["u"], st["v"] = fx.lava_cuba_step(a[t], st["u"], st["v"], p["du"], p["dv"], bias)
-        else:
-            st["o"] = fx.readout_step(a[t], st["o"], p["v_decay"], bias)
-        for k in out:
-            out[k].append(st[k].copy())
-    return {k: np.array(v) for k, v in out.items()}
+    bias = fx.bias_value(p["bias_mant"], p["bias_exp"]).astype(np.float64)
+    zero = Synapse(np.zeros((n, n), dtype=np.int64), 0)
+    layer = QLayer(kind, zero, None if kind == "readout" else zero, bias_mant=np.asarray(p["bias_mant"]),
+                   bias_exp=p["bias_exp"], i_decay=np.asarray(p.get("i_decay", p.get("du", 0))),
+                   v_decay=np.asarray(p.get("v_decay", p.get("dv", 0))), state_lo=p.get("state_lo", -fx.STATE_MAX),
+                   state_hi=p.get("state_hi", fx.STATE_MAX))
+    C = np.asarray(a, dtype=np.float64)[:, None, :] * (1 << fx.ACT_SHIFT)
+    if kind == "readout":
+        return {"o": scan_readout(layer, C + bias)[:, 0].astype(np.int64)}
+    if kind != "lava-cuba":
+        C = C + bias
+    G = None
+    if kind == "spikgru":
+        layer.bias_z_mant, layer.bias_z_exp = np.asarray(p["bias_z_mant"]), p["bias_z_exp"]
+        G = (np.asarray(az, dtype=np.float64)[:, None, :] * (1 << fx.ACT_SHIFT)
+             + fx.bias_value(p["bias_z_mant"], p["bias_z_exp"])).astype(np.float32)
+    trace = {}
+    S = scan_hidden(layer, C.astype(np.float32), trace=trace, G=G)
+    out = {"s": S[:, 0].astype(np.int64)}
+    names = {"lif": {"v": "v"}, "lava-cuba": {"u": "i", "v": "v"}}.get(kind, {"i": "i", "v": "v"})
+    out.update({ours: trace[theirs][:, 0].astype(np.int64) for ours, theirs in names.items()})
+    return out
 
 
 def float_reference(kind: str, p: dict, a: np.ndarray, az: np.ndarray) -> dict:

@@ -16,27 +16,34 @@ from train.datasets import eval_set_for
 from train.errors import InputError
 from train.loss import predict
 from train.models import SPIKING, ModelConfig, model_from_checkpoint
+from train.neurobench_defs import Accumulator
 from train.ops import model_ops, totals
 
 
 @torch.no_grad()
-def run_split(model: torch.nn.Module, split, batch: int = 256, limit: int | None = None) -> dict:
-    """Predictions, accuracy and mean activity of each layer over a split."""
-    n = len(split) if limit is None else min(limit, len(split))
-    preds, event_sums, samples = [], None, 0
-    for start in range(0, n, batch):
-        idx = np.arange(start, min(n, start + batch))
-        x = split.dense(idx)
+def run_split(model: torch.nn.Module, split, batch: int = 256, limit: int | None = None,
+              index: np.ndarray | None = None, kind: str | None = None) -> dict:
+    """Predictions, accuracy and mean activity of each layer over a split (its first `limit` samples, or those of
+    `index`); with the model's `kind`, also NeuroBench's metrics of the same run (train.neurobench_defs)."""
+    if index is None:
+        index = np.arange(len(split) if limit is None else min(limit, len(split)))
+    index = np.asarray(index, dtype=np.int64)
+    preds, event_sums, widths = [], None, []
+    workload = Accumulator(model, kind) if kind else None
+    for start in range(0, len(index), batch):
+        x = split.dense(index[start:start + batch])
         out, hidden = model(x, return_hidden=True)
         preds.append(predict(out))
         sums = [float(x.sum())] + [float(h.sum()) for h in hidden]
         event_sums = sums if event_sums is None else [a + b for a, b in zip(event_sums, sums)]
-        samples += len(idx)
+        widths = [x.shape[-1]] + [h.shape[-1] for h in hidden]
+        if workload is not None:
+            workload.add(x, hidden)
     pred = torch.cat(preds).numpy()
-    steps = split.spec.n_steps
-    widths = [split.spec.n_channels] + [h.shape[-1] for h in hidden]
-    rates = [s / (samples * steps * w) for s, w in zip(event_sums, widths)]
-    return {"pred": pred, "accuracy": float((pred == split.labels[:n]).mean()), "rates": rates, "samples": samples}
+    per = len(index) * split.spec.n_steps
+    rates = [s / (per * w) for s, w in zip(event_sums, widths)]
+    return {"pred": pred, "accuracy": float((pred == np.asarray(split.labels)[index]).mean()), "rates": rates,
+            "samples": len(index), "neurobench": workload.result() if workload else None}
 
 
 def evaluate(checkpoint: str, data: str | None = None, split: str | None = None, limit: int | None = None) -> dict:
@@ -55,7 +62,7 @@ def evaluate(checkpoint: str, data: str | None = None, split: str | None = None,
     if ev.n_classes != cfg.n_classes:
         raise InputError(f"{where}: {ev.n_classes} classes, the model has {cfg.n_classes}")
     model = model_from_checkpoint(ckpt)
-    res = run_split(model, ev.samples, limit=limit)
+    res = run_split(model, ev.samples, limit=limit, kind=cfg.kind)
     rates = list(res["rates"]) + [0.0] * (len(cfg.sizes) - len(res["rates"]))  # ANNs: rates unused, padded
     rows = model_ops(cfg.kind, cfg.sizes, cfg.n_classes, rates)
     return {
@@ -63,7 +70,7 @@ def evaluate(checkpoint: str, data: str | None = None, split: str | None = None,
         "data": ev.name, "split": ev.split, "evaluated_on": ev.what, "protocol": ev.protocol,
         "samples": res["samples"], "set_samples": len(ev.samples), "epoch": ckpt["epoch"], "accuracy": res["accuracy"], "input_rate": res["rates"][0],
         "layer_rates": res["rates"][1:] if cfg.kind in SPIKING else [],
-        "ops": [asdict(r) for r in rows], "ops_total": totals(rows),
+        "ops": [asdict(r) for r in rows], "ops_total": totals(rows), **res["neurobench"],
     }
 
 
