@@ -3,8 +3,8 @@
 One training step = forward, max-over-time cross-entropy, backward, Adam step,
 decay clamp. Networks: 700 inputs -> two recurrent layers of 128 -> leaky readout
 to 20 classes, 250 steps, Bernoulli input at 5 % density. Compared:
-  ours  - train.layers with the fused kernels (fast=True)
-  loop  - the same layers as a plain per-timestep autograd loop (fast=False)
+  ours  - train.layers with the fused kernels (fused=True)
+  loop  - the same layers as a plain per-timestep autograd loop (fused=False)
   slayer- lava-dl slayer block.cuba.Recurrent x2 + block.cuba.Affine readout
           (Cuba-LIF only; slayer works on [N, C, T]).
 Also checks that ours and the loop give the same gradients on the same batch
@@ -36,10 +36,10 @@ GRAD_TOLERANCE = 1e-9  # relative, in float64
 RECURRENT = {'cuba-lif': CubaLIFRecurrent, 'spikgru': SpikGRURecurrent}
 
 
-def ours(kind: str, fast: bool) -> nn.Sequential:
+def ours(kind: str, fused: bool) -> nn.Sequential:
     rec = RECURRENT[kind]
-    return nn.Sequential(rec(N_IN, HIDDEN, fast=fast), rec(HIDDEN, HIDDEN, fast=fast),
-                         LeakyReadout(HIDDEN, CLASSES, fast=fast))
+    return nn.Sequential(rec(N_IN, HIDDEN, fused=fused), rec(HIDDEN, HIDDEN, fused=fused),
+                         LeakyReadout(HIDDEN, CLASSES, fused=fused))
 
 
 class SlayerCuba(nn.Module):
@@ -88,15 +88,15 @@ def samples_per_s(nets: dict, x, y, iters: int) -> dict:
 
 def grad_difference(kind: str, x, y) -> float:
     """Largest |grad ours - grad loop| / max |grad| over all parameters, float64."""
-    fast = ours(kind, True).double()
-    loop = copy.deepcopy(fast)
+    fused = ours(kind, True).double()
+    loop = copy.deepcopy(fused)
     for m in loop.modules():
-        if hasattr(m, 'fast'):
-            m.fast = False
+        if hasattr(m, 'fused'):
+            m.fused = False
     worst = 0.0
-    for net in (fast, loop):
+    for net in (fused, loop):
         max_over_time_loss(net(x.double()), y).backward()
-    for a, b in zip(fast.parameters(), loop.parameters()):
+    for a, b in zip(fused.parameters(), loop.parameters()):
         worst = max(worst, ((a.grad - b.grad).abs().max() / a.grad.abs().max()).item())
     return worst
 

@@ -144,11 +144,23 @@ def readout_step(a: np.ndarray, o: np.ndarray, v_decay: np.ndarray, bias: np.nda
     return saturate(decay(o, v_decay) + synaptic(a) + bias)
 
 
+def lava_du(d):
+    """Lava's CUBA parameter du for a current decay d (factor (4096 - d)/4096): Lava adds ds_offset = 1 to du, so
+    du = d - 1 (a decay of 0 is out of its reach: d = 1 at least). The one home of this rule; `lava_d` inverts it
+    (netx's iDecay is d)."""
+    return np.maximum(np.asarray(d) - 1, 0)
+
+
+def lava_d(du):
+    """The current decay d that Lava's CUBA applies for its parameter du: d = du + 1 (see lava_du)."""
+    return np.asarray(du) + 1
+
+
 def lava_cuba_step(a: np.ndarray, u: np.ndarray, v: np.ndarray, du: int, dv: int, bias: np.ndarray):
     """Lava's own CUBA (PyLifModelBitAcc) for --netx-compatible files: the current's decay is du + 1
     (Lava's ds_offset), u wraps at 24 bits, v saturates, spike when v > THETA, hard reset to 0.
     Returns (s, u, v) with v already reset."""
-    u = decay(u, du + 1) + synaptic(a)
+    u = decay(u, lava_d(du)) + synaptic(a)
     u = np.where(u > STATE_MAX + 1, u - (1 << STATE_BITS), u)
     u = np.where(u <= -(STATE_MAX + 1), u + (1 << STATE_BITS), u)
     v = np.clip(decay(v, dv) + u + bias, -STATE_MAX, STATE_MAX)

@@ -330,7 +330,7 @@ def _read_state_bounds(ng, layer, w):
     layer.state_lo, layer.state_hi = lo, hi
 
 
-class LifSoft(Block):
+class LifSoftBlock(Block):
     neuron_type, kind = "LIF_SOFT", "lif"
     neuron_keys = ("vDecay", "vThMant", "gradedSpike")
     optional_neuron_keys = STATE_BOUND_KEYS
@@ -348,21 +348,21 @@ class LifSoft(Block):
         _read_state_bounds(ng, layer, w)
 
 
-class CubaSoft(Block):
+class CubaSoftBlock(Block):
     neuron_type, kind = "CUBA_SOFT", "cuba-lif"
     neuron_keys = ("iDecay", "vDecay", "vThMant", "gradedSpike")
     optional_neuron_keys = STATE_BOUND_KEYS
 
     def write_neuron(self, ng, layer):
         _put_ints(ng, "iDecay", layer.i_decay)
-        LifSoft.write_neuron(self, ng, layer)
+        LifSoftBlock.write_neuron(self, ng, layer)
 
     def read_neuron(self, ng, n, layer, w):
-        LifSoft.read_neuron(self, ng, n, layer, w)
+        LifSoftBlock.read_neuron(self, ng, n, layer, w)
         layer.i_decay = _per_neuron_decay(ng, "iDecay", n, w)
 
 
-class SpikGRU(Block):
+class SpikGRUBlock(Block):
     neuron_type, kind = "SPIKGRU", "spikgru"
     conns = (FF, REC, FF_Z, REC_Z)
     biases = (("bias_mant", "bias_exp", "bias"), ("bias_z_mant", "bias_z_exp", "bias_gate"))
@@ -386,14 +386,14 @@ class SpikGRU(Block):
         _read_state_bounds(ng, layer, w)
 
 
-class LavaCuba(Block):
+class LavaCubaBlock(Block):
     """Lava's CUBA with this toolchain's weights (8-bit mantissa and exponent per connection)."""
 
     neuron_type, kind = "LAVA_CUBA", "lava-cuba"
     neuron_keys = ("iDecay", "vDecay", "vThMant", "refDelay", "gradedSpike")
 
     def write_neuron(self, ng, layer):
-        _put_ints(ng, "iDecay", _one(layer.i_decay, "i_decay") + 1)  # netx: du = iDecay - 1
+        _put_ints(ng, "iDecay", fx.lava_d(layer.du))  # netx: du = iDecay - 1
         _put_ints(ng, "vDecay", _one(layer.v_decay, "v_decay"))
         _put_ints(ng, "vThMant", fx.VTH_MANT)
         _put_ints(ng, "refDelay", REF_DELAY)
@@ -403,11 +403,11 @@ class LavaCuba(Block):
         _vth(ng, w)
         _not_graded(ng, w)
         _get_int(ng, "refDelay", REF_DELAY, REF_DELAY, w, "refDelay")
-        layer.i_decay = np.array([_get_int(ng, "iDecay", 1, fx.DECAY_UNITY, w, "Lava du + 1")]) - 1
+        layer.du = int(fx.lava_du(_get_int(ng, "iDecay", 1, fx.DECAY_UNITY, w, "Lava du + 1")))
         layer.v_decay = np.array([_get_int(ng, "vDecay", 0, fx.DECAY_MAX, w, "12-bit decay")])
 
 
-class LeakyReadout(Block):
+class LeakyReadoutBlock(Block):
     neuron_type, kind, layer_type = "LEAKY_READOUT", "readout", "dense"
     conns = (FF,)
     neuron_keys = ("vDecay",)
@@ -419,7 +419,7 @@ class LeakyReadout(Block):
         layer.v_decay = _per_neuron_decay(ng, "vDecay", n, w)
 
 
-class NetxCuba(Block):
+class NetxCubaBlock(Block):
     """Stock netx CUBA (dense_rec): effective integer weights, one exponent, bias_exp 6."""
 
     neuron_type, kind, netx = "CUBA", "lava-cuba", True
@@ -445,7 +445,7 @@ class NetxCuba(Block):
         _put_ints(g, "bias", layer.bias_mant)
 
     def write_neuron(self, ng, layer):
-        LavaCuba.write_neuron(self, ng, layer)
+        LavaCubaBlock.write_neuron(self, ng, layer)
 
     def read(self, g, n_in, w):
         layer = super().read(g, n_in, w)
@@ -465,10 +465,10 @@ class NetxCuba(Block):
         return Synapse(mant, e)
 
     def read_neuron(self, ng, n, layer, w):
-        LavaCuba.read_neuron(self, ng, n, layer, w)
+        LavaCubaBlock.read_neuron(self, ng, n, layer, w)
 
 
-class NetxReadout(NetxCuba):
+class NetxReadoutBlock(NetxCubaBlock):
     """Stock netx CUBA (dense) that never spikes: the leaky readout, its voltage is o."""
 
     kind, layer_type = "readout", "dense"
@@ -497,7 +497,8 @@ def _one(arr: np.ndarray, name: str) -> int:
     return int(vals[0])
 
 
-BLOCKS: tuple[Block, ...] = (LifSoft(), CubaSoft(), SpikGRU(), LavaCuba(), LeakyReadout(), NetxCuba(), NetxReadout())
+BLOCKS: tuple[Block, ...] = (LifSoftBlock(), CubaSoftBlock(), SpikGRUBlock(), LavaCubaBlock(), LeakyReadoutBlock(),
+                             NetxCubaBlock(), NetxReadoutBlock())
 _BY_FILE = {(b.layer_type, b.neuron_type): b for b in BLOCKS}
 _BY_KIND = {(b.kind, b.netx): b for b in BLOCKS}
 
@@ -689,7 +690,7 @@ def quantize_for_netx(ckpt: dict):
         e = netx_exponent(p["W"], p["U"])
         layers.append(QLayer("lava-cuba", _netx_synapse(p["W"], e, l, "W", report),
                              _netx_synapse(p["U"], e, l, "U", report), bias_mant=_netx_bias(p["b"], l, report),
-                             bias_exp=NETX_BIAS_EXP, i_decay=np.maximum(fx.decay_to_int(p["alpha"]) - 1, 0),
+                             bias_exp=NETX_BIAS_EXP, du=int(np.ravel(fx.lava_du(fx.decay_to_int(p["alpha"])))[0]),
                              v_decay=fx.decay_to_int(p["beta"])))
     p = model.readout.export_params()
     l = len(layers)
@@ -718,7 +719,7 @@ def netx_warmup_spikes(net: QNetwork) -> list[tuple[int, int]]:
         u = v = np.zeros(layer.n_out, dtype=np.int64)
         fired = np.zeros(layer.n_out, dtype=bool)
         for _ in range(k + 1):
-            s, u, v = fx.lava_cuba_step(np.zeros(layer.n_out, dtype=np.int64), u, v, int(layer.i_decay.ravel()[0]),
+            s, u, v = fx.lava_cuba_step(np.zeros(layer.n_out, dtype=np.int64), u, v, layer.du,
                                         int(layer.v_decay.ravel()[0]), layer.bias)
             fired |= s > 0
         if fired.any():

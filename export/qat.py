@@ -109,7 +109,7 @@ def saturate(x: Tensor) -> Tensor:
     return x.clamp(-SAT, SAT)
 
 
-def state_bounds(kind: str, block) -> tuple[float, float]:
+def block_clamp(kind: str, block) -> tuple[float, float]:
     """The clamp of i and v in state units, as export/quantize.py sets QLayer.state_lo/hi: the block's
     training clip times THETA (fixed_point.clip_bounds); lava-cuba keeps Lava's arithmetic (24-bit range)."""
     lo, hi = (-fx.STATE_MAX, fx.STATE_MAX) if kind == "lava-cuba" else fx.clip_bounds(block.opts.clip)
@@ -151,12 +151,14 @@ def q_bias(b: Tensor) -> Tensor:
     return _st(value, (b.double() * THETA).clamp(lo, hi))
 
 
-def q_decay(decay_factor: Tensor, offset: int = 0) -> Tensor:
-    """12-bit d = round((1 - decay) * 4096) in [0, 4095] (fixed_point.decay_to_int), minus `offset`
-    floored at 0 (Lava CUBA's du = di - 1); straight-through inside the range."""
-    d = np.maximum(fx.decay_to_int(decay_factor.detach().cpu().numpy()) - offset, 0)
-    path = ((1.0 - decay_factor.double()) * UNITY - offset).clamp(-0.5, fx.DECAY_MAX + 0.5)
-    return _st(torch.from_numpy(d).to(decay_factor.device, torch.float64), path)
+def q_decay(decay_factor: Tensor, lava: bool = False) -> Tensor:
+    """12-bit d = round((1 - decay) * 4096) in [0, 4095] (fixed_point.decay_to_int); lava: the decay Lava's CUBA
+    applies for the du it is given (fixed_point.lava_d(lava_du(d)), at least 1); straight-through in the range."""
+    d = fx.decay_to_int(decay_factor.detach().cpu().numpy())
+    if lava:
+        d = fx.lava_d(fx.lava_du(d))
+    path = ((1.0 - decay_factor.double()) * UNITY).clamp(float(lava) - 0.5, fx.DECAY_MAX + 0.5)
+    return _st(torch.from_numpy(np.asarray(d)).to(decay_factor.device, torch.float64), path)
 
 
 def layer_kind(model) -> str:
@@ -177,7 +179,7 @@ def _layer_params(kind: str, block) -> dict:
     if kind in ("cuba-lif", "spikgru"):
         p["di"] = q_decay(block.alpha)
     if kind == "lava-cuba":
-        p["di"] = q_decay(block.alpha, offset=1) + 1.0  # Lava decays the current by du + 1
+        p["di"] = q_decay(block.alpha, lava=True)
     if kind in ("lif", "cuba-lif", "lava-cuba"):
         p["dv"] = q_decay(block.beta)
     return p
@@ -246,7 +248,7 @@ class _FusedHidden(torch.autograd.Function):
     backpropagation through time is written out, with exactly _hidden_reference's gradients.
 
     Inputs are time-major: a_ff, az_ff [T, B, n] (the feed-forward dendrites); U, Uz mantissas;
-    bias, bias_z in state units; di (lava-cuba: du + 1), dv 12-bit decays; lo, hi the state clamp
+    bias, bias_z in state units; di (lava-cuba: fixed_point.lava_d(du)), dv 12-bit decays; lo, hi the state clamp
     (lava-cuba: the 24-bit range). Returns spikes [T, B, n]."""
 
     @staticmethod
@@ -402,7 +404,7 @@ def _hidden_fused(kind: str, p: dict, x: Tensor, scale: float, width: float,
 def _hidden_layer(kind: str, block, x: Tensor, fused: bool = True) -> Tensor:
     """One spiking layer: x [B, T, n_in] (float64 integers) -> spikes [B, T, n]."""
     run = _hidden_fused if fused else _hidden_reference
-    return run(kind, _layer_params(kind, block), x, block.opts.scale, block.opts.width, *state_bounds(kind, block))
+    return run(kind, _layer_params(kind, block), x, block.opts.scale, block.opts.width, *block_clamp(kind, block))
 
 
 def _readout(block, x: Tensor) -> Tensor:

@@ -34,7 +34,8 @@ class Synapse:
 class QLayer:
     """One layer's integer parameters; unused fields of a kind stay None.
 
-    i_decay, v_decay: 12-bit decays d (factor (4096 - d)/4096), per neuron (one value for lava-cuba).
+    i_decay, v_decay: 12-bit decays d (factor (4096 - d)/4096), per neuron (lava-cuba: v_decay one value).
+    du: lava-cuba's current decay, Lava's own parameter (the current decays by fixed_point.lava_d(du)).
     bias: bias_mant with exponent bias_exp (state units: bias_mant << bias_exp).
     state_lo, state_hi: the clamp of i and v of lif / cuba-lif / spikgru neurons in state units (the
     training clip times THETA; default the 24-bit saturation range). lava-cuba and readout ignore them.
@@ -46,6 +47,7 @@ class QLayer:
     bias_mant: np.ndarray | None = None
     bias_exp: int = 0
     i_decay: np.ndarray | None = None
+    du: int | None = None
     v_decay: np.ndarray | None = None
     ff_z: Synapse | None = None  # SpikGRU gate
     rec_z: Synapse | None = None
@@ -118,7 +120,7 @@ def layer_step(layer: QLayer, x: np.ndarray, st: dict[str, np.ndarray]) -> dict[
                                     layer.state_lo, layer.state_hi)
     elif layer.kind == "lava-cuba":
         # Lava's CUBA takes the recurrent input through the same dendrite; reset is built in
-        s, i, v = fx.lava_cuba_step(a, st["i"], st["v"], int(layer.i_decay.ravel()[0]),
+        s, i, v = fx.lava_cuba_step(a, st["i"], st["v"], layer.du,
                                     int(layer.v_decay.ravel()[0]), layer.bias)
     else:
         raise ValueError(f"unknown neuron kind {layer.kind}")

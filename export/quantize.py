@@ -19,7 +19,7 @@ from train.models import SPIKING, ModelConfig, model_from_checkpoint
 from train.neurons import DEFAULT_CLIP
 
 
-def state_bounds(options: dict) -> tuple[int, int]:
+def options_clamp(options: dict) -> tuple[int, int]:
     """The state clamp of the study's neurons from a model config's options (docs/fixed_point.md):
     'clip' absent -> train.neurons.DEFAULT_CLIP, None -> the 24-bit range (-STATE_MAX, STATE_MAX),
     (lo, hi) -> (round(lo * THETA), round(hi * THETA)) limited to the 24-bit range."""
@@ -77,8 +77,7 @@ def quantize_block(kind: str, p: dict[str, np.ndarray], index: int, report: Quan
     elif kind == "cuba-lif":
         layer.i_decay, layer.v_decay = fx.decay_to_int(p["alpha"]), fx.decay_to_int(p["beta"])
     elif kind == "lava-cuba":
-        # Lava's CUBA decays the current by du + 1 (ds_offset): store du so that 4096 - du - 1 ~ alpha * 4096
-        layer.i_decay = np.maximum(fx.decay_to_int(p["alpha"]) - 1, 0)
+        layer.du = int(np.ravel(fx.lava_du(fx.decay_to_int(p["alpha"])))[0])
         layer.v_decay = fx.decay_to_int(p["beta"])
     elif kind == "spikgru":
         layer.i_decay = fx.decay_to_int(p["alpha"])
@@ -97,7 +96,7 @@ def quantize_model(model, cfg: ModelConfig, meta: dict | None = None) -> tuple[Q
     kind = "lava-cuba" if cfg.options.get("lava_cuba") else cfg.kind
     layers = [quantize_block(kind, block.export_params(), l, report) for l, block in enumerate(model.hidden_layers)]
     if kind != "lava-cuba":  # Lava's CUBA keeps its own arithmetic (no clamp; docs/fixed_point.md)
-        lo, hi = state_bounds(cfg.options)
+        lo, hi = options_clamp(cfg.options)
         clip = cfg.options.get("clip", DEFAULT_CLIP)
         for l, layer in enumerate(layers):
             layer.state_lo, layer.state_hi = lo, hi

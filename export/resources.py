@@ -10,7 +10,7 @@ take no neuro core.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -79,10 +79,6 @@ class Resources:
     def synapse_bytes(self) -> int:
         return sum(l.synapse_bytes for l in self.layers)
 
-    def to_dict(self) -> dict:
-        return {"chips": self.chips, "cores": self.cores, "neurons": self.neurons, "synapses": self.synapses,
-                "synapse_bytes": self.synapse_bytes, "layers": [asdict(l) for l in self.layers]}
-
 
 # ---- bit widths ----------------------------------------------------------------------------
 
@@ -107,7 +103,7 @@ def check_bit_widths(net: QNetwork) -> list[str]:
                 bias = fx.bias_value(np.clip(getattr(layer, mant), -fx.BIAS_MANT_MAX - 1, fx.BIAS_MANT_MAX),
                                      int(np.clip(getattr(layer, exp), 0, fx.BIAS_EXP_MAX)))
                 rng(f"{at} bias value (24-bit state)", bias, -fx.STATE_MAX, fx.STATE_MAX)
-        for name in ("i_decay", "v_decay"):
+        for name in ("i_decay", "v_decay", "du"):
             if getattr(layer, name) is not None:
                 rng(f"{at} {name} (12-bit)", getattr(layer, name), 0, fx.DECAY_MAX)
     if fx.THETA > fx.STATE_MAX or (fx.ACC_MAX << fx.ACT_SHIFT) > fx.STATE_MAX:

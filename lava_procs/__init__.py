@@ -22,11 +22,11 @@ from lava.magma.core.run_conditions import RunSteps
 from lava.magma.core.run_configs import Loihi2SimCfg, RunConfig
 from lava.magma.runtime.mgmt_token_enums import MGMT_RESPONSE, enum_equal
 
-from lava_procs.process import (NEURON_OPS, NEURON_OPS_FIELDS, READOUT_UNSET, CountingDense, CubaLIF, LavaCubaLIF,
+from lava_procs.process import (NEURON_OPS, READOUT_UNSET, CountingDense, CubaLIF, LavaCubaLIF,
                                 LIF, Readout, SampleSource, SpikGRU)
 
 __all__ = ["LIF", "CubaLIF", "SpikGRU", "LavaCubaLIF", "Readout", "CountingDense", "SampleSource",
-           "NEURON_OPS", "NEURON_OPS_FIELDS", "READOUT_UNSET", "LavaRunError", "run_steps", "shutdown",
+           "NEURON_OPS", "READOUT_UNSET", "LavaRunError", "run_steps", "shutdown",
            "lava_session"]
 
 PRECISIONS = ("fixed_pt", "floating_pt")
@@ -128,6 +128,11 @@ def _wait(process: AbstractProcess) -> None:
     Lava's own blocking wait hangs when a ProcessModel raises while another one waits for
     its data (the runtime service then never answers); here any runtime process that
     exits during the run, or an ERROR from a runtime service, ends the wait with an error.
+
+    Private API, on purpose: Lava offers no public way to watch its runtime processes, so this reads
+    ``runtime._messaging_infrastructure.actors`` and ``runtime.service_to_runtime`` and sets
+    ``runtime._is_running`` as Lava's own ``Runtime._run`` does. lava-nc is pinned to its final release
+    (0.10.0, archived), so these names cannot move under us; tests/test_lava_procs.py exercises every path.
     """
     runtime = process.runtime
     actors = list(runtime._messaging_infrastructure.actors)

@@ -86,7 +86,7 @@ def float_lava_cuba_step(a, u, v, s, alpha, beta, b):
 
 
 # ---------------------------------------------------------------------------- shared parts
-class _Streamed(PyLoihiProcessModel):
+class _StreamedModel(PyLoihiProcessModel):
     """Per-sample reset and counting window (lava_procs.process module docstring)."""
 
     reset_interval: np.ndarray = INT
@@ -114,7 +114,7 @@ class _Streamed(PyLoihiProcessModel):
         return None if count and j >= count else j
 
 
-class _NeuronModel(_Streamed):
+class _NeuronModel(_StreamedModel):
     """Skeleton of every spiking neuron: receive, reset, update (the step function), count, send."""
 
     kind = ""
@@ -316,7 +316,7 @@ class PyLavaCubaLIFModelFloat(_FloatNeuron):
 
 
 # --------------------------------------------------------------------------------- readout
-class _ReadoutModel(_Streamed):
+class _ReadoutModel(_StreamedModel):
     neuron_ops: np.ndarray = INT
     bias_mant: np.ndarray = _int(13)
     bias_exp: np.ndarray = _int(3)
@@ -371,7 +371,7 @@ class PyReadoutModelFloat(_ReadoutModel):
 
 
 # ------------------------------------------------------------------------------ connection
-class _DenseModel(_Streamed):
+class _DenseModel(_StreamedModel):
     weights: np.ndarray = _int(8)
     weight_exp: np.ndarray = INT
     num_message_bits: np.ndarray = INT
@@ -437,9 +437,7 @@ class PyCountingDenseModelFloat(_DenseModel):
         return s, int(np.rint(s.sum()))
 
     def accumulate(self, s):
-        if not hasattr(self, "_w_float"):
-            self._w_float = fx.dequantize_weight(self.weights, int(self.weight_exp[0]))
-        return self._w_float @ s
+        return fx.dequantize_weight(self.weights, int(self.weight_exp[0])) @ s  # the Vars as they are now
 
 
 # ---------------------------------------------------------------------------------- source

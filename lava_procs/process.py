@@ -106,7 +106,6 @@ NEURON_OPS = {
     "readout": (1, 1, False),
     "lava-cuba": (2, 1, False),
 }
-NEURON_OPS_FIELDS = ("mac", "ac")  # neuron_ops[0] is MAC, neuron_ops[1] is AC
 MAX_MESSAGE_BITS = 24  # Loihi 2 graded spikes
 READOUT_UNSET = -(1 << (fx.STATE_BITS - 1))  # running max before a sample's first step, below any saturated o
 BIAS_MANT_MIN = -fx.BIAS_MANT_MAX - 1

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from export.resources import estimate
-from sim.engine import Counts, layer_names, measured_ops, run_fast
+from sim.engine import layer_names, counted_ops, run_fast
 from sim.hardware import LOIHI_SOURCE, explain, hardware_ops, loihi_energy_pj
 from sim.simulate import LAVA_DEFAULT_LIMIT, load_net, load_split, run_engine, sample_index
 from train.errors import InputError
@@ -49,11 +49,6 @@ def predicted(net_kind: str, sizes: list[int], n_classes: int, rates: list[float
     """Table 2 per layer as dicts with name, mac, ac (rates: input events per channel per step, then
     spikes per neuron per step of each hidden layer)."""
     return [asdict(r) for r in model_ops(_table2_kind(net_kind), sizes, n_classes, rates)]
-
-
-def _rates_of(counts: Counts, sizes: list[int]) -> list[float]:
-    per = max(1, counts.samples * counts.steps)
-    return [e / (per * m) for e, m in zip([counts.input_events] + list(counts.spikes), sizes)]
 
 
 def _rel(a: float | None, b: float | None) -> float | None:
@@ -120,11 +115,11 @@ def compare(path: str | Path, data: str | None = None, checkpoint: str | None = 
     whole = run_fast(net, binned, progress=progress) if n < len(binned) else fast
     lava = run_engine(net, binned, "lava", index, "sim", progress, path)
     stock = run_engine(net, binned, "lava", index, "sim", progress, path, stock_netx=True, netx=True) if netx else None
-    fixed_rates = _rates_of(fast.counts, sizes)
+    fixed_rates = fast.counts.rates(net)
     pred_fixed = predicted(kind, sizes, net.readout.n_out, fixed_rates)
     pred_float = predicted(kind, sizes, net.readout.n_out, flt["rates"]) if flt else None
-    meas_lava = measured_ops(net, lava["counts"])
-    meas_fast = measured_ops(net, fast.counts)
+    meas_lava = counted_ops(net, lava["counts"])
+    meas_fast = counted_ops(net, fast.counts)
     counts_equal = lava["counts"].equals(fast.counts)
     rows, worst = [], 0.0
     names = layer_names(net)

@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 import torch
-from tqdm import tqdm
 
 from export import fixed_point as fx
 from export.qnet import QLayer, QNetwork, Synapse, predict
 from lava_procs.process import NEURON_OPS
-from train.data import _ranges
+from train.data import ranges
+from train.progress import progress_bar
 
 THETA = float(fx.THETA)
 SAT = float(fx.STATE_MAX)
@@ -103,6 +103,13 @@ class Counts:
 
     def equals(self, other: "Counts") -> bool:
         return self.key() == other.key()
+
+    def rates(self, net: QNetwork) -> list[float]:
+        """[input events per channel per step, spikes per neuron per step of each hidden layer] (the activity
+        train.ops.model_ops takes; train.evaluate.run_split gives the float model's)."""
+        per = max(1, self.samples * self.steps)
+        widths = [net.layers[0].n_in] + [l.n_out for l in net.hidden]
+        return [e / (per * w) for e, w in zip([self.input_events] + list(self.spikes), widths)]
 
     def as_dict(self) -> dict:
         return {"samples": self.samples, "steps": self.steps, "syn_events": dict(self.syn_events),
@@ -181,7 +188,7 @@ class Inputs:
         index = np.asarray(index, dtype=np.int64)
         B, T, C = len(index), split.spec.n_steps, split.spec.n_channels
         starts, stops = split.offsets[index], split.offsets[index + 1]
-        flat = split.flat[_ranges(starts, stops)]
+        flat = split.flat[ranges(starts, stops)]
         owner = np.repeat(np.arange(B), stops - starts)
         step, channel = np.divmod(flat, C)
         coo = sp.coo_matrix((np.ones(len(flat), dtype=np.float32), (step * B + owner, channel)), shape=(T * B, C))
@@ -380,7 +387,7 @@ def scan_hidden(layer: QLayer, C: np.ndarray, rec: "_Rec | None" = None, trace: 
             if record:
                 trace["i"][t], trace["v"][t] = i, v
     elif kind == "lava-cuba":
-        fu = _factor(int(np.ravel(layer.i_decay)[0]) + 1)
+        fu = _factor(fx.lava_d(layer.du))
         fv = _factor(int(np.ravel(layer.v_decay)[0]))
         span, top = float(1 << fx.STATE_BITS), float(fx.STATE_MAX + 1)
         for t in range(T):
@@ -483,7 +490,7 @@ class SimResult:
 def _run_batches(net: QNetwork, batches, n: int, keep_traces: bool, progress: bool, desc: str):
     t0 = time.perf_counter()
     total, preds, spikes, readouts = Counts(), [], [], []
-    bar = tqdm(total=n, desc=desc, unit="sample", disable=not progress, leave=False)
+    bar = progress_bar(n, desc, progress)
     for inputs in batches:
         out = run_batch(net, inputs)
         preds.append(predict(out["readout"]))
@@ -526,7 +533,7 @@ def run_fast(net: QNetwork, split, limit: int | None = None, batch: int = 128, k
     return SimResult(pred, np.asarray(split.labels)[index], total, traces.get("spikes"), traces.get("readout"), seconds)
 
 
-def measured_ops(net: QNetwork, c: Counts) -> list[dict]:
+def counted_ops(net: QNetwork, c: Counts) -> list[dict]:
     """MAC and AC per timestep per sample of each layer, from counts (Table 2's terms).
 
     AC = the layer's synaptic events (all its connections) + its neuron AC terms (bias, the soft

@@ -35,13 +35,13 @@ from pathlib import Path
 import numpy as np
 from lava.magma.core.run_configs import Loihi2SimCfg, RunConfig
 from lava.proc.io.sink import RingBuffer as Sink
-from tqdm import tqdm
 
 from export.qnet import QLayer, QNetwork
 from lava_procs import (CountingDense, CubaLIF, LavaCubaLIF, LavaRunError, LIF, Readout, SampleSource, SpikGRU,
                         lava_session, run_steps)
 from sim.engine import Counts, layer_names
 from train.errors import InputError
+from train.progress import progress_bar
 
 BACKENDS = ("sim", "loihi2")
 # lava-loihi's packages: the Loihi 2 compiler and the NeuroCore ProcessModels (not on PyPI)
@@ -118,7 +118,7 @@ def _neuron(layer: QLayer, k: int, reset: dict):
         return SpikGRU(i_decay=layer.i_decay, bias_z_mant=layer.bias_z_mant, bias_z_exp=layer.bias_z_exp,
                        **bounds, **common)
     if layer.kind == "lava-cuba":
-        return LavaCubaLIF(du=int(np.ravel(layer.i_decay)[0]), dv=int(np.ravel(layer.v_decay)[0]), **common)
+        return LavaCubaLIF(du=layer.du, dv=int(np.ravel(layer.v_decay)[0]), **common)
     raise InputError(f"layer {k + 1}: no Lava process for neuron kind {layer.kind!r}")
 
 
@@ -223,7 +223,7 @@ def run_lava(net: QNetwork, counts: np.ndarray, record: bool = False, progress: 
     lnet = build_lava_network(net, counts, record)
     total = lnet.total_steps
     cfg = run_cfg or Loihi2SimCfg(select_tag="fixed_pt")
-    bar = tqdm(total=lnet.n_samples, desc=desc, unit="sample", disable=not progress, leave=False)
+    bar = progress_bar(lnet.n_samples, desc, progress)
     t0 = time.perf_counter()
     done = 0
     try:
@@ -289,7 +289,7 @@ def run_stock_netx(path: str | Path, net: QNetwork, counts: np.ndarray, record: 
         monitors.append(m)
     pauses = stock_netx_pauses(N, T, L) if clear else []
     stops = sorted({step for step, _ in pauses} | {min(total, c * T) for c in range(1, total // T + 1)} | {total})
-    bar = tqdm(total=N, desc="stock netx", unit="sample", disable=not progress, leave=False)
+    bar = progress_bar(N, "stock netx", progress)
     t0 = time.perf_counter()
     done, cleared = 0, 0
     try:

@@ -6,9 +6,9 @@ evaluated on its own test set by train.evaluate.evaluate (accuracy, activity, Ta
 activity): the dataset's test split, or for a speaker-held-out run (``train --holdout-speaker``, ``cv``) its
 held-out speaker. Runs of one configuration (protocol, model, layers, hidden, data, recipe) are grouped as
 train.stats.group_accuracy does: mean +- 95 % CI over seeds, or over folds for the held-out protocol; ops
-averaged. Where an exported network file (``*.h5``) lies in a run directory, its operations are *measured* by
-the fast engine on the same test set (the event counts the Lava counters give, tests/test_sim.py), with the
-fixed-point accuracy.
+averaged. Where an exported network file (``*.h5``) lies in a run directory, the fixed-point network's operations
+are counted by the fast engine on the same test set (the counts the Lava counters give, tests/test_sim.py), with
+its accuracy.
 
 Output: ``--out report.html`` (one self-contained file, the figure embedded as PNG) or ``--out report.md``
 (Markdown, the figure beside it as report.png). Written atomically.
@@ -45,11 +45,11 @@ def find_run_dirs(root: Path) -> list[Path]:
     return dirs
 
 
-def _measured(run_dir: Path, progress: bool) -> list[dict]:
+def _fixed_point_ops(run_dir: Path, progress: bool) -> list[dict]:
     """Fast-engine measurements of every network file in run_dir, on the network's own test set: ops per step
     per sample and accuracy."""
     from export.netx_h5 import read_network
-    from sim.engine import measured_ops, run_fast
+    from sim.engine import counted_ops, run_fast
     from sim.simulate import load_split
 
     out = []
@@ -61,7 +61,7 @@ def _measured(run_dir: Path, progress: bool) -> list[dict]:
             out.append({"file": str(h5), "error": str(exc)})
             continue
         res = run_fast(net, split, progress=progress)
-        rows = measured_ops(net, res.counts)
+        rows = counted_ops(net, res.counts)
         mac, ac = sum(r["mac"] for r in rows), sum(r["ac"] for r in rows)
         out.append({"file": str(h5), "accuracy": res.accuracy, "mac": mac, "ac": ac, "ops": mac + ac,
                     "samples": res.counts.samples})
@@ -84,22 +84,22 @@ def collect(root: str | Path, progress: bool = True, limit: int | None = None) -
         except InputError as exc:
             runs.append({"run_dir": str(d), "error": str(exc)})
             continue
-        measured = _measured(d, progress)
-        fixed = [m["accuracy"] for m in measured if "error" not in m]
+        fixed_point = _fixed_point_ops(d, progress)
+        fixed = [m["accuracy"] for m in fixed_point if "error" not in m]
         runs.append({"run_dir": str(d), "finished": summary is not None, "model": ev["model"], "layers": ev["layers"],
                      "hidden": ev["hidden"], "data": ev["data"], "epoch": ev["epoch"],
                      "recipe": (summary or {}).get("recipe", "study"), "protocol": ev["protocol"],
                      "test_acc": summary["test_acc"] if summary else ev["accuracy"],
                      "fixed_acc": float(np.mean(fixed)) if fixed else None,
                      "ops": ev["ops_total"], "layer_ops": ev["ops"], "rates": [ev["input_rate"]] + ev["layer_rates"],
-                     "measured": measured})
+                     "fixed_point": fixed_point})
     groups = defaultdict(list)
     for r in runs:
         if "error" not in r:
             groups[(r["protocol"].get("kind", SEEN), r["model"], r["layers"], r["hidden"], r["data"], r["recipe"])].append(r)
     rows = []
     for (kind, model, layers, hidden, data, recipe), rs in sorted(groups.items()):
-        meas = [m for r in rs for m in r["measured"] if "error" not in m]
+        meas = [m for r in rs for m in r["fixed_point"] if "error" not in m]
         with_fixed = [r for r in rs if r["fixed_acc"] is not None]
         acc = group_accuracy(rs, kind)
         rows.append({
@@ -111,9 +111,9 @@ def collect(root: str | Path, progress: bool = True, limit: int | None = None) -
             "mac": float(np.mean([r["ops"]["mac"] for r in rs])), "ac": float(np.mean([r["ops"]["ac"] for r in rs])),
             "ops": float(np.mean([r["ops"]["ops"] for r in rs])),
             "rates": [float(x) for x in np.mean([r["rates"] for r in rs], axis=0)] if rs[0]["rates"] else [],
-            "measured_mac": float(np.mean([m["mac"] for m in meas])) if meas else None,
-            "measured_ac": float(np.mean([m["ac"] for m in meas])) if meas else None,
-            "measured_ops": float(np.mean([m["ops"] for m in meas])) if meas else None,
+            "fixed_mac": float(np.mean([m["mac"] for m in meas])) if meas else None,
+            "fixed_ac": float(np.mean([m["ac"] for m in meas])) if meas else None,
+            "fixed_ops": float(np.mean([m["ops"] for m in meas])) if meas else None,
             "fixed_acc": group_accuracy(with_fixed, kind, "fixed_acc")["test_acc_mean"] if with_fixed else None,
         })
     return {"root": str(root), "runs": runs, "rows": rows}
@@ -134,14 +134,14 @@ def figure_png(rows: list[dict]) -> bytes:
     kinds = [k for k in PROTOCOL_TITLES if any(r["protocol"] == k for r in rows)] or list(PROTOCOL_TITLES)[:1]
     fig, axes = plt.subplots(1, len(kinds), figsize=(6.4 * len(kinds), 4.6), dpi=110, squeeze=False)
     markers = {"gru": "s", "rnn": "D", "lif": "v", "cuba-lif": "^", "spikgru": "o"}
-    xs = [r["ops"] for r in rows] + [r["measured_ops"] for r in rows if r["measured_ops"] is not None]
+    xs = [r["ops"] for r in rows] + [r["fixed_ops"] for r in rows if r["fixed_ops"] is not None]
     for ax, kind in zip(axes[0], kinds):
         for r in (r for r in rows if r["protocol"] == kind):
             label = f"{r['model']} {r['layers']}x{r['hidden']} ({r['data']}, {r['recipe']})"
             ax.errorbar(r["ops"], 100 * r["acc_mean"], yerr=100 * r["acc_ci95"], fmt=markers.get(r["model"], "o"),
                         capsize=3, label=label)
-            if r["measured_ops"] is not None and r["fixed_acc"] is not None:
-                ax.plot(r["measured_ops"], 100 * r["fixed_acc"], marker=markers.get(r["model"], "o"),
+            if r["fixed_ops"] is not None and r["fixed_acc"] is not None:
+                ax.plot(r["fixed_ops"], 100 * r["fixed_acc"], marker=markers.get(r["model"], "o"),
                         mfc="none", color="gray", ls="none")
         ax.set_xscale("log")
         if xs:
@@ -149,7 +149,7 @@ def figure_png(rows: list[dict]) -> bytes:
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("operations (MAC + AC) per timestep per sample")
         ax.set_ylabel("test accuracy (%)")
-        ax.set_title(PROTOCOL_TITLES[kind] + "\n(open grey: measured, fixed point)", fontsize=9)
+        ax.set_title(PROTOCOL_TITLES[kind] + "\n(open grey: exported fixed-point network, fast engine)", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6, loc="best")
@@ -185,14 +185,14 @@ def _tables(res: dict) -> list[tuple[str, list[str], list[list[str]]]]:
               f"{100 * r['acc_mean']:.2f} +- {100 * r['acc_ci95']:.2f} %", pct(r["fixed_acc"]),
               ", ".join(f"{k} {100 * v:.1f}" for k, v in r["fold_acc"].items())] for r in held]
         tables.append(("Accuracy, speaker held out (Table 1, leave-one-speaker-out)", h, t))
-    h2 = ["protocol", "model", "size", "data", "recipe", "MAC/step", "AC/step", "MAC+AC/step", "measured MAC/step",
-          "measured AC/step", "measured MAC+AC/step", "ops vs largest ANN"]
+    h2 = ["protocol", "model", "size", "data", "recipe", "MAC/step", "AC/step", "MAC+AC/step", "fixed-point MAC/step",
+          "fixed-point AC/step", "fixed-point MAC+AC/step", "ops vs largest ANN"]
     t2 = []
     for r in res["rows"]:
         anns = [a["ops"] for a in res["rows"] if a["model"] in ("gru", "rnn") and a["protocol"] == r["protocol"]]
         ref = max(anns) if anns else None
         t2.append([r["protocol"], r["model"], size(r), r["data"], r["recipe"], _fmt(r["mac"]), _fmt(r["ac"]),
-                   _fmt(r["ops"]), _fmt(r["measured_mac"]), _fmt(r["measured_ac"]), _fmt(r["measured_ops"]),
+                   _fmt(r["ops"]), _fmt(r["fixed_mac"]), _fmt(r["fixed_ac"]), _fmt(r["fixed_ops"]),
                    "-" if ref is None or r["model"] in ("gru", "rnn") else f"{ref / r['ops']:.1f}x fewer"])
     tables.append(("Operations (Table 2)", h2, t2))
     return tables
@@ -202,8 +202,8 @@ NOTES = ("Accuracy, seen speakers: the dataset's test split, mean over seeds wit
          "interval. Speaker held out: accuracy on every sample of a speaker the model never heard (nor chose its "
          "epoch on), each fold's seeds averaged, mean and Student-t 95 % CI over folds. "
          "Operations: per timestep per sample, the study's Table 2 at each model's activity on its test set "
-         "(float model); measured: the fast engine's event counts of the exported fixed-point network found in the "
-         "run directory (equal to the Lava counters). 'ops vs largest ANN': MAC+AC of the largest ANN of the same "
+         "(float model); fixed-point: the fast engine's event counts of the exported fixed-point network found in the "
+         "run directory, counted by the fast engine (equal to the Lava counters). 'ops vs largest ANN': MAC+AC of the largest ANN of the same "
          "protocol / this model's.")
 
 
@@ -268,12 +268,12 @@ def report(root: str | Path, out: str | Path, progress: bool = True, limit: int 
 
 def format_report(r: dict) -> str:
     lines = [f"{'protocol':<18}{'model':<10}{'size':<8}{'data':<9}{'recipe':<8}{'runs':>5}   "
-             f"{'accuracy (95 % CI)':<22}{'MAC+AC/step':>14}{'measured':>12}"]
+             f"{'accuracy (95 % CI)':<22}{'MAC+AC/step':>14}{'fixed pt':>12}"]
     for row in r["rows"]:
         lines.append(f"{row['protocol']:<18}{row['model']:<10}{str(row['layers']) + 'x' + str(row['hidden']):<8}"
                      f"{row['data']:<9}{row['recipe']:<8}{row['runs']:>5}   "
                      f"{100 * row['acc_mean']:6.2f} +- {100 * row['acc_ci95']:5.2f} %{'':<5}"
-                     f"{row['ops']:>14,.0f}{_fmt(row['measured_ops']):>12}")
+                     f"{row['ops']:>14,.0f}{_fmt(row['fixed_ops']):>12}")
     for run in r["runs"]:
         if "error" in run:
             lines.append(f"left out {run['run_dir']}: {run['error']}")

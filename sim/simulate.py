@@ -28,7 +28,7 @@ from export.netx_h5 import read_network
 from export.qnet import QNetwork
 from lava_procs import LavaRunError
 from sim import lava_net
-from sim.engine import Counts, measured_ops, run_counts, run_fast
+from sim.engine import Counts, counted_ops, run_counts, run_fast
 from train.errors import InputError
 
 ENGINES = ("lava", "fast")
@@ -77,13 +77,6 @@ def load_split(net: QNetwork, data: str | None, split: str | None = None, channe
     if ev.n_classes > n_classes:
         raise InputError(f"{where}: {ev.n_classes} classes, the network {path} has {n_classes} outputs")
     return ev, ev.samples
-
-
-def _rates(counts: Counts, net: QNetwork) -> list[float]:
-    """[input events per channel per step, spikes per neuron per step of each hidden layer]."""
-    per = max(1, counts.samples * counts.steps)
-    sizes = [net.layers[0].n_in] + [l.n_out for l in net.hidden]
-    return [e / (per * m) for e, m in zip([counts.input_events] + list(counts.spikes), sizes)]
 
 
 def sample_index(n_split: int, limit: int | None) -> np.ndarray:
@@ -162,7 +155,7 @@ def simulate(path: str | Path, data: str | None = None, split: str | None = None
         raise InputError("--raw-stream applies to --stock-netx runs only")
     run = run_engine(net, binned, engine, index, backend, progress, path, stock_netx, netx, raw_stream)
     counts: Counts = run["counts"]
-    rows = measured_ops(net, counts)
+    rows = counted_ops(net, counts)
     mac, ac = sum(r["mac"] for r in rows), sum(r["ac"] for r in rows)
     steps = counts.steps
     return {
@@ -171,7 +164,7 @@ def simulate(path: str | Path, data: str | None = None, split: str | None = None
         "engine": engine, "backend": backend, "stock_netx": stock_netx, "raw_stream": raw_stream, "samples": int(len(run["pred"])),
         "split_samples": len(binned), "steps": steps, "accuracy": float(np.mean(run["pred"] == run["labels"])),
         "correct": int(np.sum(run["pred"] == run["labels"])), "index": index.tolist(), "pred": run["pred"].tolist(),
-        "rates": _rates(counts, net), "ops": rows, "ops_total": {"mac": mac, "ac": ac, "ops": mac + ac},
+        "rates": counts.rates(net), "ops": rows, "ops_total": {"mac": mac, "ac": ac, "ops": mac + ac},
         "ops_per_sample": {"mac": mac * steps, "ac": ac * steps, "ops": (mac + ac) * steps},
         "counts": counts.as_dict(), "counts_from": counts.source, "seconds": run["seconds"],
         "wall_seconds": time.perf_counter() - t0, "notes": notes + run["notes"],

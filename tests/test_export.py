@@ -41,7 +41,7 @@ def random_qnet(kind: str, rng, sizes=(10, 12, 9), n_classes=4, netx=False, bias
         layer = QLayer(kind, _syn(rng, n, n_in, e), _syn(rng, n, n, e), bias_mant=rng.integers(-bias_hi, bias_hi, n),
                        bias_exp=6 if netx else int(rng.integers(0, 8)))
         if kind == "lava-cuba":
-            layer.i_decay, layer.v_decay = rng.integers(0, 4096, 1), rng.integers(0, 4096, 1)
+            layer.du, layer.v_decay = int(rng.integers(0, 4096)), rng.integers(0, 4096, 1)
         else:
             layer.v_decay = rng.integers(0, 4096, n)
             if kind != "lif":

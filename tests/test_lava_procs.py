@@ -66,7 +66,7 @@ def fixed_reference(kind: str, p: dict, a: np.ndarray, az: np.ndarray) -> dict:
     bias = fx.bias_value(p["bias_mant"], p["bias_exp"]).astype(np.float64)
     zero = Synapse(np.zeros((n, n), dtype=np.int64), 0)
     layer = QLayer(kind, zero, None if kind == "readout" else zero, bias_mant=np.asarray(p["bias_mant"]),
-                   bias_exp=p["bias_exp"], i_decay=np.asarray(p.get("i_decay", p.get("du", 0))),
+                   bias_exp=p["bias_exp"], i_decay=np.asarray(p.get("i_decay", 0)), du=p.get("du"),
                    v_decay=np.asarray(p.get("v_decay", p.get("dv", 0))), state_lo=p.get("state_lo", -fx.STATE_MAX),
                    state_hi=p.get("state_hi", fx.STATE_MAX))
     C = np.asarray(a, dtype=np.float64)[:, None, :] * (1 << fx.ACT_SHIFT)
@@ -340,7 +340,7 @@ def random_network(rng: np.random.Generator, sizes: list[int], kinds: list[str])
         if kind in ("lif", "cuba-lif", "readout"):
             lay.v_decay = decay(n)
         if kind == "lava-cuba":
-            lay.i_decay, lay.v_decay = np.array([900]), np.array([600])
+            lay.du, lay.v_decay = 900, np.array([600])
         if kind == "spikgru":
             lay.ff_z, lay.rec_z = syn(n, m, 1), syn(n, n, 1)
             lay.bias_z_mant, lay.bias_z_exp = rng.integers(-4096, 4096, n), 3

@@ -62,11 +62,11 @@ def run(layer, x):
 @pytest.mark.parametrize('case, clip', [(case, clip) for case in SPIKING for clip in (None, NARROW)]
                          + [('rnn', None), ('readout', None)])
 def test_kernel_matches_plain_loop(case, clip):
-    fast = randomized(CASES[case](clip))
-    loop = copy.deepcopy(fast)
-    loop.fast = False
+    fused = randomized(CASES[case](clip))
+    loop = copy.deepcopy(fused)
+    loop.fused = False
     x = spikes_in()
-    y, gx, grads = run(fast, x)
+    y, gx, grads = run(fused, x)
     y_ref, gx_ref, grads_ref = run(loop, x)
     if case in SPIKING:  # the comparison means something only if some neurons spike
         assert 0.02 < y.mean() < 0.9
@@ -79,7 +79,7 @@ def test_kernel_matches_plain_loop(case, clip):
 
 
 def test_clipping_is_exercised():
-    layer = randomized(CubaLIFRecurrent(N_IN, N, clip=NARROW, fast=False))
+    layer = randomized(CubaLIFRecurrent(N_IN, N, clip=NARROW, fused=False))
     unclipped = copy.deepcopy(layer)
     unclipped.opts = unclipped.opts._replace(clip=None)
     x = spikes_in()
@@ -87,11 +87,11 @@ def test_clipping_is_exercised():
 
 
 def test_kernel_float32_matches_float64_loop():
-    fast = randomized(CubaLIFRecurrent(N_IN, N)).float()
-    loop = copy.deepcopy(fast).double()
-    loop.fast = False
+    fused = randomized(CubaLIFRecurrent(N_IN, N)).float()
+    loop = copy.deepcopy(fused).double()
+    loop.fused = False
     x = spikes_in()
-    torch.testing.assert_close(fast(x.float()).double(), loop(x), rtol=0, atol=0)
+    torch.testing.assert_close(fused(x.float()).double(), loop(x), rtol=0, atol=0)
 
 
 def hand_written_cuba_lif(layer, x, lo, hi):
@@ -142,16 +142,16 @@ def hand_written_readout(layer, x):
     return torch.stack(out, 1)
 
 
-@pytest.mark.parametrize('fast', [False, True], ids=['loop', 'kernel'])
+@pytest.mark.parametrize('fused', [False, True], ids=['loop', 'kernel'])
 @pytest.mark.parametrize('case, equations, clip', [
     ('cuba-lif', hand_written_cuba_lif, NARROW),
     ('spikgru', hand_written_spikgru, NARROW),
     ('lava-cuba', hand_written_lava_cuba, NARROW),
     ('lava-cuba', hand_written_lava_cuba, (-1.5, 1.0)),  # v clipped onto vth: >= matters
 ])
-def test_layer_follows_design_equations(case, equations, clip, fast):
+def test_layer_follows_design_equations(case, equations, clip, fused):
     layer = randomized(CASES[case](clip))
-    layer.fast = fast
+    layer.fused = fused
     x = spikes_in()
     with torch.no_grad():
         y = layer(x)
@@ -160,7 +160,7 @@ def test_layer_follows_design_equations(case, equations, clip, fast):
 
 
 def test_readout_follows_design_equation():
-    layer = randomized(LeakyReadout(N_IN, N, fast=False))
+    layer = randomized(LeakyReadout(N_IN, N, fused=False))
     x = spikes_in()
     with torch.no_grad():
         torch.testing.assert_close(layer(x), hand_written_readout(layer, x))

@@ -110,7 +110,7 @@ def test_forward_bit_exact_when_saturating(kind):
         g = fx.synaptic(layer.ff_z.accumulate(counts) + layer.rec_z.accumulate(prev(states["s"]))) + layer.bias_z
         assert (g >> fx.SIGMOID_SHIFT).min() < -128 and (g >> fx.SIGMOID_SHIFT).max() > 127, "table ends not reached"
     if kind == "lava-cuba":
-        u = fx.decay(prev(states["i"]), layer.i_decay + 1) + fx.synaptic(a + layer.rec.accumulate(prev(states["s"])))
+        u = fx.decay(prev(states["i"]), fx.lava_d(layer.du)) + fx.synaptic(a + layer.rec.accumulate(prev(states["s"])))
         assert (np.abs(u) > fx.STATE_MAX + 1).any(), "the current never wrapped"
 
 

@@ -24,7 +24,7 @@ from export.qnet import QLayer, QNetwork, Synapse, run_network
 from export.quantize import quantize_model
 from lava_procs import CubaLIF
 from lava_procs.models import PyCubaLIFModelFixed
-from sim.engine import Counts, Inputs, count_events, measured_ops, run_batch, run_fast
+from sim.engine import Counts, Inputs, count_events, counted_ops, run_batch, run_fast
 from sim.simulate import load_split, sample_index
 from train.checkpoint import load_checkpoint
 from train.models import ModelConfig, build_model, model_from_checkpoint
@@ -63,7 +63,7 @@ def table2_rows(net: QNetwork, counts: Counts) -> list:
 
 
 def assert_counts_match_table2(net: QNetwork, counts: Counts) -> None:
-    for got, want in zip(measured_ops(net, counts), table2_rows(net, counts)):
+    for got, want in zip(counted_ops(net, counts), table2_rows(net, counts)):
         assert got["mac"] == pytest.approx(want.mac, rel=1e-12), got["name"]
         assert got["ac"] == pytest.approx(want.ac, rel=1e-12), got["name"]
 
@@ -140,7 +140,7 @@ def random_qnet(kind: str, rng, sizes=(9, 11, 8), n_classes=4) -> QNetwork:
     for m, n in zip(sizes[:-1], sizes[1:]):
         lay = QLayer(kind, syn(n, m), syn(n, n), bias_mant=rng.integers(-4096, 4096, n), bias_exp=int(rng.integers(0, 8)))
         if kind == "lava-cuba":
-            lay.i_decay, lay.v_decay = rng.integers(0, 4096, 1), rng.integers(0, 4096, 1)
+            lay.du, lay.v_decay = int(rng.integers(0, 4096)), rng.integers(0, 4096, 1)
         else:
             lay.i_decay, lay.v_decay = rng.integers(0, 4096, n), rng.integers(0, 4096, n)
         if kind == "lif":

@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from train.data import SpikeSet, _ranges
+from train.data import SpikeSet, ranges
 from train.errors import InputError
 
 
@@ -66,7 +66,7 @@ class BinnedSet:
         index = np.asarray(index, dtype=np.int64)
         starts, stops = self.offsets[index], self.offsets[index + 1]
         offsets = np.concatenate([[0], np.cumsum(stops - starts)]).astype(np.int64)
-        return BinnedSet(self.flat[_ranges(starts, stops)], offsets, self.labels[index], self.spec, self.class_names)
+        return BinnedSet(self.flat[ranges(starts, stops)], offsets, self.labels[index], self.spec, self.class_names)
 
     def dense(self, index: np.ndarray, jitter_sigma: float = 0.0, rng: np.random.Generator | None = None,
               augment: Augment | None = None) -> torch.Tensor:
@@ -74,7 +74,7 @@ class BinnedSet:
         (`augment` replaces `jitter_sigma`)."""
         index = np.asarray(index, dtype=np.int64)
         starts, stops = self.offsets[index], self.offsets[index + 1]
-        flat = self.flat[_ranges(starts, stops)]
+        flat = self.flat[ranges(starts, stops)]
         owner = np.repeat(np.arange(len(index)), stops - starts)
         aug = augment if augment is not None else Augment(jitter_sigma=jitter_sigma)
         if aug.active:

@@ -63,7 +63,7 @@ class SpikeSet:
     def subset(self, index: np.ndarray) -> "SpikeSet":
         index = np.asarray(index, dtype=np.int64)
         starts, stops = self.offsets[index], self.offsets[index + 1]
-        take = _ranges(starts, stops)
+        take = ranges(starts, stops)
         offsets = np.concatenate([[0], np.cumsum(stops - starts)]).astype(np.int64)
         return SpikeSet(
             times=self.times[take], units=self.units[take], offsets=offsets,
@@ -106,7 +106,7 @@ def concat(sets: list[SpikeSet], source: str) -> SpikeSet:
                     speaker_names=names)
 
 
-def _ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+def ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
     """Concatenation of arange(start, stop) for each pair, without a Python loop."""
     lengths = stops - starts
     total = int(lengths.sum())

@@ -30,7 +30,7 @@ from .neurons import (VTH, CubaLIFParams, CubaLIFState, LIFParams, LIFState, Rea
 
 
 # ---------------------------------------------------------------- plain loop
-def run_steps(step, x: Tensor, state, *args) -> Tensor:
+def loop_steps(step, x: Tensor, state, *args) -> Tensor:
     """The plain loop: one step-function call per timestep, ordinary autograd."""
     outputs = []
     for t in range(x.shape[1]):
@@ -44,24 +44,24 @@ def _zeros(state_cls, x: Tensor, n: int):
 
 
 def lif_reference(x: Tensor, p: LIFParams, opts: SpikeOpts) -> Tensor:
-    return run_steps(lif_step, x, _zeros(LIFState, x, p.W.shape[0]), p, opts)
+    return loop_steps(lif_step, x, _zeros(LIFState, x, p.W.shape[0]), p, opts)
 
 
 def cuba_lif_reference(x: Tensor, p: CubaLIFParams, opts: SpikeOpts, lava: bool = False) -> Tensor:
     step = lava_cuba_step if lava else cuba_lif_step
-    return run_steps(step, x, _zeros(CubaLIFState, x, p.W.shape[0]), p, opts)
+    return loop_steps(step, x, _zeros(CubaLIFState, x, p.W.shape[0]), p, opts)
 
 
 def spikgru_reference(x: Tensor, p: SpikGRUParams, opts: SpikeOpts) -> Tensor:
-    return run_steps(spikgru_step, x, _zeros(CubaLIFState, x, p.W.shape[0]), p, opts)
+    return loop_steps(spikgru_step, x, _zeros(CubaLIFState, x, p.W.shape[0]), p, opts)
 
 
 def rnn_reference(x: Tensor, p: RNNParams) -> Tensor:
-    return run_steps(rnn_step, x, _zeros(RNNState, x, p.W.shape[0]), p)
+    return loop_steps(rnn_step, x, _zeros(RNNState, x, p.W.shape[0]), p)
 
 
 def readout_reference(x: Tensor, p: ReadoutParams) -> Tensor:
-    return run_steps(readout_step, x, _zeros(ReadoutState, x, p.W.shape[0]), p)
+    return loop_steps(readout_step, x, _zeros(ReadoutState, x, p.W.shape[0]), p)
 
 
 # ---------------------------------------------------------------- helpers

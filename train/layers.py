@@ -1,7 +1,7 @@
 """The study's layers as thin nn.Module blocks (lava-dl slayer "block" style).
 
 A block owns its parameters and options and hands them to `kernels.py`: the
-fused kernel when `fast` (default) or the plain per-timestep loop otherwise; both
+fused kernel when `fused` (default) or the plain per-timestep loop otherwise; both
 compute the same equations (DESIGN "The models"). Every block maps x [B, T, n_in]
 to [B, T, n_out], has a `kind` string, `clamp_()` to call after each optimiser
 step and `export_params()` for the export stage.
@@ -54,21 +54,21 @@ class _Block(nn.Module):
 class _Recurrent(_Block):
     """Shared parts of the recurrent blocks: W [n_out, n_in], U [n_out, n_out], b."""
 
-    def __init__(self, n_in: int, n_out: int, fast: bool):
+    def __init__(self, n_in: int, n_out: int, fused: bool):
         super().__init__()
-        self.n_in, self.n_out, self.fast = n_in, n_out, fast
+        self.n_in, self.n_out, self.fused = n_in, n_out, fused
         self.W = _uniform(n_out, n_in, fan_in=n_in)
         self.U = _uniform(n_out, n_out, fan_in=n_out)
         self.b = _uniform(n_out, fan_in=n_in)
 
     def extra_repr(self) -> str:
-        return f'{self.n_in} -> {self.n_out}, fast={self.fast}'
+        return f'{self.n_in} -> {self.n_out}, fused={self.fused}'
 
 
 class _Spiking(_Recurrent):
     def __init__(self, n_in: int, n_out: int, clip: Clip, surrogate_scale: float,
-                 surrogate_width: float, fast: bool):
-        super().__init__(n_in, n_out, fast)
+                 surrogate_width: float, fused: bool):
+        super().__init__(n_in, n_out, fused)
         self.opts = SpikeOpts(None if clip is None else tuple(clip), surrogate_scale,
                               surrogate_width)
 
@@ -81,13 +81,13 @@ class LIFRecurrent(_Spiking):
     kind = 'lif'
 
     def __init__(self, n_in: int, n_out: int, *, clip: Clip = DEFAULT_CLIP,
-                 surrogate_scale: float = 1.0, surrogate_width: float = VTH, fast: bool = True):
-        super().__init__(n_in, n_out, clip, surrogate_scale, surrogate_width, fast)
+                 surrogate_scale: float = 1.0, surrogate_width: float = VTH, fused: bool = True):
+        super().__init__(n_in, n_out, clip, surrogate_scale, surrogate_width, fused)
         self.beta = _decay(n_out)
 
     def forward(self, x: Tensor) -> Tensor:
         p = LIFParams(self.W, self.U, self.b, self.beta)
-        return (kernels.lif if self.fast else kernels.lif_reference)(x, p, self.opts)
+        return (kernels.lif if self.fused else kernels.lif_reference)(x, p, self.opts)
 
 
 class CubaLIFRecurrent(_Spiking):
@@ -101,16 +101,16 @@ class CubaLIFRecurrent(_Spiking):
     kind = 'cuba-lif'
 
     def __init__(self, n_in: int, n_out: int, *, clip: Clip = DEFAULT_CLIP,
-                 surrogate_scale: float = 1.0, surrogate_width: float = VTH, fast: bool = True,
+                 surrogate_scale: float = 1.0, surrogate_width: float = VTH, fused: bool = True,
                  lava_cuba: bool = False):
-        super().__init__(n_in, n_out, clip, surrogate_scale, surrogate_width, fast)
+        super().__init__(n_in, n_out, clip, surrogate_scale, surrogate_width, fused)
         self.lava_cuba = lava_cuba
         n_decay = 1 if lava_cuba else n_out
         self.alpha, self.beta = _decay(n_decay), _decay(n_decay)
 
     def forward(self, x: Tensor) -> Tensor:
         p = CubaLIFParams(self.W, self.U, self.b, self.alpha, self.beta)
-        run = kernels.cuba_lif if self.fast else kernels.cuba_lif_reference
+        run = kernels.cuba_lif if self.fused else kernels.cuba_lif_reference
         return run(x, p, self.opts, lava=self.lava_cuba)
 
     def extra_repr(self) -> str:
@@ -124,8 +124,8 @@ class SpikGRURecurrent(_Spiking):
     kind = 'spikgru'
 
     def __init__(self, n_in: int, n_out: int, *, clip: Clip = DEFAULT_CLIP,
-                 surrogate_scale: float = 1.0, surrogate_width: float = VTH, fast: bool = True):
-        super().__init__(n_in, n_out, clip, surrogate_scale, surrogate_width, fast)
+                 surrogate_scale: float = 1.0, surrogate_width: float = VTH, fused: bool = True):
+        super().__init__(n_in, n_out, clip, surrogate_scale, surrogate_width, fused)
         self.alpha = _decay(n_out)
         self.Wz = _uniform(n_out, n_in, fan_in=n_in)
         self.Uz = _uniform(n_out, n_out, fan_in=n_out)
@@ -133,7 +133,7 @@ class SpikGRURecurrent(_Spiking):
 
     def forward(self, x: Tensor) -> Tensor:
         p = SpikGRUParams(self.W, self.U, self.b, self.Wz, self.Uz, self.bz, self.alpha)
-        return (kernels.spikgru if self.fast else kernels.spikgru_reference)(x, p, self.opts)
+        return (kernels.spikgru if self.fused else kernels.spikgru_reference)(x, p, self.opts)
 
 
 class RNNRecurrent(_Recurrent):
@@ -141,14 +141,14 @@ class RNNRecurrent(_Recurrent):
     (not clipped)."""
     kind = 'rnn'
 
-    def __init__(self, n_in: int, n_out: int, *, fast: bool = True):
-        super().__init__(n_in, n_out, fast)
+    def __init__(self, n_in: int, n_out: int, *, fused: bool = True):
+        super().__init__(n_in, n_out, fused)
         with torch.no_grad():
             self.U.copy_(0.5 * torch.eye(n_out))
 
     def forward(self, x: Tensor) -> Tensor:
         p = RNNParams(self.W, self.U, self.b)
-        return (kernels.rnn if self.fast else kernels.rnn_reference)(x, p)
+        return (kernels.rnn if self.fused else kernels.rnn_reference)(x, p)
 
 
 class LeakyReadout(_Block):
@@ -157,19 +157,19 @@ class LeakyReadout(_Block):
     all units (Lava's LIF, hence stock netx, has one decay per layer)."""
     kind = 'readout'
 
-    def __init__(self, n_in: int, n_out: int, *, fast: bool = True, shared_decay: bool = False):
+    def __init__(self, n_in: int, n_out: int, *, fused: bool = True, shared_decay: bool = False):
         super().__init__()
-        self.n_in, self.n_out, self.fast = n_in, n_out, fast
+        self.n_in, self.n_out, self.fused = n_in, n_out, fused
         self.W = _uniform(n_out, n_in, fan_in=n_in)
         self.b = _uniform(n_out, fan_in=n_in)
         self.beta = _decay(1 if shared_decay else n_out)
 
     def forward(self, x: Tensor) -> Tensor:
         p = ReadoutParams(self.W, self.b, self.beta)
-        return (kernels.readout if self.fast else kernels.readout_reference)(x, p)
+        return (kernels.readout if self.fused else kernels.readout_reference)(x, p)
 
     def extra_repr(self) -> str:
-        return f'{self.n_in} -> {self.n_out}, fast={self.fast}'
+        return f'{self.n_in} -> {self.n_out}, fused={self.fused}'
 
 
 class GRUStack(_Block):

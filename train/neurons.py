@@ -2,7 +2,7 @@
 
 Norse style: a step takes the input at one timestep, the previous state and the
 layer's parameters, and returns (output, new state); nothing is stored between
-calls. A plain Python loop over these steps (`kernels.run_steps`) is the ground
+calls. A plain Python loop over these steps (`kernels.loop_steps`) is the ground
 truth the fused kernels in `kernels.py` are tested against.
 
 Shapes: x [B, n_in], states [B, n], W [n, n_in], U [n, n], b / alpha / beta [n].

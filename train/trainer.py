@@ -25,6 +25,7 @@ from train.binning import Augment
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.datasets import Dataset, load_dataset
 from train.errors import InputError
+from train.progress import progress_bar
 from train.loss import max_over_time_loss, predict
 from train.models import MODEL_KINDS, ModelConfig, build_model
 from train.recipe import Recipe, lr_at, recipe_from_dict
@@ -189,8 +190,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
             group["lr"] = lr_at(recipe, cfg.lr, epoch, cfg.epochs)
         model.train()
         t0, seen, correct, loss_sum = time.perf_counter(), 0, 0, 0.0
-        bar = tqdm(total=len(data.train), desc=f"epoch {epoch}/{cfg.epochs}", unit="sample",
-                   disable=not progress, leave=False)
+        bar = progress_bar(len(data.train), f"epoch {epoch}/{cfg.epochs}", progress, lines=False)
         for x, y in data.train.batches(batch, shuffle=True, rng=rng, augment=augment):
             out, hidden = model(x, return_hidden=True) if with_hidden else (model(x), None)
             loss = max_over_time_loss(out, y, recipe.label_smoothing)
