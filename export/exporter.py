@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from export import resources
-from export.netx_h5 import (FORMAT, FORMAT_VERSION, NETX_INPUT_MESSAGE_BITS, NETX_RESET_OFFSET, netx_warmup_spikes,
-                            quantize_for_netx, write_network)
+from export.netx_h5 import FORMAT, FORMAT_VERSION, write_network
+from export.netx_stock import NETX_INPUT_MESSAGE_BITS, NETX_RESET_OFFSET, netx_warmup_spikes, quantize_for_netx
 from export.qnet import QNetwork
 from export.quantize import QuantReport, quantize_checkpoint
 from train.errors import InputError

@@ -267,7 +267,7 @@ def run_stock_netx(path: str | Path, net: QNetwork, counts: np.ndarray, record: 
     from lava.proc.io.source import RingBuffer as Source
     from lava.proc.monitor.process import Monitor
 
-    from export.netx_h5 import NETX_INPUT_MESSAGE_BITS, NETX_RESET_OFFSET
+    from export.netx_stock import NETX_INPUT_MESSAGE_BITS, NETX_RESET_OFFSET
 
     counts = np.clip(np.asarray(counts, dtype=np.int64), 0, 255)
     N, T, C = counts.shape

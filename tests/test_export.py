@@ -15,8 +15,9 @@ import torch
 
 from export import fixed_point as fx
 from export import resources
-from export.netx_h5 import (NETX_EXP_MAX, NETX_EXP_MIN, netx_warmup_spikes, normalize_meta, quantize_for_netx,
-                            read_network, write_network)
+from export.h5_fields import normalize_meta
+from export.netx_h5 import read_network, write_network
+from export.netx_stock import NETX_EXP_MAX, NETX_EXP_MIN, netx_warmup_spikes, quantize_for_netx
 from export.qnet import QLayer, QNetwork, Synapse, run_network
 from export.quantize import quantize_checkpoint
 from train.checkpoint import load_checkpoint, save_checkpoint
