@@ -219,7 +219,7 @@ def export_cmd(checkpoint, target, out, netx_compatible, chips, force):
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def finetune_cmd(checkpoint, out, epochs, lr, data, batch, quiet):
     """Quantization-aware fine-tuning of a spiking CHECKPOINT with the exact Loihi 2 fixed-point forward."""
-    from export.qat import finetune, format_finetune
+    from export.finetune import finetune, format_finetune
     click.echo(format_finetune(finetune(checkpoint, out, epochs, lr, data, batch, progress=not quiet)))
 
 

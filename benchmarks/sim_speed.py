@@ -103,7 +103,7 @@ def main() -> None:
     rec = run_lava(net, counts, record=True, progress=False)
 
     spikes_equal = all(np.array_equal(a, b) for a, b in zip(rec.spikes, same.spikes))
-    counts_equal = lava.counts.equals(same.counts) and rec.counts.equals(same.counts)
+    counts_equal = lava.tally.equals(same.tally) and rec.tally.equals(same.tally)
     preds_equal = bool(np.array_equal(lava.pred, same.pred) and np.array_equal(whole.pred[index], same.pred))
     rates = [round(float(s.mean()), 4) for s in same.spikes]
     per_lava, per_same, per_split = t_lava / n, t_same / n, t_split / len(split)

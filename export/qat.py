@@ -1,4 +1,4 @@
-"""Quantization-aware fine-tuning: a PyTorch forward that computes the fixed-point network exactly.
+"""A PyTorch forward that computes the fixed-point network exactly, with straight-through gradients (for QAT).
 
 `run_fixed_point(model, counts)` runs a float spiking model (train.models.RecurrentNet: lif,
 cuba-lif, spikgru, and cuba-lif with lava_cuba) the way its exported QNetwork runs
@@ -29,145 +29,22 @@ plain autograd loop (`run_fixed_point(..., fused=False)`).
 
 `FixedPointNet(model)` wraps a model so that train.trainer trains and evaluates it with the
 fixed-point forward; its state_dict is the float model's, so checkpoints stay ordinary
-training checkpoints. `finetune(...)` is the QAT recipe on top (`cli.py finetune`).
+training checkpoints. export/finetune.py is the QAT recipe on top (`cli.py finetune`); the integer
+operations and straight-through quantizers are in export/qat_ops.py.
+
+One of four forms of the fixed-point arithmetic (with export/fixed_point.py, the spec, and the fast
+engine, sim/engine.py): export/fixed_point.py is the specification; this form is tested bit-equal to it
+(tests/test_qat.py) and to the conformance sequences every form must reproduce (tests/test_fixed_point_forms.py).
 """
 from __future__ import annotations
 
-import json
-from dataclasses import replace
-from pathlib import Path
-
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from export import fixed_point as fx
-from train.atomic import atomic_path
-from train.checkpoint import load_checkpoint, save_checkpoint
-from train.errors import InputError
-from train.models import SPIKING, ModelConfig, RecurrentNet, model_from_checkpoint
+from export.qat_ops import (HALF_TABLE, SAT, TABLE, THETA, UNITY, SpikeST, block_clamp, decay, dendrite, gate,
+                            layer_kind, mul12, q_bias, q_decay, q_weight, saturate, wrap24_st)
 from train.neurons import VTH, triangle
-from train.rundir import require_fresh, run_lock
-from train.trainer import TrainConfig, accuracy, load_data, model_config, train
-
-THETA = float(fx.THETA)
-SAT = float(fx.STATE_MAX)
-UNITY = float(fx.DECAY_UNITY)
-_TABLE = torch.from_numpy(fx.SIGMOID_TABLE.astype(np.float64))
-_HALF_TABLE = fx.SIGMOID_ENTRIES // 2
-
-
-# ---------------------------------------------------------------- straight-through helpers
-def _st(value: Tensor, path: Tensor) -> Tensor:
-    """`value` forward, the gradient of `path` backward. path - path.detach() is exactly 0, so the
-    forward is `value` bit for bit (the parentheses matter)."""
-    return value.detach() + (path - path.detach())
-
-
-def _floor(x: Tensor) -> Tensor:
-    return _st(torch.floor(x.detach()), x)
-
-
-def _trunc(x: Tensor) -> Tensor:
-    return _st(torch.trunc(x.detach()), x)
-
-
-def _wrap24(u: Tensor) -> Tensor:
-    """Lava CUBA's current wrap (fixed_point.lava_cuba_step), identity gradient."""
-    top = float(fx.STATE_MAX + 1)
-    span = float(1 << fx.STATE_BITS)
-    shift = torch.where(u.detach() > top, -span, 0.0) + torch.where(u.detach() <= -top, span, 0.0)
-    return u + shift
-
-
-class _Spike(torch.autograd.Function):
-    """s = v > THETA; backward the triangle surrogate of v / THETA (threshold units), per state unit."""
-
-    @staticmethod
-    def forward(ctx, v, scale: float, width: float):
-        ctx.save_for_backward(v)
-        ctx.shape_args = (scale, width)
-        return (v > THETA).to(v.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (v,) = ctx.saved_tensors
-        return grad * triangle(v / THETA, VTH, *ctx.shape_args) / THETA, None, None
-
-
-# ---------------------------------------------------------------- integer operations (fixed_point.py in torch)
-def mul12(x: Tensor, f: Tensor) -> Tensor:
-    """fixed_point.mul12: x * f / 4096 rounded toward zero (x * f < 2**36: exact)."""
-    return _trunc(x * f / UNITY)
-
-
-def decay(x: Tensor, d: Tensor) -> Tensor:
-    return mul12(x, UNITY - d)
-
-
-def saturate(x: Tensor) -> Tensor:
-    return x.clamp(-SAT, SAT)
-
-
-def block_clamp(kind: str, block) -> tuple[float, float]:
-    """The clamp of i and v in state units, as export/quantize.py sets QLayer.state_lo/hi: the block's
-    training clip times THETA (fixed_point.clip_bounds); lava-cuba keeps Lava's arithmetic (24-bit range)."""
-    lo, hi = (-fx.STATE_MAX, fx.STATE_MAX) if kind == "lava-cuba" else fx.clip_bounds(block.opts.clip)
-    return float(lo), float(hi)
-
-
-def dendrite(w_mant: Tensor, exp: int, s: Tensor) -> Tensor:
-    """fixed_point.dendrite: sum(w_mant * s), shifted by exp (floor for exp < 0), saturated to 16 bits.
-
-    s is float64, or float32 where every partial sum stays below 2**24 (exact; see _exact_input)."""
-    acc = (s @ w_mant.t().to(s.dtype)).double()
-    acc = acc * 2.0 ** exp if exp >= 0 else _floor(acc * 2.0 ** exp)
-    return acc.clamp(float(fx.ACC_MIN), float(fx.ACC_MAX))
-
-
-def gate(az: Tensor, bias_z: Tensor) -> Tensor:
-    """fixed_point.gate: sigmoid table at (az << 6 + bias_z) >> 12; gradient of 4096 * sigmoid(g / THETA)."""
-    g = az * float(1 << fx.ACT_SHIFT) + bias_z
-    idx = torch.floor(g.detach() / float(1 << fx.SIGMOID_SHIFT)).clamp(-_HALF_TABLE, _HALF_TABLE - 1)
-    z = _TABLE.to(g.device)[idx.long() + _HALF_TABLE]
-    return _st(z, UNITY * torch.sigmoid(g / THETA))
-
-
-# ---------------------------------------------------------------- parameters -> integers (quantize.py in torch)
-def q_weight(W: Tensor) -> tuple[Tensor, int]:
-    """(8-bit mantissa as float64, exponent) exactly as quantize.py's; straight-through inside the range."""
-    w = W.detach().cpu().numpy()
-    exp = fx.weight_exponent(w)
-    mant, _ = fx.quantize_weight(w, exp)
-    scaled = (W.double() * (fx.VTH_MANT / 2.0 ** exp)).clamp(fx.W_MIN - 0.5, fx.W_MAX + 0.5)
-    return _st(torch.from_numpy(mant).to(W.device, torch.float64), scaled), exp
-
-
-def q_bias(b: Tensor) -> Tensor:
-    """The bias in state units (bias_mant << bias_exp) as quantize.py's; straight-through inside the range."""
-    mant, exp, _ = fx.quantize_bias(b.detach().cpu().numpy())
-    lo, hi = (-fx.BIAS_MANT_MAX - 1.5) * 2.0 ** exp, (fx.BIAS_MANT_MAX + 0.5) * 2.0 ** exp
-    value = torch.from_numpy(fx.bias_value(mant, exp)).to(b.device, torch.float64)
-    return _st(value, (b.double() * THETA).clamp(lo, hi))
-
-
-def q_decay(decay_factor: Tensor, lava: bool = False) -> Tensor:
-    """12-bit d = round((1 - decay) * 4096) in [0, 4095] (fixed_point.decay_to_int); lava: the decay Lava's CUBA
-    applies for the du it is given (fixed_point.lava_d(lava_du(d)), at least 1); straight-through in the range."""
-    d = fx.decay_to_int(decay_factor.detach().cpu().numpy())
-    if lava:
-        d = fx.lava_d(fx.lava_du(d))
-    path = ((1.0 - decay_factor.double()) * UNITY).clamp(float(lava) - 0.5, fx.DECAY_MAX + 0.5)
-    return _st(torch.from_numpy(np.asarray(d)).to(decay_factor.device, torch.float64), path)
-
-
-def layer_kind(model) -> str:
-    """The exported neuron kind of a spiking RecurrentNet's hidden layers (quantize.quantize_model's rule)."""
-    if not isinstance(model, RecurrentNet) or model.hidden_layers[0].kind not in SPIKING:
-        raise TypeError(f"the fixed-point forward takes a lif, cuba-lif or spikgru RecurrentNet, "
-                        f"not {type(model).__name__}")
-    block = model.hidden_layers[0]
-    return "lava-cuba" if getattr(block, "lava_cuba", False) else block.kind
 
 
 # ---------------------------------------------------------------- one hidden layer
@@ -213,11 +90,11 @@ def _hidden_reference(kind: str, p: dict, x: Tensor, scale: float, width: float,
             z = gate(az_ff[t] + dendrite(Uz, eUz, s), bias_z)
             v = (mul12(v, z) + mul12(i, UNITY - z) - THETA * s).clamp(lo, hi)
         elif kind == "lava-cuba":
-            i = _wrap24(decay(i, di) + a * act)
+            i = wrap24_st(decay(i, di) + a * act)
             v = saturate(decay(v, dv) + i + bias)
         else:
             raise ValueError(f"no fixed-point forward for a {kind} layer")
-        s = _Spike.apply(v, scale, width)
+        s = SpikeST.apply(v, scale, width)
         if kind == "lava-cuba":
             v = v * (1.0 - s)  # hard reset to 0 (exactly fixed_point's where(s, 0, v)), gradient through s
         out.append(s)
@@ -267,7 +144,7 @@ class _FusedHidden(torch.autograd.Function):
         if kind == "spikgru":
             UzT, MRZ = Uz.t().contiguous(), torch.empty_like(MR)
             G, Z = torch.empty_like(I), torch.empty_like(I)
-            table = _TABLE.to(a_ff.device)
+            table = TABLE.to(a_ff.device)
         if kind == "lava-cuba":
             VS = torch.empty_like(I)
         for t in range(T):
@@ -284,8 +161,8 @@ class _FusedHidden(torch.autograd.Function):
                 else:
                     recz, MRZ[t] = _irec(s, UzT, eUz)
                     g = recz.add_(az_ff[t]).mul_(act).add_(bias_z)
-                    idx = torch.floor(g / float(1 << fx.SIGMOID_SHIFT)).clamp_(-_HALF_TABLE, _HALF_TABLE - 1)
-                    z = table[idx.long() + _HALF_TABLE]
+                    idx = torch.floor(g / float(1 << fx.SIGMOID_SHIFT)).clamp_(-HALF_TABLE, HALF_TABLE - 1)
+                    z = table[idx.long() + HALF_TABLE]
                     G[t], Z[t] = g, z
                     vp = _imul12(v, z).add_(_imul12(i, UNITY - z)).sub_(THETA * s)
             elif kind == "lava-cuba":
@@ -473,89 +350,3 @@ class FixedPointNet(nn.Module):
         return self.net.load_state_dict(state_dict, strict=strict, **kwargs)
 
 
-# ---------------------------------------------------------------- fine-tuning
-def finetune(init_checkpoint: str | Path, out_dir: str | Path, epochs: int = 10, lr: float = 1e-4,
-             data: str | None = None, batch: int | None = None, progress: bool = True) -> dict:
-    """Quantization-aware fine-tuning of a float spiking checkpoint with the fixed-point forward.
-
-    Runs train.trainer.train (Adam, max-over-time loss, the study's recipe whatever the model was trained with,
-    tqdm per epoch, atomic best.pt/last.pt, metrics.jsonl; the model's own data protocol, so a speaker-held-out
-    model never sees its test speaker) on FixedPointNet(model) initialised from `init_checkpoint`, selecting on the
-    fixed-point validation accuracy; the starting weights count as epoch 0, so best.pt is never
-    worse on validation than the input. Checkpoints have the training format plus "qat": True and
-    "qat_init". Returns float and fixed-point accuracies before and after (see format_finetune).
-    """
-    out_dir = Path(out_dir)
-    ckpt = load_checkpoint(init_checkpoint)
-    if Path(ckpt["path"]).resolve().parent == out_dir.resolve():
-        raise InputError(f"--out {out_dir}: holds the checkpoint being fine-tuned; pick another --out")
-    with run_lock(out_dir):
-        require_fresh(out_dir, "pick another --out")
-        return _finetune_locked(ckpt, out_dir, epochs, lr, data, batch, progress)
-
-
-def _finetune_locked(ckpt: dict, out_dir: Path, epochs: int, lr: float, data: str | None, batch: int | None,
-                     progress: bool) -> dict:
-    mcfg = ModelConfig(**ckpt["model"])
-    if mcfg.kind not in SPIKING:
-        raise InputError(f"{ckpt['path']}: a {mcfg.kind} model is an ANN baseline; only lif, cuba-lif and "
-                         "spikgru run in fixed point")
-    spec = ckpt.get("data", {}).get("spec", {})
-    try:
-        base = TrainConfig(**ckpt["train_config"]) if "train_config" in ckpt else \
-            TrainConfig(model=mcfg.kind, layers=mcfg.layers, hidden=mcfg.hidden, options=dict(mcfg.options))
-    except TypeError as exc:
-        raise InputError(f"{ckpt['path']}: unreadable train_config ({exc})") from None
-    # the model's own config wins over its train_config; the binning is the one it was trained with
-    cfg = replace(base, model=mcfg.kind, layers=mcfg.layers, hidden=mcfg.hidden, options=dict(mcfg.options),
-                  epochs=epochs, lr=lr, data=data or base.data, batch=base.batch if batch is None else batch, recipe={},
-                  bin_hz=spec.get("bin_hz", base.bin_hz), duration=spec.get("duration", base.duration),
-                  channels=spec.get("n_channels", base.channels))
-    cfg.validate()
-    dataset = load_data(cfg)
-    have = model_config(cfg, dataset)
-    if (have.n_in, have.n_classes) != (mcfg.n_in, mcfg.n_classes):
-        raise InputError(f"{cfg.data}: {have.n_in} channels and {have.n_classes} classes, the model takes "
-                         f"{mcfg.n_in} and has {mcfg.n_classes}")
-
-    model = model_from_checkpoint(ckpt)
-    fixed = FixedPointNet(model)
-    init_state = {k: v.clone() for k, v in model.state_dict().items()}
-
-    def measure() -> dict:
-        return {"float": {"valid": accuracy(model, dataset.valid), "test": accuracy(model, dataset.test)},
-                "fixed": {"valid": accuracy(fixed, dataset.valid), "test": accuracy(fixed, dataset.test)}}
-
-    before = measure()
-    summary = train(cfg, out_dir, progress=progress, model=fixed)  # leaves best.pt's weights in `model`
-    best = load_checkpoint(out_dir / "best.pt")
-    if before["fixed"]["valid"] >= best["best_valid"]:  # fine-tuning did not beat the start: keep the start
-        best.update(state_dict=init_state, epoch=0, best_valid=before["fixed"]["valid"])
-        model.load_state_dict(init_state)
-        after = before
-    else:  # train() measured the fixed-point accuracies of best.pt already
-        after = {"float": {"valid": accuracy(model, dataset.valid), "test": accuracy(model, dataset.test)},
-                 "fixed": {"valid": best["best_valid"], "test": summary["test_acc"]}}
-    marks = {"qat": True, "qat_init": str(ckpt["path"])}
-    for name in ("last.pt", "best.pt"):
-        payload = best if name == "best.pt" else load_checkpoint(out_dir / name)
-        payload.pop("path", None)
-        save_checkpoint(out_dir / name, {**payload, **marks})
-    summary.update(best_epoch=best["epoch"], best_valid_acc=after["fixed"]["valid"], test_acc=after["fixed"]["test"],
-                   qat=True, qat_init=str(ckpt["path"]), before=before, after=after)
-    with atomic_path(out_dir / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2))
-    return summary
-
-
-def format_finetune(r: dict) -> str:
-    """The side-by-side table of float and fixed-point accuracy before and after fine-tuning."""
-    lines = [f"{r['model']} {r['layers']}x{r['hidden']} on {r['data']}: quantization-aware fine-tuning, "
-             f"{r['epochs']} epoch(s), best epoch {r['best_epoch']} (0 = the starting weights)",
-             f"{'':<8}{'float valid':>13}{'fixed valid':>13}{'float test':>12}{'fixed test':>12}"]
-    for name in ("before", "after"):
-        a = r[name]
-        lines.append(f"{name:<8}{100 * a['float']['valid']:>11.2f} %{100 * a['fixed']['valid']:>11.2f} %"
-                     f"{100 * a['float']['test']:>10.2f} %{100 * a['fixed']['test']:>10.2f} %")
-    lines.append(f"fine-tuned checkpoint: {r['run_dir']}/best.pt (export it; 'fixed test' is what run_network gives)")
-    return "\n".join(lines)

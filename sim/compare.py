@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from export.resources import estimate
-from sim.engine import layer_names, counted_ops, run_fast
+from sim.engine import run_fast
 from sim.hardware import LOIHI_SOURCE, explain, hardware_ops, loihi_energy_pj
+from sim.tally import counted_ops, layer_names
 from sim.simulate import LAVA_DEFAULT_LIMIT, load_net, load_split, run_engine, sample_index
 from train.errors import InputError
 from train.ops import model_ops
@@ -115,12 +116,12 @@ def compare(path: str | Path, data: str | None = None, checkpoint: str | None = 
     whole = run_fast(net, binned, progress=progress) if n < len(binned) else fast
     lava = run_engine(net, binned, "lava", index, "sim", progress, path)
     stock = run_engine(net, binned, "lava", index, "sim", progress, path, stock_netx=True, netx=True) if netx else None
-    fixed_rates = fast.counts.rates(net)
+    fixed_rates = fast.tally.rates(net)
     pred_fixed = predicted(kind, sizes, net.readout.n_out, fixed_rates)
     pred_float = predicted(kind, sizes, net.readout.n_out, flt["rates"]) if flt else None
-    meas_lava = counted_ops(net, lava["counts"])
-    meas_fast = counted_ops(net, fast.counts)
-    counts_equal = lava["counts"].equals(fast.counts)
+    meas_lava = counted_ops(net, lava["tally"])
+    meas_fast = counted_ops(net, fast.tally)
+    counts_equal = lava["tally"].equals(fast.tally)
     rows, worst = [], 0.0
     names = layer_names(net)
     for k, name in enumerate(names):
@@ -146,20 +147,20 @@ def compare(path: str | Path, data: str | None = None, checkpoint: str | None = 
             energy[src] = None
             continue
         per_step = total["mac"][src] * e_mac + total["ac"][src] * e_ac
-        energy[src] = {"pj_per_step": per_step, "nj_per_sample": per_step * fast.counts.steps / 1000.0}
-    hw = hardware_ops(net, lava["counts"], estimate(net, chips=1 << 20))
+        energy[src] = {"pj_per_step": per_step, "nj_per_sample": per_step * fast.tally.steps / 1000.0}
+    hw = hardware_ops(net, lava["tally"], estimate(net, chips=1 << 20))
     hw_total = {key: sum(r[key] for r in hw) for key in ("syn_dense", "syn_nonzero", "messages_in", "core_messages_in",
                                                         "neuron_updates", "spikes")}
     hw_total["nonzero_vs_dense"] = _rel(hw_total["syn_nonzero"], hw_total["syn_dense"])
     loihi_pj = loihi_energy_pj(hw)
-    energy["loihi_estimate"] = {"pj_per_step": loihi_pj, "nj_per_sample": loihi_pj * fast.counts.steps / 1000.0}
+    energy["loihi_estimate"] = {"pj_per_step": loihi_pj, "nj_per_sample": loihi_pj * fast.tally.steps / 1000.0}
     labels = np.asarray(binned.labels)[index]
     acc = {"float": flt["accuracy"] if flt else None, "fixed": fast.accuracy,
            "lava": float(np.mean(lava["pred"] == labels)),
            "stock_netx": float(np.mean(stock["pred"] == labels)) if stock else None,
            "float_split": flt["split_accuracy"] if flt else None, "fixed_split": whole.accuracy}
     return {"file": str(path), "model": net.meta.get("model", kind), "netx_compatible": netx, "data": dataset.name,
-            "split": dataset.what, "samples": n, "split_samples": len(binned), "steps": fast.counts.steps,
+            "split": dataset.what, "samples": n, "split_samples": len(binned), "steps": fast.tally.steps,
             "checkpoint": flt["checkpoint"] if flt else None, "rows": rows, "total": total,
             "rates": {"float": flt["rates"] if flt else None, "fixed": fixed_rates},
             "accuracy": acc, "lava_equals_fast": {"predictions": bool(np.array_equal(lava["pred"], fast.pred)),
@@ -168,7 +169,7 @@ def compare(path: str | Path, data: str | None = None, checkpoint: str | None = 
                 "agree_with_fast": int(np.sum(stock["pred"] == fast.pred)), "pred": stock["pred"].tolist(),
                 "accuracy_minus_fast_points": 100 * (acc["stock_netx"] - fast.accuracy)},
             "energy": energy, "e_mac_pj": e_mac, "e_ac_pj": e_ac, "measured_vs_predicted_fixed": worst,
-            "hardware": {"layers": hw, "total": hw_total, "why": explain(net, lava["counts"], hw),
+            "hardware": {"layers": hw, "total": hw_total, "why": explain(net, lava["tally"], hw),
                          "energy_source": LOIHI_SOURCE},
             "lava_seconds": lava["seconds"], "notes": notes + lava["notes"] + (stock["notes"][1:] if stock else [])}
 

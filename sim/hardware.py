@@ -2,7 +2,7 @@
 
 Table 2 counts a dense layer: every input event costs the whole fan-out, and a spike count c
 arriving on a graded input is c events. The chip differs in two ways, both counted at run time by
-the Lava connections and the fast engine (`sim.engine.Counts`):
+the Lava connections and the fast engine (`sim.tally.Tally`):
 
 * it stores only nonzero synapses, so a message costs the nonzero weights of its source's column
   (8-bit quantization zeroes a share of the weights: ``syn_ops_nz``);
@@ -26,7 +26,7 @@ import numpy as np
 
 from export.qnet import QNetwork
 from export.resources import Resources
-from sim.engine import Counts, layer_names
+from sim.tally import Tally, layer_names
 
 LOIHI_PJ = {"syn_op": 23.6, "neuron_update": 52.0, "neuron_update_spiking": 81.0, "spike_in_tile": 1.7,
             "tile_hop": 3.5}
@@ -41,7 +41,7 @@ def zero_weight_share(net: QNetwork) -> dict[str, float]:
             for k, layer in enumerate(net.layers) for syn_name, syn in layer.synapses().items()}
 
 
-def hardware_ops(net: QNetwork, counts: Counts, res: Resources) -> list[dict]:
+def hardware_ops(net: QNetwork, counts: Tally, res: Resources) -> list[dict]:
     """Per layer, per timestep per sample: the study's dense synaptic events, the chip's synaptic operations on
     nonzero synapses, the messages received, the core messages sent, neuron updates and spikes."""
     per = max(1, counts.samples * counts.steps)
@@ -71,7 +71,7 @@ def loihi_energy_pj(rows: list[dict]) -> float:
                      + r["core_messages_in"] * (e["spike_in_tile"] + e["tile_hop"]) for r in rows))
 
 
-def explain(net: QNetwork, counts: Counts, rows: list[dict]) -> list[str]:
+def explain(net: QNetwork, counts: Tally, rows: list[dict]) -> list[str]:
     """One line per layer saying why the chip's synaptic operations differ from Table 2's."""
     zeros = zero_weight_share(net)
     lines = []

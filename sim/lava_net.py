@@ -15,7 +15,7 @@ caller presents no partial result).
 
 Stock netx (``--netx-compatible`` files): ``run_stock_netx`` runs the file with lava-dl's own
 ``lava.lib.dl.netx.hdf5.Network`` (stock CUBA layers). Those layers have no event counters, so
-the counts of such a run come from the fast engine on the same samples (``Counts.source`` says
+the counts of such a run come from the fast engine on the same samples (``Tally.source`` says
 so). netx's reset clears u and v but not the synapse buffers; the run clears each layer's recurrent
 buffer from the host at every sample boundary (``clear=True``), which makes it equal the fixed-point
 model sample by sample (see run_stock_netx).
@@ -39,7 +39,7 @@ from lava.proc.io.sink import RingBuffer as Sink
 from export.qnet import QLayer, QNetwork
 from lava_procs import (CountingDense, CubaLIF, LavaCubaLIF, LavaRunError, LIF, Readout, SampleSource, SpikGRU,
                         lava_session, run_steps)
-from sim.engine import Counts, layer_names
+from sim.tally import Tally, layer_names
 from train.errors import InputError
 from train.progress import progress_bar
 
@@ -160,10 +160,10 @@ def build_lava_network(net: QNetwork, counts: np.ndarray, record: bool = False) 
     return LavaNetwork(net, src, neurons, conns, sinks if record else None, n_samples, steps)
 
 
-def read_counts(lnet: LavaNetwork) -> Counts:
-    """The run's counters as engine.Counts (the same fields the fast engine fills)."""
+def read_tally(lnet: LavaNetwork) -> Tally:
+    """The run's counters as engine.Tally (the same fields the fast engine fills)."""
     names = layer_names(lnet.net)
-    c = Counts(samples=lnet.n_samples, steps=lnet.steps, source="lava")
+    c = Tally(samples=lnet.n_samples, steps=lnet.steps, source="lava")
     for k, layer in enumerate(lnet.net.layers):
         for syn_name, conn in lnet.conns[k].items():
             key = f"{names[k]}.{syn_name}"
@@ -198,7 +198,7 @@ def read_spikes(lnet: LavaNetwork) -> list[np.ndarray]:
 class LavaResult:
     pred: np.ndarray
     sample_max: np.ndarray  # [N, K] readout maxima per sample
-    counts: Counts
+    tally: Tally
     spikes: list[np.ndarray] | None = None  # per hidden layer [N, T, n], model time
     seconds: float = 0.0
     lava_steps: int = 0
@@ -234,12 +234,12 @@ def run_lava(net: QNetwork, counts: np.ndarray, record: bool = False, progress: 
                 finished = min(lnet.n_samples, max(0, (done - lnet.n_hidden - 1) // lnet.steps))
                 bar.update(finished - bar.n)
             sample_max = np.asarray(lnet.neurons[-1].sample_max.get(), dtype=np.int64)
-            counts_ = read_counts(lnet)
+            tally = read_tally(lnet)
             spikes = read_spikes(lnet) if record else None
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
-    return LavaResult(sample_max.argmax(axis=1), sample_max, counts_, spikes, seconds, total)
+    return LavaResult(sample_max.argmax(axis=1), sample_max, tally, spikes, seconds, total)
 
 
 def stock_netx_pauses(n_samples: int, steps: int, n_hidden: int) -> list[tuple[int, int]]:
@@ -312,7 +312,7 @@ def run_stock_netx(path: str | Path, net: QNetwork, counts: np.ndarray, record: 
     spikes = None
     if record:
         spikes = [tr[1 + k:1 + k + N * T].reshape(N, T, -1).astype(np.int8) for k, tr in enumerate(traces[1:])]
-    res = LavaResult(sample_max.argmax(axis=1), sample_max, Counts(samples=N, steps=T, source="none"), spikes,
+    res = LavaResult(sample_max.argmax(axis=1), sample_max, Tally(samples=N, steps=T, source="none"), spikes,
                      time.perf_counter() - t0, total)
     res.notes.append("stock netx layers have no event counters: the counts are the fast engine's on the same samples")
     if clear:
@@ -325,4 +325,4 @@ def run_stock_netx(path: str | Path, net: QNetwork, counts: np.ndarray, record: 
 
 
 __all__ = ["BACKENDS", "LavaNetwork", "LavaResult", "LavaRunError", "build_lava_network", "loihi2_available",
-           "read_counts", "read_spikes", "run_config", "run_lava", "run_stock_netx", "stock_netx_pauses"]
+           "read_tally", "read_spikes", "run_config", "run_lava", "run_stock_netx", "stock_netx_pauses"]

@@ -49,7 +49,8 @@ def _fixed_point_ops(run_dir: Path, progress: bool) -> list[dict]:
     """Fast-engine measurements of every network file in run_dir, on the network's own test set: ops per step
     per sample and accuracy."""
     from export.netx_h5 import read_network
-    from sim.engine import counted_ops, run_fast
+    from sim.engine import run_fast
+    from sim.tally import counted_ops
     from sim.simulate import load_split
 
     out = []
@@ -61,10 +62,10 @@ def _fixed_point_ops(run_dir: Path, progress: bool) -> list[dict]:
             out.append({"file": str(h5), "error": str(exc)})
             continue
         res = run_fast(net, split, progress=progress)
-        rows = counted_ops(net, res.counts)
+        rows = counted_ops(net, res.tally)
         mac, ac = sum(r["mac"] for r in rows), sum(r["ac"] for r in rows)
         out.append({"file": str(h5), "accuracy": res.accuracy, "mac": mac, "ac": ac, "ops": mac + ac,
-                    "samples": res.counts.samples})
+                    "samples": res.tally.samples})
     return out
 
 

@@ -28,7 +28,8 @@ from export.netx_h5 import read_network
 from export.qnet import QNetwork
 from lava_procs import LavaRunError
 from sim import lava_net
-from sim.engine import Counts, counted_ops, run_counts, run_fast
+from sim.engine import run_counts, run_fast
+from sim.tally import Tally, counted_ops
 from train.errors import InputError
 
 ENGINES = ("lava", "fast")
@@ -90,7 +91,7 @@ def sample_index(n_split: int, limit: int | None) -> np.ndarray:
 def run_engine(net: QNetwork, split, engine: str, index: np.ndarray, backend: str = "sim", progress: bool = True,
                path: str | Path | None = None, stock_netx: bool = False, netx: bool = False,
                raw_stream: bool = False) -> dict:
-    """One engine over the samples `index` of a split: predictions, labels, counts, seconds, notes.
+    """One engine over the samples `index` of a split: predictions, labels, tally, seconds, notes.
 
     stock_netx: run the file in lava-dl's stock netx (raw_stream: without clearing the recurrent synapse buffers
     between samples, see sim.lava_net.run_stock_netx)."""
@@ -103,7 +104,7 @@ def run_engine(net: QNetwork, split, engine: str, index: np.ndarray, backend: st
         if backend != "sim":
             raise InputError("--backend loihi2 runs Lava: use it with --engine lava")
         res = run_fast(net, split, index=index, progress=progress)
-        return {"pred": res.pred, "labels": res.labels, "counts": res.counts, "seconds": res.seconds, "notes": notes}
+        return {"pred": res.pred, "labels": res.labels, "tally": res.tally, "seconds": res.seconds, "notes": notes}
     if engine != "lava":
         raise InputError(f"--engine {engine!r}: choose lava or fast")
     cfg = lava_net.run_config(backend)
@@ -115,8 +116,8 @@ def run_engine(net: QNetwork, split, engine: str, index: np.ndarray, backend: st
                 raise InputError(f"{path}: --stock-netx needs a --netx-compatible file")
             res = lava_net.run_stock_netx(path, net, counts, progress=progress, run_cfg=cfg, clear=not raw_stream)
             fast = run_counts(net, counts)
-            res.counts = fast.counts
-            res.counts.source = "fast"
+            res.tally = fast.tally
+            res.tally.source = "fast"
             notes += res.notes
         else:
             res = lava_net.run_lava(net, counts, progress=progress, run_cfg=cfg)
@@ -124,7 +125,7 @@ def run_engine(net: QNetwork, split, engine: str, index: np.ndarray, backend: st
         raise SimulationFailed(f"{exc} (Lava stopped; no results)") from None
     if backend == "loihi2":
         notes.append("Loihi2HwCfg: this project's neurons have CPU models only and run on the host")
-    return {"pred": res.pred, "labels": labels, "counts": res.counts, "seconds": res.seconds, "notes": notes}
+    return {"pred": res.pred, "labels": labels, "tally": res.tally, "seconds": res.seconds, "notes": notes}
 
 
 def simulate(path: str | Path, data: str | None = None, split: str | None = None, limit: int | None = None,
@@ -154,19 +155,19 @@ def simulate(path: str | Path, data: str | None = None, split: str | None = None
     if raw_stream and not stock_netx:
         raise InputError("--raw-stream applies to --stock-netx runs only")
     run = run_engine(net, binned, engine, index, backend, progress, path, stock_netx, netx, raw_stream)
-    counts: Counts = run["counts"]
-    rows = counted_ops(net, counts)
+    tally: Tally = run["tally"]
+    rows = counted_ops(net, tally)
     mac, ac = sum(r["mac"] for r in rows), sum(r["ac"] for r in rows)
-    steps = counts.steps
+    steps = tally.steps
     return {
         "file": str(path), "model": net.meta.get("model", net.layers[0].kind), "netx_compatible": netx,
         "layers": [f"{l.kind} {l.n_in}->{l.n_out}" for l in net.layers], "data": dataset.name, "split": dataset.what,
         "engine": engine, "backend": backend, "stock_netx": stock_netx, "raw_stream": raw_stream, "samples": int(len(run["pred"])),
         "split_samples": len(binned), "steps": steps, "accuracy": float(np.mean(run["pred"] == run["labels"])),
         "correct": int(np.sum(run["pred"] == run["labels"])), "index": index.tolist(), "pred": run["pred"].tolist(),
-        "rates": counts.rates(net), "ops": rows, "ops_total": {"mac": mac, "ac": ac, "ops": mac + ac},
+        "rates": tally.rates(net), "ops": rows, "ops_total": {"mac": mac, "ac": ac, "ops": mac + ac},
         "ops_per_sample": {"mac": mac * steps, "ac": ac * steps, "ops": (mac + ac) * steps},
-        "counts": counts.as_dict(), "counts_from": counts.source, "seconds": run["seconds"],
+        "tally": tally.as_dict(), "tally_from": tally.source, "seconds": run["seconds"],
         "wall_seconds": time.perf_counter() - t0, "notes": notes + run["notes"],
     }
 
@@ -183,7 +184,7 @@ def format_simulate(r: dict) -> str:
              f"accuracy {100 * r['accuracy']:.2f} % ({r['correct']}/{r['samples']})",
              f"input events per channel per step {r['rates'][0]:.4f}; spikes per neuron per step "
              + ", ".join(f"layer{k + 1} {x:.4f}" for k, x in enumerate(r["rates"][1:])),
-             f"measured operations ({'Lava event counters' if r['counts_from'] == 'lava' else 'fast engine counts'}):",
+             f"measured operations ({'Lava event counters' if r['tally_from'] == 'lava' else 'fast engine counts'}):",
              f"  {'layer':<9}{'kind':<11}{'m':>6}{'n':>6}{'MAC/step':>13}{'AC/step':>13}"]
     for o in r["ops"]:
         lines.append(f"  {o['name']:<9}{o['kind']:<11}{o['m']:>6}{o['n']:>6}{o['mac']:>13.1f}{o['ac']:>13.1f}")

@@ -21,7 +21,7 @@ from lava_procs import (NEURON_OPS, READOUT_UNSET, CountingDense, CubaLIF, LavaC
                         SampleSource, SpikGRU, lava_session, run_steps, shutdown)
 from lava_procs.models import PyLIFModelFixed
 from train.ops import layer_ops
-from sim.engine import scan_hidden, scan_readout
+from sim.integer_net import scan_hidden, scan_readout
 from sim.lava_net import build_lava_network
 
 KINDS = ("lif", "cuba-lif", "spikgru", "lava-cuba", "readout")
@@ -59,7 +59,7 @@ PROCESS = {"lif": LIF, "cuba-lif": CubaLIF, "spikgru": SpikGRU, "lava-cuba": Lav
 
 
 def fixed_reference(kind: str, p: dict, a: np.ndarray, az: np.ndarray) -> dict:
-    """Traces [steps, n] from the zero state, computed by the fast engine's neuron updates (sim.engine.scan_hidden
+    """Traces [steps, n] from the zero state, computed by the fast engine's neuron updates (sim.integer_net.scan_hidden
     and scan_readout): its own implementation of docs/fixed_point.md, not the export.fixed_point step functions
     the Lava models call."""
     n = a.shape[1]

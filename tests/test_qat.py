@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from export import fixed_point as fx
-from export.qat import FixedPointNet, finetune, format_finetune, run_fixed_point
+from export.finetune import finetune, format_finetune
+from export.qat import FixedPointNet, run_fixed_point
 from export.qnet import predict, run_network
 from export.quantize import quantize_checkpoint, quantize_model
 from train.checkpoint import load_checkpoint

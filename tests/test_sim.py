@@ -24,7 +24,9 @@ from export.qnet import QLayer, QNetwork, Synapse, run_network
 from export.quantize import quantize_model
 from lava_procs import CubaLIF
 from lava_procs.models import PyCubaLIFModelFixed
-from sim.engine import Counts, Inputs, count_events, counted_ops, run_batch, run_fast
+from sim.engine import run_fast
+from sim.integer_net import Inputs, run_batch
+from sim.tally import Tally, counted_ops, tally_batch
 from sim.simulate import load_split, sample_index
 from train.checkpoint import load_checkpoint
 from train.models import ModelConfig, build_model, model_from_checkpoint
@@ -54,7 +56,7 @@ def float_model(kind: str, layers: int, gain: float = 3.0, seed: int = 0, n_in: 
     return model, cfg
 
 
-def table2_rows(net: QNetwork, counts: Counts) -> list:
+def table2_rows(net: QNetwork, counts: Tally) -> list:
     """Table 2 (train.ops.model_ops) at the activity of the counted run."""
     per = counts.samples * counts.steps
     sizes = [net.layers[0].n_in] + [l.n_out for l in net.hidden]
@@ -62,7 +64,7 @@ def table2_rows(net: QNetwork, counts: Counts) -> list:
     return model_ops(net.layers[0].kind, sizes, net.readout.n_out, rates)
 
 
-def assert_counts_match_table2(net: QNetwork, counts: Counts) -> None:
+def assert_counts_match_table2(net: QNetwork, counts: Tally) -> None:
     for got, want in zip(counted_ops(net, counts), table2_rows(net, counts)):
         assert got["mac"] == pytest.approx(want.mac, rel=1e-12), got["name"]
         assert got["ac"] == pytest.approx(want.ac, rel=1e-12), got["name"]
@@ -94,9 +96,9 @@ def test_random_networks_same_spikes_counts_and_predictions(kind, layers):
     np.testing.assert_array_equal(qat["readout"].numpy().astype(np.int64), ref["readout"])
     np.testing.assert_array_equal(fast["readout"], ref["readout"])
     np.testing.assert_array_equal(lava.sample_max, ref["readout"].max(axis=1))
-    fast_counts = count_events(net, counts, fast["spikes"])
-    assert lava.counts.source == "lava" and lava.counts.equals(fast_counts), (lava.counts, fast_counts)
-    assert_counts_match_table2(net, lava.counts)
+    fast_counts = tally_batch(net, counts, fast["spikes"])
+    assert lava.tally.source == "lava" and lava.tally.equals(fast_counts), (lava.tally, fast_counts)
+    assert_counts_match_table2(net, lava.tally)
 
 
 @pytest.mark.parametrize("kind", ["lif", "cuba-lif", "spikgru"])
@@ -197,10 +199,10 @@ def test_inputs_from_split_equal_dense_and_counts_add_up():
     assert a.events == int(split.dense(index).sum())
     net = random_qnet("cuba-lif", np.random.default_rng(0), sizes=(700, 6, 5))
     whole = run_fast(net, split, index=np.arange(10), batch=4, progress=False)
-    parts = Counts()
+    parts = Tally()
     for idx in (np.arange(4), np.arange(4, 10)):
-        parts.add(run_fast(net, split, index=idx, progress=False).counts)
-    assert whole.counts.equals(parts)
+        parts.add(run_fast(net, split, index=idx, progress=False).tally)
+    assert whole.tally.equals(parts)
     assert list(sample_index(60, 6)) == [0, 10, 20, 30, 40, 50] and list(sample_index(5, 20)) == [0, 1, 2, 3, 4]
 
 
@@ -235,8 +237,8 @@ def test_trained_network_lava_equals_fast_and_fixed_point(trained):
         np.testing.assert_array_equal(qat["spikes"][k].numpy().astype(np.int8), fast.spikes[k], err_msg=f"layer {k}")
     np.testing.assert_array_equal(lava.pred, fast.pred)
     assert float(np.mean(lava.pred == fast.labels)) == fast.accuracy
-    assert lava.counts.equals(fast.counts)
-    assert_counts_match_table2(net, lava.counts)
+    assert lava.tally.equals(fast.tally)
+    assert_counts_match_table2(net, lava.tally)
 
 
 def test_simulate_cli_both_engines(trained):
@@ -247,7 +249,7 @@ def test_simulate_cli_both_engines(trained):
     assert fast.exit_code == 0, fast.output
     r_fast = json.loads(fast.stdout)
     assert r_lava["samples"] == 5 and r_fast["samples"] == r_fast["split_samples"] == 60
-    assert r_lava["counts_from"] == "lava" and r_fast["counts_from"] == "fast"
+    assert r_lava["tally_from"] == "lava" and r_fast["tally_from"] == "fast"
     pred_fast = dict(zip(r_fast["index"], r_fast["pred"]))
     assert r_lava["pred"] == [pred_fast[i] for i in r_lava["index"]]
     text = _cli("simulate", trained / "net.h5", "--engine", "fast", "--quiet")
@@ -357,7 +359,7 @@ def test_netx_compatible_file_counted_build_equals_fast(netx_run):
     """The counting Lava build of a --netx-compatible file equals the fast engine."""
     counted = json.loads(_cli("simulate", netx_run / "nx.h5", "--limit", "3", "--json", "--quiet").stdout)
     fast = json.loads(_cli("simulate", netx_run / "nx.h5", "--engine", "fast", "--json", "--quiet").stdout)
-    assert counted["counts_from"] == "lava" and counted["netx_compatible"]
+    assert counted["tally_from"] == "lava" and counted["netx_compatible"]
     assert counted["pred"] == [dict(zip(fast["index"], fast["pred"]))[i] for i in counted["index"]]
 
 
@@ -410,7 +412,7 @@ def test_lava_counters_equal_an_independent_count(trained):
         s = lava.spikes[k]
         want[f"layer{k + 1}.rec"] = (int(s.sum()) * u.shape[0], int(s.sum()),
                                      int(sum(np.count_nonzero(u[:, j]) for j in np.nonzero(s)[2])))
-    c = lava.counts
+    c = lava.tally
     for key, (events, messages, nonzero) in want.items():
         assert (c.syn_events[key], c.messages[key], c.syn_ops_nz[key]) == (events, messages, nonzero), key
     assert c.input_events == int(counts.sum()) and c.input_messages == int(np.count_nonzero(counts))
