@@ -1,8 +1,11 @@
 """The fixed-point spec in code: Loihi 2 integer arithmetic of the study's neurons.
 
-This module is the single source of truth for fixed-point behaviour (see
-docs/fixed_point.md): the PyTorch fixed-point forward, the fast engine and the Lava
-`fixed_pt` ProcessModels call these functions or are tested equal to them.
+This module is the specification of fixed-point behaviour (see docs/fixed_point.md). The
+same arithmetic exists, on purpose, in three more forms, each saying so at its top: the PyTorch
+QAT forward (export/qat.py, straight-through gradients), the fast engine (sim/integer_net.py,
+batched for speed) and the Lava `fixed_pt` ProcessModels (lava_procs/models.py, which call these
+functions). Every form is tested equal to this one and against the literal sequences of
+tests/test_fixed_point_forms.py, which fail in every form when this spec changes.
 
 Every function is plain numpy on integer arrays whose last axis is the neuron axis,
 so the same code runs one Lava process (shape [n]) or a whole batch ([B, n]).

@@ -58,26 +58,19 @@ class LayerUse:
         return self.synapses * WEIGHT_BYTES
 
 
+def _total(field: str) -> property:
+    return property(lambda self: sum(getattr(layer, field) for layer in self.layers), doc=f"{field} of all layers")
+
+
 @dataclass
 class Resources:
     layers: list[LayerUse]
     chips: int
 
-    @property
-    def cores(self) -> int:
-        return sum(l.cores for l in self.layers)
-
-    @property
-    def neurons(self) -> int:
-        return sum(l.neurons for l in self.layers)
-
-    @property
-    def synapses(self) -> int:
-        return sum(l.synapses for l in self.layers)
-
-    @property
-    def synapse_bytes(self) -> int:
-        return sum(l.synapse_bytes for l in self.layers)
+    cores = _total("cores")
+    neurons = _total("neurons")
+    synapses = _total("synapses")
+    synapse_bytes = _total("synapse_bytes")
 
 
 # ---- bit widths ----------------------------------------------------------------------------

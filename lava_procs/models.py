@@ -28,6 +28,13 @@ from lava_procs.process import (NEURON_OPS, READOUT_UNSET, CountingDense, CubaLI
 
 FIXED = ("bit_accurate_loihi", "fixed_pt")
 FLOAT = ("floating_pt",)
+
+
+def _model(proc, tags: tuple[str, ...]):
+    """Lava's three decorators of a CPU ProcessModel: implements `proc` (Loihi protocol), tagged `tags`."""
+    def decorate(cls):
+        return implements(proc=proc, protocol=LoihiProtocol)(requires(CPU)(tag(*tags)(cls)))
+    return decorate
 INT = LavaPyType(np.ndarray, np.int64)
 
 
@@ -176,44 +183,55 @@ class _FloatNeuron(_NeuronModel):
 
 
 # --------------------------------------------------------------------------------- neurons
-@implements(proc=LIF, protocol=LoihiProtocol)
-@requires(CPU)
-@tag(*FIXED)
-class PyLIFModelFixed(_FixedNeuron):
-    kind, states = "lif", ("s", "v")
+# Each kind declares its Vars once (a mixin); its fixed_pt and floating_pt models add the state dtypes and the update.
+class _ClampedVars:
     state_lo: np.ndarray = _int(24)
     state_hi: np.ndarray = _int(24)
+
+
+class _LIFVars(_ClampedVars):
+    kind, states = "lif", ("s", "v")
     v_decay: np.ndarray = _int(12)
 
+
+class _CubaLIFVars(_LIFVars):
+    kind, states = "cuba-lif", ("s", "i", "v")
+    i_decay: np.ndarray = _int(12)
+
+
+class _SpikGRUVars(_ClampedVars):
+    kind, states = "spikgru", ("s", "i", "v")
+    i_decay: np.ndarray = _int(12)
+    bias_z_mant: np.ndarray = _int(13)
+    bias_z_exp: np.ndarray = _int(3)
+
+    def inputs(self):
+        return self.a_in.recv(), self.a_gate.recv()
+
+
+class _LavaCubaVars:
+    kind, states = "lava-cuba", ("s", "u", "v")
+    du: np.ndarray = _int(12)
+    dv: np.ndarray = _int(12)
+
+
+@_model(LIF, FIXED)
+class PyLIFModelFixed(_LIFVars, _FixedNeuron):
     def update(self, a):
         s, self.v[:] = fx.lif_step(a, self.v, self.s, self.v_decay, self.bias(), *self.bounds())
         return s
 
 
-@implements(proc=LIF, protocol=LoihiProtocol)
-@requires(CPU)
-@tag(*FLOAT)
-class PyLIFModelFloat(_FloatNeuron):
-    kind, states = "lif", ("s", "v")
-    state_lo: np.ndarray = _int(24)
-    state_hi: np.ndarray = _int(24)
-    v_decay: np.ndarray = _int(12)
-
+@_model(LIF, FLOAT)
+class PyLIFModelFloat(_LIFVars, _FloatNeuron):
     def update(self, a):
         s, self.v[:] = float_lif_step(a, self.v, self.s, _f_decay(self.v_decay), self.bias(), *self.bounds())
         return s
 
 
-@implements(proc=CubaLIF, protocol=LoihiProtocol)
-@requires(CPU)
-@tag(*FIXED)
-class PyCubaLIFModelFixed(_FixedNeuron):
-    kind, states = "cuba-lif", ("s", "i", "v")
-    state_lo: np.ndarray = _int(24)
-    state_hi: np.ndarray = _int(24)
+@_model(CubaLIF, FIXED)
+class PyCubaLIFModelFixed(_CubaLIFVars, _FixedNeuron):
     i: np.ndarray = _int(24)
-    i_decay: np.ndarray = _int(12)
-    v_decay: np.ndarray = _int(12)
 
     def update(self, a):
         s, self.i[:], self.v[:] = fx.cuba_lif_step(a, self.i, self.v, self.s, self.i_decay, self.v_decay,
@@ -221,16 +239,9 @@ class PyCubaLIFModelFixed(_FixedNeuron):
         return s
 
 
-@implements(proc=CubaLIF, protocol=LoihiProtocol)
-@requires(CPU)
-@tag(*FLOAT)
-class PyCubaLIFModelFloat(_FloatNeuron):
-    kind, states = "cuba-lif", ("s", "i", "v")
-    state_lo: np.ndarray = _int(24)
-    state_hi: np.ndarray = _int(24)
+@_model(CubaLIF, FLOAT)
+class PyCubaLIFModelFloat(_CubaLIFVars, _FloatNeuron):
     i: np.ndarray = _FLT
-    i_decay: np.ndarray = _int(12)
-    v_decay: np.ndarray = _int(12)
 
     def update(self, a):
         s, self.i[:], self.v[:] = float_cuba_lif_step(a, self.i, self.v, self.s, _f_decay(self.i_decay),
@@ -238,21 +249,10 @@ class PyCubaLIFModelFloat(_FloatNeuron):
         return s
 
 
-@implements(proc=SpikGRU, protocol=LoihiProtocol)
-@requires(CPU)
-@tag(*FIXED)
-class PySpikGRUModelFixed(_FixedNeuron):
-    kind, states = "spikgru", ("s", "i", "v")
-    state_lo: np.ndarray = _int(24)
-    state_hi: np.ndarray = _int(24)
+@_model(SpikGRU, FIXED)
+class PySpikGRUModelFixed(_SpikGRUVars, _FixedNeuron):
     a_gate: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     i: np.ndarray = _int(24)
-    i_decay: np.ndarray = _int(12)
-    bias_z_mant: np.ndarray = _int(13)
-    bias_z_exp: np.ndarray = _int(3)
-
-    def inputs(self):
-        return self.a_in.recv(), self.a_gate.recv()
 
     def update(self, a, az):
         bias_z = fx.bias_value(self.bias_z_mant, int(self.bias_z_exp[0]))
@@ -261,21 +261,10 @@ class PySpikGRUModelFixed(_FixedNeuron):
         return s
 
 
-@implements(proc=SpikGRU, protocol=LoihiProtocol)
-@requires(CPU)
-@tag(*FLOAT)
-class PySpikGRUModelFloat(_FloatNeuron):
-    kind, states = "spikgru", ("s", "i", "v")
-    state_lo: np.ndarray = _int(24)
-    state_hi: np.ndarray = _int(24)
+@_model(SpikGRU, FLOAT)
+class PySpikGRUModelFloat(_SpikGRUVars, _FloatNeuron):
     a_gate: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     i: np.ndarray = _FLT
-    i_decay: np.ndarray = _int(12)
-    bias_z_mant: np.ndarray = _int(13)
-    bias_z_exp: np.ndarray = _int(3)
-
-    def inputs(self):
-        return self.a_in.recv(), self.a_gate.recv()
 
     def update(self, a, az):
         s, self.i[:], self.v[:] = float_spikgru_step(a, az, self.i, self.v, self.s, _f_decay(self.i_decay),
@@ -284,14 +273,9 @@ class PySpikGRUModelFloat(_FloatNeuron):
         return s
 
 
-@implements(proc=LavaCubaLIF, protocol=LoihiProtocol)
-@requires(CPU)
-@tag(*FIXED)
-class PyLavaCubaLIFModelFixed(_FixedNeuron):
-    kind, states = "lava-cuba", ("s", "u", "v")
+@_model(LavaCubaLIF, FIXED)
+class PyLavaCubaLIFModelFixed(_LavaCubaVars, _FixedNeuron):
     u: np.ndarray = _int(24)
-    du: np.ndarray = _int(12)
-    dv: np.ndarray = _int(12)
 
     def update(self, a):
         s, self.u[:], self.v[:] = fx.lava_cuba_step(a, self.u, self.v, int(self.du[0]), int(self.dv[0]),
@@ -299,18 +283,12 @@ class PyLavaCubaLIFModelFixed(_FixedNeuron):
         return s
 
 
-@implements(proc=LavaCubaLIF, protocol=LoihiProtocol)
-@requires(CPU)
-@tag(*FLOAT)
-class PyLavaCubaLIFModelFloat(_FloatNeuron):
-    kind, states = "lava-cuba", ("s", "u", "v")
+@_model(LavaCubaLIF, FLOAT)
+class PyLavaCubaLIFModelFloat(_LavaCubaVars, _FloatNeuron):
     u: np.ndarray = _FLT
-    du: np.ndarray = _int(12)
-    dv: np.ndarray = _int(12)
 
     def update(self, a):
-        alpha = _f_decay(int(self.du[0]) + 1)  # Lava's current decays by du + 1 (ds_offset)
-        s, self.u[:], self.v[:] = float_lava_cuba_step(a, self.u, self.v, self.s, alpha,
+        s, self.u[:], self.v[:] = float_lava_cuba_step(a, self.u, self.v, self.s, _f_decay(fx.lava_d(self.du[0])),
                                                        _f_decay(self.dv[0]), self.bias())
         return s
 
@@ -342,9 +320,7 @@ class _ReadoutModel(_StreamedModel):
         self.o_out.send(self.o)
 
 
-@implements(proc=Readout, protocol=LoihiProtocol)
-@requires(CPU)
-@tag(*FIXED)
+@_model(Readout, FIXED)
 class PyReadoutModelFixed(_ReadoutModel):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     o_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
@@ -356,9 +332,7 @@ class PyReadoutModelFixed(_ReadoutModel):
         return fx.readout_step(a, self.o, self.v_decay, fx.bias_value(self.bias_mant, int(self.bias_exp[0])))
 
 
-@implements(proc=Readout, protocol=LoihiProtocol)
-@requires(CPU)
-@tag(*FLOAT)
+@_model(Readout, FLOAT)
 class PyReadoutModelFloat(_ReadoutModel):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     o_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
@@ -400,9 +374,7 @@ class _DenseModel(_StreamedModel):
             self.syn_ops_nz[0] += np.count_nonzero(self.weights[:, active])
 
 
-@implements(proc=CountingDense, protocol=LoihiProtocol)
-@requires(CPU)
-@tag(*FIXED)
+@_model(CountingDense, FIXED)
 class PyCountingDenseModelFixed(_DenseModel):
     s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=16)
@@ -422,9 +394,7 @@ class PyCountingDenseModelFixed(_DenseModel):
         return fx.dendrite(self.weights, int(self.weight_exp[0]), s)
 
 
-@implements(proc=CountingDense, protocol=LoihiProtocol)
-@requires(CPU)
-@tag(*FLOAT)
+@_model(CountingDense, FLOAT)
 class PyCountingDenseModelFloat(_DenseModel):
     s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
@@ -454,16 +424,12 @@ class _SourceModel(PyLoihiProcessModel):
             self.s_out.send(np.zeros(self.counts.shape[2], dtype=self.dtype))
 
 
-@implements(proc=SampleSource, protocol=LoihiProtocol)
-@requires(CPU)
-@tag(*FIXED)
+@_model(SampleSource, FIXED)
 class PySampleSourceModelFixed(_SourceModel):
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=8)
 
 
-@implements(proc=SampleSource, protocol=LoihiProtocol)
-@requires(CPU)
-@tag(*FLOAT)
+@_model(SampleSource, FLOAT)
 class PySampleSourceModelFloat(_SourceModel):
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     dtype = np.float64

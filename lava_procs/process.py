@@ -189,8 +189,9 @@ class _Neuron(_Streamed):
 
     kind = ""
 
-    def __init__(self, *, shape, bias_mant, bias_exp, reset_interval, reset_offset, n_samples,
-                 name, log_config) -> None:
+    def __init__(self, *, shape, bias_mant=0, bias_exp=0, reset_interval: int = 0, reset_offset: int = 0,
+                 n_samples: ty.Optional[int] = None, name: ty.Optional[str] = None,
+                 log_config: ty.Optional[LogConfig] = None) -> None:
         super().__init__(reset_interval=reset_interval, reset_offset=reset_offset, n_samples=n_samples,
                          name=name, log_config=log_config)
         n = layer_size(self._owner, shape)
@@ -240,12 +241,8 @@ class LIF(_Neuron):
 
     kind = "lif"
 
-    def __init__(self, *, shape, v_decay, bias_mant=0, bias_exp=0, state_lo: int = -fx.STATE_MAX,
-                 state_hi: int = fx.STATE_MAX, reset_interval: int = 0,
-                 reset_offset: int = 0, n_samples: ty.Optional[int] = None, name: ty.Optional[str] = None,
-                 log_config: ty.Optional[LogConfig] = None) -> None:
-        super().__init__(shape=shape, bias_mant=bias_mant, bias_exp=bias_exp, reset_interval=reset_interval,
-                         reset_offset=reset_offset, n_samples=n_samples, name=name, log_config=log_config)
+    def __init__(self, *, v_decay, state_lo: int = -fx.STATE_MAX, state_hi: int = fx.STATE_MAX, **common) -> None:
+        super().__init__(**common)
         self.v_decay = self._decay("v_decay", v_decay)
         self._state_bounds(state_lo, state_hi)
         self.v = Var(shape=self.shape, init=0)
@@ -265,12 +262,9 @@ class CubaLIF(_Neuron):
 
     kind = "cuba-lif"
 
-    def __init__(self, *, shape, i_decay, v_decay, bias_mant=0, bias_exp=0, state_lo: int = -fx.STATE_MAX,
-                 state_hi: int = fx.STATE_MAX, reset_interval: int = 0,
-                 reset_offset: int = 0, n_samples: ty.Optional[int] = None, name: ty.Optional[str] = None,
-                 log_config: ty.Optional[LogConfig] = None) -> None:
-        super().__init__(shape=shape, bias_mant=bias_mant, bias_exp=bias_exp, reset_interval=reset_interval,
-                         reset_offset=reset_offset, n_samples=n_samples, name=name, log_config=log_config)
+    def __init__(self, *, i_decay, v_decay, state_lo: int = -fx.STATE_MAX, state_hi: int = fx.STATE_MAX,
+                 **common) -> None:
+        super().__init__(**common)
         self.i_decay = self._decay("i_decay", i_decay)
         self.v_decay = self._decay("v_decay", v_decay)
         self._state_bounds(state_lo, state_hi)
@@ -294,11 +288,9 @@ class SpikGRU(_Neuron):
 
     kind = "spikgru"
 
-    def __init__(self, *, shape, i_decay, bias_mant=0, bias_exp=0, bias_z_mant=0, bias_z_exp=0,
-                 state_lo: int = -fx.STATE_MAX, state_hi: int = fx.STATE_MAX, reset_interval: int = 0, reset_offset: int = 0, n_samples: ty.Optional[int] = None,
-                 name: ty.Optional[str] = None, log_config: ty.Optional[LogConfig] = None) -> None:
-        super().__init__(shape=shape, bias_mant=bias_mant, bias_exp=bias_exp, reset_interval=reset_interval,
-                         reset_offset=reset_offset, n_samples=n_samples, name=name, log_config=log_config)
+    def __init__(self, *, i_decay, bias_z_mant=0, bias_z_exp=0, state_lo: int = -fx.STATE_MAX,
+                 state_hi: int = fx.STATE_MAX, **common) -> None:
+        super().__init__(**common)
         n = self.shape[0]
         self.a_gate = InPort(shape=self.shape)
         self.i_decay = self._decay("i_decay", i_decay)
@@ -326,11 +318,8 @@ class LavaCubaLIF(_Neuron):
 
     kind = "lava-cuba"
 
-    def __init__(self, *, shape, du, dv, bias_mant=0, bias_exp=0, reset_interval: int = 0,
-                 reset_offset: int = 0, n_samples: ty.Optional[int] = None, name: ty.Optional[str] = None,
-                 log_config: ty.Optional[LogConfig] = None) -> None:
-        super().__init__(shape=shape, bias_mant=bias_mant, bias_exp=bias_exp, reset_interval=reset_interval,
-                         reset_offset=reset_offset, n_samples=n_samples, name=name, log_config=log_config)
+    def __init__(self, *, du, dv, **common) -> None:
+        super().__init__(**common)
         self.du = Var(shape=(1,), init=scalar(self._owner, "du", du, 0, fx.DECAY_MAX))
         self.dv = Var(shape=(1,), init=scalar(self._owner, "dv", dv, 0, fx.DECAY_MAX))
         self.u = Var(shape=self.shape, init=0)
@@ -357,12 +346,9 @@ class Readout(_Neuron):
 
     kind = "readout"
 
-    def __init__(self, *, shape, v_decay, bias_mant=0, bias_exp=0, reset_interval: int = 0,
-                 reset_offset: int = 0, n_samples: ty.Optional[int] = None, name: ty.Optional[str] = None,
-                 log_config: ty.Optional[LogConfig] = None) -> None:
-        super().__init__(shape=shape, bias_mant=bias_mant, bias_exp=bias_exp, reset_interval=reset_interval,
-                         reset_offset=reset_offset, n_samples=n_samples, name=name, log_config=log_config)
-        rows = 1 if n_samples is None else int(n_samples)  # n_samples was checked to be >= 1
+    def __init__(self, *, v_decay, **common) -> None:
+        super().__init__(**common)
+        rows = max(1, int(self.n_samples.init))  # 0 (no end): one row
         self.v_decay = self._decay("v_decay", v_decay)
         self.o = Var(shape=self.shape, init=0)
         self.o_out = OutPort(shape=self.shape)

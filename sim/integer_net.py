@@ -215,37 +215,45 @@ def scan_hidden(layer: QLayer, C: np.ndarray, rec: "_Rec | None" = None, trace: 
         trace.update({name: np.zeros((T, B, n)) for name in (("v",) if kind == "lif" else ("i", "v"))})
     trunc, mul, add, greater = np.trunc, np.multiply, np.add, np.greater
     lo, hi = float(layer.state_lo), float(layer.state_hi)  # the state clamp (fixed_point step functions)
+    states = {"i": i, "v": v}
+
+    def decay_(x: np.ndarray, f: np.ndarray) -> None:
+        """x = trunc(x * f) in place: fixed_point.decay with f = (4096 - d) / 4096."""
+        mul(x, f, out=x)
+        trunc(x, out=x)
+
+    def add_product(x: np.ndarray, y: np.ndarray, f: np.ndarray) -> None:
+        """x += trunc(y * f): the truncating 12-bit multiply (fixed_point.mul12) added in place."""
+        mul(y, f, out=tmp)
+        trunc(tmp, out=tmp)
+        add(x, tmp, out=x)
+
+    def soft_reset_and_fire(t: int) -> None:
+        """The study's neurons' end of a step: v -= vth s_prev, the clamp, spike when v > vth."""
+        v_t.sub_(s_t, alpha=THETA)
+        v_t.clamp_(lo, hi)
+        greater(v, THETA, out=S[t])
+        s[...] = S[t]
+        if record:
+            for name, arr in trace.items():
+                arr[t] = states[name]
     if kind == "lif":
         fv = _factor(layer.v_decay)
         for t in range(T):
             r = rec.plus(s_t, C[t])
-            mul(v, fv, out=v)
-            trunc(v, out=v)
+            decay_(v, fv)
             add(v, r, out=v)
-            v_t.sub_(s_t, alpha=THETA)
-            v_t.clamp_(lo, hi)
-            greater(v, THETA, out=S[t])
-            s[...] = S[t]
-            if record:
-                trace["v"][t] = v
+            soft_reset_and_fire(t)
     elif kind == "cuba-lif":
         fiv = np.stack([_factor(layer.i_decay), _factor(layer.v_decay)])[:, None, :]
         gv = np.asarray(layer.v_decay, np.float64) / UNITY
         for t in range(T):
             r = rec.plus(s_t, C[t])
-            mul(iv, fiv, out=iv)
-            trunc(iv, out=iv)
+            decay_(iv, fiv)
             add(i, r, out=i)
             i_t.clamp_(lo, hi)
-            mul(i, gv, out=tmp)
-            trunc(tmp, out=tmp)
-            add(v, tmp, out=v)
-            v_t.sub_(s_t, alpha=THETA)
-            v_t.clamp_(lo, hi)
-            greater(v, THETA, out=S[t])
-            s[...] = S[t]
-            if record:
-                trace["i"][t], trace["v"][t] = i, v
+            add_product(v, i, gv)
+            soft_reset_and_fire(t)
     elif kind == "spikgru":
         fi = _factor(layer.i_decay)
         g = np.zeros((B, n))
@@ -255,8 +263,7 @@ def scan_hidden(layer: QLayer, C: np.ndarray, rec: "_Rec | None" = None, trace: 
         inv = 1.0 / float(1 << fx.SIGMOID_SHIFT)
         for t in range(T):
             r = rec.plus(s_t, C[t])
-            mul(i, fi, out=i)
-            trunc(i, out=i)
+            decay_(i, fi)
             add(i, r, out=i)
             i_t.clamp_(lo, hi)
             rz = rec_z(s_t)
@@ -267,31 +274,21 @@ def scan_hidden(layer: QLayer, C: np.ndarray, rec: "_Rec | None" = None, trace: 
             g_t.clamp_(0, 2 * HALF_TABLE - 1)
             idx[...] = g
             np.take(SIGMOID_Z, idx, out=z)  # z / 4096
-            mul(v, z, out=v)
-            trunc(v, out=v)
+            decay_(v, z)
             np.subtract(1.0, z, out=z)
-            mul(i, z, out=tmp)
-            trunc(tmp, out=tmp)
-            add(v, tmp, out=v)
-            v_t.sub_(s_t, alpha=THETA)
-            v_t.clamp_(lo, hi)
-            greater(v, THETA, out=S[t])
-            s[...] = S[t]
-            if record:
-                trace["i"][t], trace["v"][t] = i, v
+            add_product(v, i, z)
+            soft_reset_and_fire(t)
     elif kind == "lava-cuba":
         fu = _factor(fx.lava_d(layer.du))
         fv = _factor(int(np.ravel(layer.v_decay)[0]))
         span, top = float(1 << fx.STATE_BITS), float(fx.STATE_MAX + 1)
         for t in range(T):
             r = rec.plus(s_t, C[t])
-            mul(i, fu, out=i)
-            trunc(i, out=i)
+            decay_(i, fu)
             add(i, r, out=i)
             i[i > top] -= span  # Lava's 24-bit wrap of the current
             i[i <= -top] += span
-            mul(v, fv, out=v)
-            trunc(v, out=v)
+            decay_(v, fv)
             add(v, i, out=v)
             add(v, bias, out=v)
             v_t.clamp_(-SAT, SAT)

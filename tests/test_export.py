@@ -91,10 +91,6 @@ def make_ckpt(path: Path, kind: str, options=None, layers=1, hidden=8, n_in=12, 
     return path
 
 
-
-
-
-
 @pytest.fixture(scope="module")
 def lava_cuba_run(tmp_path_factory, _builtin_cache_dir):
     """A Cuba-LIF trained one epoch with Lava's CUBA dynamics (--lava-cuba) on the built-in data."""

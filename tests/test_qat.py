@@ -326,10 +326,6 @@ def test_finetune_keeps_the_start_when_nothing_beats_it(float_runs, cache, tmp_p
     assert r["after"] == r["before"]
 
 
-
-
-
-
 def test_cli_finetune(float_runs, cache, tmp_path):
     res = _cli("finetune", float_runs["lif"], "--out", tmp_path / "q", "--epochs", "1", "--lr", "1e-3", "--quiet")
     assert res.exit_code == 0, res.output

@@ -39,10 +39,6 @@ from conftest import run_cli as _cli, one_line_error as _one_line_error
 pytestmark = pytest.mark.usefixtures("no_lava_process_left")
 
 
-
-
-
-
 def float_model(kind: str, layers: int, gain: float = 3.0, seed: int = 0, n_in: int = 12, hidden: int = 10,
                 n_classes: int = 3, **options):
     """A freshly initialised model with its weights scaled so that every layer fires."""

@@ -168,9 +168,6 @@ def test_eval_rates_and_ops_match_an_independent_count(tmp_path):
 # ---- bad input ---------------------------------------------------------------------------
 
 
-
-
-
 @pytest.mark.parametrize("args", [
     ["--model", "transformer"],
     ["--model", "lif", "--layers", "0"],

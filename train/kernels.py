@@ -131,21 +131,29 @@ def _lif_bwd(gs: Tensor, s_all: Tensor, vp_all: Tensor, U: Tensor, beta: Tensor,
     return dvp_all, dU, dbeta.sum(0)
 
 
-class _LIF(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, a, U, beta, opts: SpikeOpts):
-        lo, hi, _ = _bounds(opts)
-        s, vp = _lif_fwd(a, U.t().contiguous(), beta, lo, hi, VTH)
-        ctx.save_for_backward(s, vp, U, beta)
-        ctx.opts = opts
-        return s
+def _spiking_function(fwd, bwd):
+    """An autograd.Function over a fused forward `fwd(a, U^T, decay, lo, hi, vth) -> (s, *states)` and its
+    hand-written BPTT `bwd(gs, s, *states, U, decay, lo, hi, vth, scale, width) -> (da, dU, ddecay)`."""
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, gs):
-        s, vp, U, beta = ctx.saved_tensors
-        o = ctx.opts
-        return _lif_bwd(gs, s, vp, U, beta, *_bounds(o), VTH, o.scale, o.width) + (None,)
+    class Fn(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, a, U, decay, opts: SpikeOpts):
+            lo, hi, _ = _bounds(opts)
+            out = fwd(a, U.t().contiguous(), decay, lo, hi, VTH)
+            ctx.save_for_backward(*out, U, decay)
+            ctx.opts = opts
+            return out[0]
+
+        @staticmethod
+        @once_differentiable
+        def backward(ctx, gs):
+            o = ctx.opts
+            return bwd(gs, *ctx.saved_tensors, *_bounds(o), VTH, o.scale, o.width) + (None,)
+
+    return Fn
+
+
+_LIF = _spiking_function(_lif_fwd, _lif_bwd)
 
 
 def lif(x: Tensor, p: LIFParams, opts: SpikeOpts) -> Tensor:
@@ -297,20 +305,7 @@ def _spikgru_bwd(gs: Tensor, s_all: Tensor, ip_all: Tensor, z_all: Tensor, vp_al
     return g_all, dU, dalpha.sum(0)
 
 
-class _SpikGRU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, a, U, alpha, opts: SpikeOpts):
-        lo, hi, _ = _bounds(opts)
-        s, ip, z, vp = _spikgru_fwd(a, U.t().contiguous(), alpha, lo, hi, VTH)
-        ctx.save_for_backward(s, ip, z, vp, U, alpha)
-        ctx.opts = opts
-        return s
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, gs):
-        o = ctx.opts
-        return _spikgru_bwd(gs, *ctx.saved_tensors, *_bounds(o), VTH, o.scale, o.width) + (None,)
+_SpikGRU = _spiking_function(_spikgru_fwd, _spikgru_bwd)
 
 
 def spikgru(x: Tensor, p: SpikGRUParams, opts: SpikeOpts) -> Tensor:
