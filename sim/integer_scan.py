@@ -1,0 +1,167 @@
+"""The step-by-step part of the fast engine, compiled (numba): each layer's recurrent dendrite and neuron update
+over all steps of a batch, in int64 integer arithmetic exactly as export/fixed_point.py specifies it.
+
+Everything that does not depend on the previous step (the feed-forward dendrites, one matrix product per layer
+over all steps) is done before, by sim/integer_net.py, and arrives here as C (and G for SpikGRU's gate): the
+input << 6 plus the bias, [T, B, n]. A spike costs its recurrent column only (the recurrence is sparse: a few
+percent of the neurons fire per step). `trace` arrays of shape [T, B, n] record the states; pass empty ones
+([0, 0, 0]) not to record.
+
+One of the forms of the fixed-point arithmetic (export/fixed_point.py is the spec): tested equal to it in
+tests/test_sim.py and against the literal sequences of tests/test_fixed_point_forms.py.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from export import fixed_point as fx
+
+THETA = fx.THETA
+STATE_MAX = fx.STATE_MAX
+ACC_MIN, ACC_MAX = fx.ACC_MIN, fx.ACC_MAX
+ACT = fx.ACT_SHIFT
+UNITY = fx.DECAY_UNITY
+BITS = fx.DECAY_BITS
+SIG_SHIFT = fx.SIGMOID_SHIFT
+HALF = fx.SIGMOID_ENTRIES // 2
+SPAN = 1 << fx.STATE_BITS
+NO_TRACE = np.zeros((0, 0, 0), dtype=np.int64)
+
+
+@njit(inline="always")
+def _mul12(x, f):
+    """fixed_point.mul12: x * f / 4096 rounded toward zero (branch-free: the floor shift, plus one for a negative
+    product with a remainder)."""
+    p = x * f
+    return (p >> BITS) + ((p < 0) & ((p & (UNITY - 1)) != 0))
+
+
+@njit(inline="always")
+def _clamp(x, lo, hi):
+    return min(max(x, lo), hi)
+
+
+@njit(cache=True)
+def _recurrent(UT, exp, s_prev, out):
+    """out = (fixed_point.dendrite of the binary spikes s_prev through UT [n_in, n_out]) << 6."""
+    out[:] = 0
+    for j in range(s_prev.shape[0]):
+        if s_prev[j]:
+            out += UT[j]
+    for k in range(out.shape[0]):
+        acc = out[k] << exp if exp >= 0 else out[k] >> (-exp)
+        out[k] = _clamp(acc, ACC_MIN, ACC_MAX) << ACT
+
+
+@njit(cache=True)
+def _inputs(UT, exp, S, t, b, r, prev):
+    """Into r the recurrent input of sample b at step t, into prev that sample's previous spikes as 0/1."""
+    if t > 0:
+        _recurrent(UT, exp, S[t - 1, b], r)
+        for k in range(prev.shape[0]):
+            prev[k] = S[t - 1, b, k]
+    else:
+        r[:] = 0
+        prev[:] = 0
+
+
+@njit(cache=True)
+def scan_lif(C, UT, exp, dv, lo, hi, S, tv):
+    """LIF: v = clamp(decay(v, dv) + C + rec - THETA s_prev, lo, hi); S[t] = v > THETA."""
+    T, B, n = C.shape
+    r = np.zeros(n, dtype=np.int64)
+    prev = np.zeros(n, dtype=np.int64)
+    fv = UNITY - dv
+    v = np.zeros((B, n), dtype=np.int64)
+    for t in range(T):
+        for b in range(B):
+            _inputs(UT, exp, S, t, b, r, prev)
+            vb, c = v[b], C[t, b]
+            for k in range(n):
+                vb[k] = _clamp(_mul12(vb[k], fv[k]) + np.int64(c[k]) + r[k] - THETA * prev[k], lo, hi)
+                S[t, b, k] = vb[k] > THETA
+        if tv.shape[0]:
+            tv[t] = v
+
+
+@njit(cache=True)
+def scan_cuba_lif(C, UT, exp, di, dv, lo, hi, S, ti, tv):
+    """Cuba-LIF: i = clamp(decay(i, di) + C + rec); v = clamp(decay(v, dv) + mul12(i, dv) - THETA s_prev)."""
+    T, B, n = C.shape
+    r = np.zeros(n, dtype=np.int64)
+    prev = np.zeros(n, dtype=np.int64)
+    fi, fv = UNITY - di, UNITY - dv
+    i = np.zeros((B, n), dtype=np.int64)
+    v = np.zeros((B, n), dtype=np.int64)
+    for t in range(T):
+        for b in range(B):
+            _inputs(UT, exp, S, t, b, r, prev)
+            ib, vb, c = i[b], v[b], C[t, b]
+            for k in range(n):
+                ib[k] = _clamp(_mul12(ib[k], fi[k]) + np.int64(c[k]) + r[k], lo, hi)
+                vb[k] = _clamp(_mul12(vb[k], fv[k]) + _mul12(ib[k], dv[k]) - THETA * prev[k], lo, hi)
+                S[t, b, k] = vb[k] > THETA
+        if tv.shape[0]:
+            ti[t], tv[t] = i, v
+
+
+@njit(cache=True)
+def scan_spikgru(C, G, UT, exp, UZT, exp_z, di, table, lo, hi, S, ti, tv):
+    """SpikGRU: i as Cuba-LIF; z = table[(G + rec_z) >> 12]; v = clamp(mul12(v, z) + mul12(i, 4096 - z) - THETA s)."""
+    T, B, n = C.shape
+    r = np.zeros(n, dtype=np.int64)
+    prev = np.zeros(n, dtype=np.int64)
+    rz = np.zeros(n, dtype=np.int64)
+    fi = UNITY - di
+    i = np.zeros((B, n), dtype=np.int64)
+    v = np.zeros((B, n), dtype=np.int64)
+    for t in range(T):
+        for b in range(B):
+            _inputs(UT, exp, S, t, b, r, prev)
+            _inputs(UZT, exp_z, S, t, b, rz, prev)
+            ib, vb, c, g = i[b], v[b], C[t, b], G[t, b]
+            for k in range(n):
+                ib[k] = _clamp(_mul12(ib[k], fi[k]) + np.int64(c[k]) + r[k], lo, hi)
+                z = table[_clamp((np.int64(g[k]) + rz[k]) >> SIG_SHIFT, -HALF, HALF - 1) + HALF]
+                vb[k] = _clamp(_mul12(vb[k], z) + _mul12(ib[k], UNITY - z) - THETA * prev[k], lo, hi)
+                S[t, b, k] = vb[k] > THETA
+        if tv.shape[0]:
+            ti[t], tv[t] = i, v
+
+
+@njit(cache=True)
+def scan_lava_cuba(C, UT, exp, d_u, dv, bias, S, tu, tv):
+    """Lava's CUBA: u = decay(u, d_u) + C + rec, wrapped at 24 bits; v = sat(decay(v, dv) + u + bias); S = v > THETA,
+    then v = 0 where it spiked (hard reset)."""
+    T, B, n = C.shape
+    r = np.zeros(n, dtype=np.int64)
+    prev = np.zeros(n, dtype=np.int64)
+    u = np.zeros((B, n), dtype=np.int64)
+    v = np.zeros((B, n), dtype=np.int64)
+    for t in range(T):
+        for b in range(B):
+            _inputs(UT, exp, S, t, b, r, prev)
+            ub, vb, c = u[b], v[b], C[t, b]
+            for k in range(n):
+                x = _mul12(ub[k], UNITY - d_u) + np.int64(c[k]) + r[k]
+                x -= SPAN * (x > STATE_MAX + 1)
+                x += SPAN * (x <= -(STATE_MAX + 1))
+                ub[k] = x
+                y = _clamp(_mul12(vb[k], UNITY - dv) + x + bias[k], -STATE_MAX, STATE_MAX)
+                S[t, b, k] = y > THETA
+                vb[k] = y * (y <= THETA)
+        if tv.shape[0]:
+            tu[t], tv[t] = u, v
+
+
+@njit(cache=True)
+def scan_readout(C, dv, out):
+    """The leaky readout: o = sat(decay(o, dv) + C) at every step, into out [T, B, K]."""
+    T, B, K = C.shape
+    for b in range(B):
+        for k in range(K):
+            o = np.int64(0)
+            for t in range(T):
+                o = _clamp(_mul12(o, UNITY - dv[k]) + np.int64(C[t, b, k]), -STATE_MAX, STATE_MAX)
+                out[t, b, k] = o
