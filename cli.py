@@ -119,6 +119,38 @@ def _training_options(f):
     return f
 
 
+@data.command("convert")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="HDF5 file to write.")
+@click.option("--layout", type=click.Choice(["shd", "ntidigits"]), default="shd", show_default=True,
+              help="shd: 700 channels (SHD/SSC layout); ntidigits: 64 channels (N-TIDIGITS18 layout).")
+@click.option("--label-regex", default=r"^([^_]+)_", show_default=True, help="Label from the file name (first group).")
+@click.option("--speaker-regex", default=r"^[^_]+_([^_]+)_", show_default=True, help="Speaker from the file name.")
+@click.option("--include", default=None, help="Only files whose name matches this regular expression.")
+@click.option("--classes", default=None, help="Class names in order, comma-separated (default: 0..max for digits).")
+@click.option("--split", default="train", show_default=True, help="ntidigits layout: the split name (train or test).")
+@click.option("--workers", type=int, default=2, show_default=True, help="Processes converting recordings.")
+@click.option("--rate", type=int, default=8000, show_default=True, help="Resample every recording to this rate (Hz).")
+@click.option("--fmin", type=float, default=80.0, show_default=True, help="Lowest centre frequency (Hz).")
+@click.option("--fmax", type=float, default=3800.0, show_default=True, help="Highest centre frequency (Hz).")
+@click.option("--envelope-hz", type=float, default=60.0, show_default=True, help="Envelope low-pass cut-off (Hz).")
+@click.option("--resolution", type=float, default=0.0005, show_default=True, help="Spike-time resolution (s).")
+@click.option("--floor", type=float, default=0.1, show_default=True, help="Silence floor, a share of the loudest envelope.")
+@click.option("--max-rate", type=float, default=400.0, show_default=True, help="Spikes per second at full scale.")
+@click.option("--no-normalize", is_flag=True, help="Keep each recording's loudness (default: unit RMS).")
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def data_convert(inputs, out, layout, label_regex, speaker_regex, include, classes, split, workers, rate, fmin, fmax,
+                 envelope_hz, resolution, floor, max_rate, no_normalize, force, quiet):
+    """Recordings (wav files or directories) -> spikes through a gammatone front end -> one HDF5 file."""
+    from train.convert import convert, format_convert
+    from train.frontend import LAYOUT_CHANNELS, Frontend
+    fe = Frontend(LAYOUT_CHANNELS[layout], rate, fmin, fmax, envelope_hz, resolution, floor, max_rate, not no_normalize)
+    r = convert(list(inputs), out, layout, fe, label_regex, speaker_regex, include,
+                [c for c in classes.split(",") if c] if classes else None, split, workers, not quiet, force)
+    click.echo(format_convert(r))
+
+
 @cli.command("train")
 @_training_options
 @click.option("--seeds", type=int, default=1, show_default=True, help="Train this many seeds (seed, seed+1, ...) and report mean +- 95 % CI.")
@@ -245,6 +277,21 @@ def simulate_cmd(network, data, split, limit, engine, backend, channels, stock_n
     from sim.simulate import format_simulate, simulate
     r = simulate(network, data, split, limit, engine, backend, channels, not quiet, stock_netx, raw_stream)
     _echo_json(r) if as_json else click.echo(format_simulate(r))
+
+
+@cli.command("infer")
+@click.argument("model")
+@click.argument("recordings", nargs=-1, required=True)
+@click.option("--engine", type=click.Choice(["fast", "lava"]), default="fast", show_default=True,
+              help="For an exported network (.h5): the fast engine or Lava.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="PNG: input raster, hidden spikes and readout over time (one file per recording).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def infer_cmd(model, recordings, engine, plot, as_json):
+    """Classify wav RECORDINGS with MODEL (a checkpoint or an exported .h5) through its own audio front end."""
+    from sim.infer import format_infer, infer
+    r = infer(model, list(recordings), engine, plot)
+    _echo_json(r) if as_json else click.echo(format_infer(r))
 
 
 @cli.command("compare")

@@ -121,5 +121,5 @@ def quantize_checkpoint(ckpt: dict) -> tuple[QNetwork, QuantReport]:
             "duration": spec.get("duration"),
             "steps": int(round(spec["duration"] * spec["bin_hz"])) if spec.get("bin_hz") else None,
             "class_names": data.get("class_names", []), "checkpoint": ckpt.get("path", ""),
-            "origin": checkpoint_origin(ckpt)}
+            "origin": checkpoint_origin(ckpt), "frontend": data.get("frontend")}
     return quantize_model(model, cfg, meta)

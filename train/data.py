@@ -277,6 +277,13 @@ def _read_das(path: Path, split: str, n_channels: int) -> SpikeSet:
                     speaker_names=speaker_list)
 
 
+def das_splits(path: str | Path) -> list[str]:
+    """The splits (train, test) an N-TIDIGITS18-layout file holds."""
+    path = Path(path)
+    with _damaged(path, "N-TIDIGITS18"), _open(path) as h5:
+        return [s for s in ("train", "test") if f"{s}_labels" in h5]
+
+
 def detect_layout(path: str | Path) -> str:
     """'shd' (SHD/SSC) or 'das' (N-TIDIGITS18) for an HDF5 file."""
     path = Path(path)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from train.binning import BinnedSet, BinSpec, bin_spikes
-from train.data import DAS_CHANNELS, SHD_CHANNELS, SpikeSet, concat, detect_layout, read_das, read_shd
+from train.data import DAS_CHANNELS, SHD_CHANNELS, SpikeSet, concat, das_splits, detect_layout, read_das, read_shd
 from train.errors import InputError
 from train.speakers import AUTO, HELD_OUT, SEEN_SPEAKERS, speaker_split
 from train.synthetic import ensure_builtin
@@ -103,8 +103,8 @@ def read_split(source: Source, split: str, n_channels: int | None = None) -> Spi
         raise InputError(f"n_channels must be positive, got {channels}")
     if source.layout == "das":
         if split == "file":  # an N-TIDIGITS18 file: all its splits
-            return concat([read_das(source.files["train"], s, channels) for s in ("train", "test")],
-                          str(source.files["train"]))
+            parts = [read_das(source.files["train"], s, channels) for s in das_splits(source.files["train"])]
+            return parts[0] if len(parts) == 1 else concat(parts, str(source.files["train"]))
         return read_das(source.files[split], split, channels)
     return read_shd(source.files[split], channels)
 
@@ -128,6 +128,14 @@ class Dataset:
     test: BinnedSet
     spec: BinSpec
     protocol: dict = field(default_factory=lambda: dict(SEEN_SPEAKERS))  # speakers.protocol_of's dict
+
+    @property
+    def frontend(self) -> dict | None:
+        """The audio front end that made the training file's spikes (`data convert`), None if made elsewhere."""
+        from train.frontend import frontend_of_file
+        first = next(iter(self.source.files.values()))
+        fe = frontend_of_file(first) if self.name != "builtin" else None
+        return fe.as_dict() if fe else None
 
     @property
     def n_classes(self) -> int:

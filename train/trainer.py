@@ -119,12 +119,13 @@ def _write_metrics(run_dir: Path, history: list[dict]) -> None:
         tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
 
 
-def _payload(cfg: TrainConfig, mcfg: ModelConfig, data: Dataset, model, opt, epoch: int, history: list, best: float) -> dict:
+def _payload(cfg: TrainConfig, mcfg: ModelConfig, data: Dataset, model, opt, epoch: int, history: list, best: float,
+             frontend: dict | None = None) -> dict:
     return {
         "model": asdict(mcfg), "train_config": asdict(cfg), "state_dict": model.state_dict(),
         "optimizer": opt.state_dict(), "epoch": epoch, "history": history, "best_valid": best,
         "data": {"name": data.name, "layout": data.source.layout, "spec": data.spec.__dict__,
-                 "class_names": data.class_names, "protocol": data.protocol},
+                 "class_names": data.class_names, "protocol": data.protocol, "frontend": frontend},
     }
 
 
@@ -182,6 +183,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
     augment = Augment(data.default_jitter if cfg.jitter is None else cfg.jitter, recipe.channel_shift,
                       recipe.time_stretch, recipe.event_drop, recipe.spectral_tilt)
     with_hidden = recipe.rate_reg > 0
+    frontend = data.frontend
     for epoch in range(start + 1, cfg.epochs + 1):
         rng = np.random.default_rng([cfg.seed, epoch])
         if recipe.dropout > 0:  # the masks of this epoch, whatever ran before (resume)
@@ -218,7 +220,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
         history.append(row)
         improved = valid > best
         best = max(best, valid)
-        payload = _payload(cfg, mcfg, data, model, opt, epoch, history, best)
+        payload = _payload(cfg, mcfg, data, model, opt, epoch, history, best, frontend)
         if improved:
             save_checkpoint(run_dir / "best.pt", payload)
         save_checkpoint(run_dir / "last.pt", payload)

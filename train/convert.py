@@ -1,0 +1,185 @@
+"""`cli.py data convert`: wav recordings -> spikes through the auditory front end (train.frontend) -> one HDF5
+file in the SHD/SSC layout (700 channels) or the N-TIDIGITS18 layout (64 channels).
+
+Labels and speakers come from the file names (regular expressions, first group); every name is checked and
+every file read before anything is written; the output is written atomically (nothing is left on any error)
+and records the front end's parameters (root attribute `frontend`, JSON), which a model trained on it keeps
+and `infer` applies to new recordings. Recordings are converted by `workers` processes, in a fixed order, so
+the output is the same whatever the number of workers.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import re
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from train.atomic import atomic_path, check_output
+from train.data import DAS_CLASSES
+from train.errors import InputError
+from train.frontend import LAYOUT_CHANNELS, Frontend, label_and_speaker, read_wav, spikes_of
+from train.progress import progress_bar
+
+DEFAULT_LABEL_REGEX = r"^([^_]+)_"  # <digit>_<speaker>_<take>.wav
+DEFAULT_SPEAKER_REGEX = r"^[^_]+_([^_]+)_"
+DIGIT_WORDS = {"z": "z", "zero": "z", "0": "z", "o": "o", "oh": "o"}
+
+
+def wav_files(inputs: list[str], include: str | None = None) -> list[Path]:
+    """Every .wav among the inputs (files, or directories searched recursively), sorted; anything else named
+    directly is an error."""
+    files = []
+    for spec in inputs:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".wav")
+            if not found:
+                raise InputError(f"{path}: no .wav files in this directory")
+            files += found
+        elif path.is_file():
+            if path.suffix.lower() != ".wav":
+                raise InputError(f"{path}: not a .wav file")
+            files.append(path)
+        else:
+            raise InputError(f"{path}: no such file or directory")
+    if include:
+        try:
+            pattern = re.compile(include)
+        except re.error as exc:
+            raise InputError(f"--include {include!r}: not a regular expression ({exc})") from None
+        files = [f for f in files if pattern.search(f.name)]
+    if not files:
+        raise InputError("no recordings to convert" + (f" (--include {include!r} matched none)" if include else ""))
+    return sorted(set(files))
+
+
+def _worker_signals() -> None:
+    """Pool workers leave Ctrl-C and SIGTERM to the parent (its train.errors handlers are not theirs): the pool
+    stops them, quietly."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def _convert_one(job: tuple[Path, Frontend]) -> tuple[np.ndarray, np.ndarray]:
+    path, fe = job
+    x = read_wav(path, fe.rate)
+    if len(x) > fe.max_seconds * fe.rate:
+        raise InputError(f"{path}: {len(x) / fe.rate:.1f} s long, more than --max-seconds {fe.max_seconds}")
+    times, units = spikes_of(x, fe)
+    if len(times) == 0:
+        raise InputError(f"{path}: produced no spikes (silent?)")
+    return times.astype(np.float32), units.astype(np.uint16)
+
+
+def _class_list(labels: list[str], classes: list[str] | None) -> list[str]:
+    if classes:
+        unknown = sorted(set(labels) - set(classes))
+        if unknown:
+            raise InputError(f"labels {', '.join(unknown[:5])} are not in --classes {','.join(classes)}")
+        return list(classes)
+    if all(l.isdigit() for l in labels):
+        return [str(k) for k in range(max(int(l) for l in labels) + 1)]
+    return sorted(set(labels))
+
+
+def convert(inputs: list[str], out: str | Path, layout: str = "shd", fe: Frontend | None = None,
+            label_regex: str = DEFAULT_LABEL_REGEX, speaker_regex: str = DEFAULT_SPEAKER_REGEX,
+            include: str | None = None, classes: list[str] | None = None, split: str = "train", workers: int = 2,
+            progress: bool = True, force: bool = False) -> dict:
+    """Converts the recordings; returns a summary (files, samples, spikes, classes, speakers, seconds)."""
+    import time
+    if layout not in LAYOUT_CHANNELS:
+        raise InputError(f"--layout {layout!r}: choose {', '.join(LAYOUT_CHANNELS)}")
+    fe = fe or Frontend(channels=LAYOUT_CHANNELS[layout])
+    fe.validate()
+    if fe.channels != LAYOUT_CHANNELS[layout]:
+        raise InputError(f"--channels {fe.channels}: the {layout} layout has {LAYOUT_CHANNELS[layout]}")
+    if workers < 1:
+        raise InputError(f"--workers must be at least 1, got {workers}")
+    for what, pattern in (("label", label_regex), ("speaker", speaker_regex)):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise InputError(f"--{what}-regex {pattern!r}: not a regular expression ({exc})") from None
+    files = wav_files(inputs, include)
+    out = check_output(out, files, force)
+    if out.suffix.lower() not in (".h5", ".hdf5", ".hdf"):
+        raise InputError(f"--out {out}: name an HDF5 file (.h5 or .hdf5)")
+    names = [label_and_speaker(f, label_regex, speaker_regex) for f in files]  # every name, before any work
+    labels, speakers = [n[0] for n in names], [n[1] for n in names]
+    if layout == "ntidigits":
+        bad = [l for l in labels if DIGIT_WORDS.get(l.lower(), l) not in DAS_CLASSES]
+        if bad:
+            raise InputError(f"the N-TIDIGITS18 layout holds single digits (z, o, 1..9); label {bad[0]!r} is not one")
+    class_names = _class_list(labels, classes) if layout == "shd" else list(DAS_CLASSES)
+    t0 = time.perf_counter()
+    bar = progress_bar(len(files), "convert", progress, unit="file")
+    results = []
+    jobs = [(f, fe) for f in files]
+    if workers == 1:
+        for job in jobs:
+            results.append(_convert_one(job))
+            bar.update(1)
+    else:
+        with mp.get_context("fork").Pool(workers, initializer=_worker_signals) as pool:
+            for res in pool.imap(_convert_one, jobs, chunksize=8):
+                results.append(res)
+                bar.update(1)
+    bar.close()
+    seconds = time.perf_counter() - t0
+    speaker_names = sorted(set(speakers))
+    with atomic_path(out) as tmp:
+        with h5py.File(tmp, "w") as h5:
+            h5.attrs["frontend"] = json.dumps(fe.as_dict())
+            if layout == "shd":
+                _write_shd(h5, results, [class_names.index(l) for l in labels], class_names,
+                           [speaker_names.index(s) for s in speakers], speaker_names)
+            else:
+                _write_das(h5, results, labels, speakers, split)
+    n_spikes = [len(r[0]) for r in results]
+    return {"out": str(out), "layout": layout, "files": len(files), "classes": class_names,
+            "speakers": speaker_names, "spikes_mean": float(np.mean(n_spikes)), "spikes_min": int(np.min(n_spikes)),
+            "spikes_max": int(np.max(n_spikes)), "seconds": seconds, "files_per_s": len(files) / max(seconds, 1e-9),
+            "frontend": fe.as_dict()}
+
+
+def _vlen(arrays, dtype) -> np.ndarray:
+    out = np.empty(len(arrays), dtype=object)
+    for i, a in enumerate(arrays):
+        out[i] = np.asarray(a, dtype=dtype)
+    return out
+
+
+def _write_shd(h5, results, labels, class_names, speakers, speaker_names) -> None:
+    h5.create_dataset("spikes/times", data=_vlen([r[0] for r in results], np.float32),
+                      dtype=h5py.vlen_dtype(np.float32))
+    h5.create_dataset("spikes/units", data=_vlen([r[1] for r in results], np.uint16), dtype=h5py.vlen_dtype(np.uint16))
+    h5.create_dataset("labels", data=np.asarray(labels, dtype=np.uint16))
+    h5.create_dataset("extra/keys", data=np.array([c.encode() for c in class_names]))
+    h5.create_dataset("extra/speaker", data=np.asarray(speakers, dtype=np.uint16))
+    h5.create_dataset("extra/speaker_names", data=np.array([s.encode() for s in speaker_names]))
+
+
+def _write_das(h5, results, labels, speakers, split: str) -> None:
+    """N-TIDIGITS18 ids <speaker><take>-<digit><letter>: the take counts each speaker's recordings."""
+    ids, taken = [], {}
+    for label, speaker in zip(labels, speakers):
+        clean = re.sub(r"[^A-Za-z]", "", speaker) or "speaker"
+        taken[clean] = taken.get(clean, -1) + 1
+        ids.append(f"{clean}{taken[clean]:02d}-{DIGIT_WORDS.get(label.lower(), label)}a")
+    h5.create_dataset(f"{split}_labels", data=np.array([i.encode() for i in ids]))
+    addresses, stamps = h5.create_group(f"{split}_addresses"), h5.create_group(f"{split}_timestamps")
+    for sid, (times, units) in zip(ids, results):
+        stamps.create_dataset(sid, data=times)
+        addresses.create_dataset(sid, data=units.astype(np.uint8))
+
+
+def format_convert(r: dict) -> str:
+    return (f"wrote {r['out']} ({r['layout']} layout): {r['files']} recordings, {len(r['classes'])} classes, "
+            f"{len(r['speakers'])} speakers; spikes per recording mean {r['spikes_mean']:.0f}, min {r['spikes_min']}, "
+            f"max {r['spikes_max']}; {r['seconds']:.1f} s ({r['files_per_s']:.1f} recordings/s)")
