@@ -110,6 +110,10 @@ def _training_options(f):
         click.option("--event-drop", type=float, default=None, help="Drop each input event with this probability."),
         click.option("--spectral-tilt", type=float, default=None, help="Random spectral slope per sample: drop up to this share of one end's events."),
         click.option("--rate-reg", type=float, default=None, help="Penalty on hidden spikes per neuron per step."),
+        click.option("--device", default="cpu", show_default=True,
+                     help="auto (CUDA when present), cpu, cuda or cuda:N. Several processes: torchrun (README)."),
+        click.option("--workers", type=int, default=0, show_default=True,
+                     help="DataLoader processes binning the batches (0: in the training process)."),
         click.option("--valid-speaker", default="auto", show_default=True,
                      help="With a held-out speaker: the validation speaker (name or id), 'auto' (the next one by name) "
                           "or 'random' (a share of the other speakers' samples)."),
@@ -160,6 +164,7 @@ def data_convert(inputs, out, layout, label_regex, speaker_regex, include, class
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_cmd(seeds, out, resume, quiet, **options):
     """Train one of the study's models (Adam 1e-3, max-over-time loss; see --recipe)."""
+    from train.distributed import is_main_process
     from train.stats import format_summary, summarize
     from train.trainer import config_from_options, resume_runs, train_seeds
     if resume:
@@ -168,6 +173,8 @@ def train_cmd(seeds, out, resume, quiet, **options):
         if not options["model"] or not out:
             raise InputError("--model and --out are required (or --resume RUN_DIR)")
         runs = train_seeds(config_from_options(**options), out, seeds, progress=not quiet)
+    if not is_main_process():  # torchrun: rank 0 reports
+        return
     for r in runs:
         click.echo(f"{r['run_dir']}: best valid {100 * r['best_valid_acc']:.2f} % (epoch {r['best_epoch']}), "
                    f"test {100 * r['test_acc']:.2f} %")
@@ -205,11 +212,12 @@ def cv_cmd(by, seeds, speakers, out, resume, quiet, **options):
 @click.option("--split", type=click.Choice(["train", "valid", "test"]), default=None,
               help="train, valid or test (default: test; with --data FILE, every sample of the file).")
 @click.option("--limit", type=int, default=None, help="Only the first N samples.")
+@click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def eval_cmd(checkpoint, data, split, limit, as_json):
+def eval_cmd(checkpoint, data, split, limit, device, as_json):
     """Accuracy, activity rates and predicted MAC/AC per timestep (the study's Table 2)."""
     from train.evaluate import evaluate, format_eval
-    r = evaluate(checkpoint, data, split, limit)
+    r = evaluate(checkpoint, data, split, limit, device)
     _echo_json(r) if as_json else click.echo(format_eval(r))
 
 
@@ -248,11 +256,12 @@ def export_cmd(checkpoint, target, out, netx_compatible, chips, force):
 @click.option("--lr", type=float, default=1e-4, show_default=True, help="Adam learning rate.")
 @click.option("--data", default=None, help="Dataset (default: the one it was trained on).")
 @click.option("--batch", type=int, default=None, help="Batch size (default: the checkpoint's).")
+@click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def finetune_cmd(checkpoint, out, epochs, lr, data, batch, quiet):
+def finetune_cmd(checkpoint, out, epochs, lr, data, batch, device, quiet):
     """Quantization-aware fine-tuning of a spiking CHECKPOINT with the exact Loihi 2 fixed-point forward."""
     from export.finetune import finetune, format_finetune
-    click.echo(format_finetune(finetune(checkpoint, out, epochs, lr, data, batch, progress=not quiet)))
+    click.echo(format_finetune(finetune(checkpoint, out, epochs, lr, data, batch, progress=not quiet, device=device)))
 
 
 @cli.command("simulate")

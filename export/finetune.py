@@ -9,13 +9,14 @@ from pathlib import Path
 from export.qat import FixedPointNet
 from train.atomic import atomic_path
 from train.checkpoint import load_checkpoint, save_checkpoint
+from train.distributed import resolve_device
 from train.errors import InputError
 from train.models import SPIKING, ModelConfig, model_from_checkpoint
 from train.rundir import require_fresh, run_lock
 from train.trainer import TrainConfig, accuracy, load_data, model_config, train
 
 def finetune(init_checkpoint: str | Path, out_dir: str | Path, epochs: int = 10, lr: float = 1e-4,
-             data: str | None = None, batch: int | None = None, progress: bool = True) -> dict:
+             data: str | None = None, batch: int | None = None, progress: bool = True, device: str = "cpu") -> dict:
     """Quantization-aware fine-tuning of a float spiking checkpoint with the fixed-point forward.
 
     Runs train.trainer.train (Adam, max-over-time loss, the study's recipe whatever the model was trained with,
@@ -31,11 +32,11 @@ def finetune(init_checkpoint: str | Path, out_dir: str | Path, epochs: int = 10,
         raise InputError(f"--out {out_dir}: holds the checkpoint being fine-tuned; pick another --out")
     with run_lock(out_dir):
         require_fresh(out_dir, "pick another --out")
-        return _finetune_locked(ckpt, out_dir, epochs, lr, data, batch, progress)
+        return _finetune_locked(ckpt, out_dir, epochs, lr, data, batch, progress, device)
 
 
 def _finetune_locked(ckpt: dict, out_dir: Path, epochs: int, lr: float, data: str | None, batch: int | None,
-                     progress: bool) -> dict:
+                     progress: bool, device: str) -> dict:
     mcfg = ModelConfig(**ckpt["model"])
     if mcfg.kind not in SPIKING:
         raise InputError(f"{ckpt['path']}: a {mcfg.kind} model is an ANN baseline; only lif, cuba-lif and "
@@ -49,6 +50,7 @@ def _finetune_locked(ckpt: dict, out_dir: Path, epochs: int, lr: float, data: st
     # the model's own config wins over its train_config; the binning is the one it was trained with
     cfg = replace(base, model=mcfg.kind, layers=mcfg.layers, hidden=mcfg.hidden, options=dict(mcfg.options),
                   epochs=epochs, lr=lr, data=data or base.data, batch=base.batch if batch is None else batch, recipe={},
+                  device=device,
                   bin_hz=spec.get("bin_hz", base.bin_hz), duration=spec.get("duration", base.duration),
                   channels=spec.get("n_channels", base.channels))
     cfg.validate()
@@ -62,9 +64,13 @@ def _finetune_locked(ckpt: dict, out_dir: Path, epochs: int, lr: float, data: st
     fixed = FixedPointNet(model)
     init_state = {k: v.clone() for k, v in model.state_dict().items()}
 
+    dev = resolve_device(device)
+    model.to(dev)
+    acc = lambda m, split: accuracy(m, split, device=dev)
+
     def measure() -> dict:
-        return {"float": {"valid": accuracy(model, dataset.valid), "test": accuracy(model, dataset.test)},
-                "fixed": {"valid": accuracy(fixed, dataset.valid), "test": accuracy(fixed, dataset.test)}}
+        return {"float": {"valid": acc(model, dataset.valid), "test": acc(model, dataset.test)},
+                "fixed": {"valid": acc(fixed, dataset.valid), "test": acc(fixed, dataset.test)}}
 
     before = measure()
     summary = train(cfg, out_dir, progress=progress, model=fixed)  # leaves best.pt's weights in `model`
@@ -74,7 +80,7 @@ def _finetune_locked(ckpt: dict, out_dir: Path, epochs: int, lr: float, data: st
         model.load_state_dict(init_state)
         after = before
     else:  # train() measured the fixed-point accuracies of best.pt already
-        after = {"float": {"valid": accuracy(model, dataset.valid), "test": accuracy(model, dataset.test)},
+        after = {"float": {"valid": acc(model, dataset.valid), "test": acc(model, dataset.test)},
                  "fixed": {"valid": best["best_valid"], "test": summary["test_acc"]}}
     marks = {"qat": True, "qat_init": str(ckpt["path"])}
     for name in ("last.pt", "best.pt"):

@@ -41,6 +41,8 @@ def _children_die_with_parent() -> None:
     import signal
     import sys
 
+    from train.errors import quiet_child_signals
+
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -53,9 +55,7 @@ def _children_die_with_parent() -> None:
         parent["pid"] = os.getpid()
 
     def in_child():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for sig in (signal.SIGTERM, signal.SIGHUP):  # not the parent's handlers (train.errors): stop quietly
-            signal.signal(sig, signal.SIG_DFL)
+        quiet_child_signals()  # not the parent's handlers (train.errors): stop quietly
         prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
         if os.getppid() != parent["pid"]:  # the parent died before prctl took effect
             os._exit(1)

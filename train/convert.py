@@ -19,7 +19,7 @@ import numpy as np
 
 from train.atomic import atomic_path, check_output
 from train.data import DAS_CLASSES
-from train.errors import InputError
+from train.errors import InputError, quiet_child_signals
 from train.frontend import LAYOUT_CHANNELS, Frontend, label_and_speaker, read_wav, spikes_of
 from train.progress import progress_bar
 
@@ -54,15 +54,6 @@ def wav_files(inputs: list[str], include: str | None = None) -> list[Path]:
     if not files:
         raise InputError("no recordings to convert" + (f" (--include {include!r} matched none)" if include else ""))
     return sorted(set(files))
-
-
-def _worker_signals() -> None:
-    """Pool workers leave Ctrl-C and SIGTERM to the parent (its train.errors handlers are not theirs): the pool
-    stops them, quietly."""
-    import signal
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
 
 
 def _convert_one(job: tuple[Path, Frontend]) -> tuple[np.ndarray, np.ndarray]:
@@ -126,7 +117,7 @@ def convert(inputs: list[str], out: str | Path, layout: str = "shd", fe: Fronten
             results.append(_convert_one(job))
             bar.update(1)
     else:
-        with mp.get_context("fork").Pool(workers, initializer=_worker_signals) as pool:
+        with mp.get_context("fork").Pool(workers, initializer=quiet_child_signals) as pool:
             for res in pool.imap(_convert_one, jobs, chunksize=8):
                 results.append(res)
                 bar.update(1)

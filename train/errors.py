@@ -30,3 +30,11 @@ def terminate_on_signals() -> None:
     """SIGTERM and SIGHUP raise Terminated in the main thread from now on."""
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_terminated)
+
+
+def quiet_child_signals(*_) -> None:
+    """For a worker process forked from the CLI: Ctrl-C and SIGTERM are the parent's business (it stops its
+    workers), so the worker ignores SIGINT and dies quietly on SIGTERM instead of raising Terminated."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)

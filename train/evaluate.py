@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from train.checkpoint import checkpoint_origin, load_checkpoint
+from train.distributed import resolve_device
 from train.datasets import eval_set_for
 from train.errors import InputError
 from train.loss import predict
@@ -22,7 +23,7 @@ from train.ops import model_ops, totals
 
 @torch.no_grad()
 def run_split(model: torch.nn.Module, split, batch: int = 256, limit: int | None = None,
-              index: np.ndarray | None = None, kind: str | None = None) -> dict:
+              index: np.ndarray | None = None, kind: str | None = None, device: torch.device | str = "cpu") -> dict:
     """Predictions, accuracy and mean activity of each layer over a split (its first `limit` samples, or those of
     `index`); with the model's `kind`, also NeuroBench's metrics of the same run (train.neurobench_defs)."""
     if index is None:
@@ -31,9 +32,9 @@ def run_split(model: torch.nn.Module, split, batch: int = 256, limit: int | None
     preds, event_sums, widths = [], None, []
     workload = Accumulator(model, kind) if kind else None
     for start in range(0, len(index), batch):
-        x = split.dense(index[start:start + batch])
+        x = split.dense(index[start:start + batch]).to(device)
         out, hidden = model(x, return_hidden=True)
-        preds.append(predict(out))
+        preds.append(predict(out).cpu())
         sums = [float(x.sum())] + [float(h.sum()) for h in hidden]
         event_sums = sums if event_sums is None else [a + b for a, b in zip(event_sums, sums)]
         widths = [x.shape[-1]] + [h.shape[-1] for h in hidden]
@@ -46,7 +47,8 @@ def run_split(model: torch.nn.Module, split, batch: int = 256, limit: int | None
             "samples": len(index), "neurobench": workload.result() if workload else None}
 
 
-def evaluate(checkpoint: str, data: str | None = None, split: str | None = None, limit: int | None = None) -> dict:
+def evaluate(checkpoint: str, data: str | None = None, split: str | None = None, limit: int | None = None,
+             device: str = "cpu") -> dict:
     """Everything `cli.py eval` prints, as a plain dict.
 
     data: a file (every sample of it unless `split`) or a dataset (its `split`, default test); without it the
@@ -61,8 +63,9 @@ def evaluate(checkpoint: str, data: str | None = None, split: str | None = None,
         raise InputError(f"{where}: {ev.samples.spec.n_channels} channels, the model takes {cfg.n_in}")
     if ev.n_classes != cfg.n_classes:
         raise InputError(f"{where}: {ev.n_classes} classes, the model has {cfg.n_classes}")
-    model = model_from_checkpoint(ckpt)
-    res = run_split(model, ev.samples, limit=limit, kind=cfg.kind)
+    dev = resolve_device(device)
+    model = model_from_checkpoint(ckpt).to(dev)
+    res = run_split(model, ev.samples, limit=limit, kind=cfg.kind, device=dev)
     rates = list(res["rates"]) + [0.0] * (len(cfg.sizes) - len(res["rates"]))  # ANNs: rates unused, padded
     rows = model_ops(cfg.kind, cfg.sizes, cfg.n_classes, rates)
     return {

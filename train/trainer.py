@@ -18,16 +18,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from train.atomic import atomic_path
 from train.binning import Augment
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.datasets import Dataset, load_dataset
+from train.distributed import Context, describe, resolve_device, setup
 from train.errors import InputError
-from train.progress import progress_bar
+from train.loader import epoch_batches
 from train.loss import max_over_time_loss, predict
 from train.models import MODEL_KINDS, ModelConfig, build_model
+from train.progress import progress_bar
 from train.recipe import Recipe, lr_at, recipe_from_dict
 from train.rundir import require_fresh, run_lock
 from train.speakers import AUTO
@@ -55,6 +58,8 @@ class TrainConfig:
     recipe: dict = field(default_factory=dict)  # train.recipe.Recipe as a dict; empty: the study's
     holdout_speaker: str | None = None  # the speaker-held-out protocol (train.speakers); None: the dataset's splits
     valid_speaker: str = AUTO
+    device: str = "cpu"  # train.distributed.resolve_device: auto, cpu, cuda, cuda:N
+    workers: int = 0  # DataLoader processes binning batches (0: in this process)
 
     @property
     def recipe_obj(self) -> Recipe:
@@ -72,6 +77,8 @@ class TrainConfig:
             raise InputError(f"--lr must be positive, got {self.lr}")
         if self.jitter is not None and self.jitter < 0:
             raise InputError(f"--jitter must be >= 0, got {self.jitter}")
+        if self.workers < 0:
+            raise InputError(f"--workers must be >= 0, got {self.workers}")
         self.recipe_obj.validate()
         ModelConfig(self.model, 1, 1, self.layers, self.hidden, dict(self.options)).validate()
         check_memory(self)
@@ -106,11 +113,11 @@ def model_config(cfg: TrainConfig, data: Dataset) -> ModelConfig:
 
 
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, split, batch: int = 256) -> float:
+def accuracy(model: torch.nn.Module, split, batch: int = 256, device: torch.device | str = "cpu") -> float:
     model.eval()
     correct = 0
     for x, y in split.batches(batch):
-        correct += int((predict(model(x)) == y).sum())
+        correct += int((predict(model(x.to(device))).cpu() == y).sum())
     return correct / max(1, len(split))
 
 
@@ -146,17 +153,23 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     """Trains (or resumes) a run; returns a summary with best validation and its test accuracy.
 
     `model`: train this module (built for cfg, e.g. export.qat's fixed-point wrapper of a loaded
-    model, whose state_dict is the float model's) instead of a freshly initialised one."""
+    model, whose state_dict is the float model's) instead of a freshly initialised one. Under torchrun
+    (train.distributed) every rank calls this; rank 0 alone locks and writes the run directory."""
     run_dir = Path(run_dir)
     cfg.validate()
+    ctx = setup(cfg.device)
+    if not ctx.main:
+        ctx.barrier()  # rank 0 has checked and locked the directory (or failed, and torchrun stops us)
+        return _train_locked(cfg, run_dir, resume, progress, model, ctx)
     with run_lock(run_dir):
         if not resume:
             require_fresh(run_dir)
-        return _train_locked(cfg, run_dir, resume, progress, model)
+        ctx.barrier()
+        return _train_locked(cfg, run_dir, resume, progress, model, ctx)
 
 
 def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
-                  model: torch.nn.Module | None) -> dict:
+                  model: torch.nn.Module | None, ctx: Context) -> dict:
     data = load_data(cfg)
     mcfg = model_config(cfg, data)
     recipe = cfg.recipe_obj
@@ -164,79 +177,106 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
     model = build_model(mcfg) if model is None else model
     if recipe.dropout > 0:
         model.set_dropout(recipe.dropout)
-    opt = _optimizer(model, cfg, recipe)
     start, history, best = 0, [], -1.0
+    ckpt = None
     if resume and (run_dir / "last.pt").exists():
         ckpt = load_checkpoint(run_dir / "last.pt", expect_kind=cfg.model)
         try:
             model.load_state_dict(ckpt["state_dict"])
-            opt.load_state_dict(ckpt["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise InputError(f"{run_dir / 'last.pt'}: does not fit the run's config.json ({first})") from None
         start, history, best = ckpt["epoch"], ckpt["history"], ckpt["best_valid"]
-    elif resume:
+    elif resume and ctx.main:
         print(f"{run_dir}: no checkpoint yet (stopped during epoch 1): starting from epoch 1", file=sys.stderr)
-    with atomic_path(run_dir / "config.json") as tmp:
-        tmp.write_text(json.dumps(asdict(cfg), indent=2))
+    model.to(ctx.device)
+    opt = _optimizer(model, cfg, recipe)
+    if ckpt is not None:
+        try:
+            opt.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise InputError(f"{run_dir / 'last.pt'}: its optimizer state does not fit ({exc})") from None
+    net = DistributedDataParallel(model) if ctx.distributed else model  # averages the ranks' gradients
+    if ctx.main:
+        with atomic_path(run_dir / "config.json") as tmp:
+            tmp.write_text(json.dumps(asdict(cfg), indent=2))
     batch = cfg.batch or data.default_batch
     augment = Augment(data.default_jitter if cfg.jitter is None else cfg.jitter, recipe.channel_shift,
                       recipe.time_stretch, recipe.event_drop, recipe.spectral_tilt)
-    with_hidden = recipe.rate_reg > 0
     frontend = data.frontend
+    if progress and ctx.main:
+        print(f"training on {describe(ctx)}", file=sys.stderr, flush=True)
+    with ctx.peers(str(run_dir)):
+        history, best = _epochs(cfg, run_dir, data, mcfg, model, net, opt, recipe, augment, batch, frontend, start,
+                                history, best, progress, ctx)
+    best_ckpt = load_checkpoint(run_dir / "best.pt")
+    model.load_state_dict(best_ckpt["state_dict"])
+    summary = {"run_dir": str(run_dir), "model": cfg.model, "layers": cfg.layers, "hidden": cfg.hidden,
+               "seed": cfg.seed, "data": data.name, "epochs": len(history), "best_epoch": best_ckpt["epoch"],
+               "best_valid_acc": best, "test_acc": accuracy(model, data.test, device=ctx.device),
+               "recipe": recipe.name, "protocol": data.protocol, "test_samples": len(data.test)}
+    if ctx.main:
+        with atomic_path(run_dir / "summary.json") as tmp:
+            tmp.write_text(json.dumps(summary, indent=2))
+    ctx.barrier()
+    return summary
+
+
+def _epochs(cfg: TrainConfig, run_dir: Path, data: Dataset, mcfg: ModelConfig, model: torch.nn.Module,
+            net: torch.nn.Module, opt, recipe: Recipe, augment: Augment, batch: int, frontend: dict | None,
+            start: int, history: list, best: float, progress: bool, ctx: Context) -> tuple[list, float]:
+    """Epochs start + 1 .. cfg.epochs, each ending with its checkpoints (rank 0); returns (history, best)."""
+    with_hidden = recipe.rate_reg > 0
     for epoch in range(start + 1, cfg.epochs + 1):
-        rng = np.random.default_rng([cfg.seed, epoch])
         if recipe.dropout > 0:  # the masks of this epoch, whatever ran before (resume)
-            torch.manual_seed(int(np.random.default_rng([cfg.seed, epoch, 1]).integers(1 << 62)))
+            torch.manual_seed(int(np.random.default_rng([cfg.seed, epoch, 1, ctx.rank]).integers(1 << 62)))
         for group in opt.param_groups:
             group["lr"] = lr_at(recipe, cfg.lr, epoch, cfg.epochs)
-        model.train()
+        net.train()
         t0, seen, correct, loss_sum = time.perf_counter(), 0, 0, 0.0
-        bar = progress_bar(len(data.train), f"epoch {epoch}/{cfg.epochs}", progress, lines=False)
-        for x, y in data.train.batches(batch, shuffle=True, rng=rng, augment=augment):
-            out, hidden = model(x, return_hidden=True) if with_hidden else (model(x), None)
+        bar = progress_bar(len(data.train), f"epoch {epoch}/{cfg.epochs}", progress and ctx.main, lines=False)
+        for x, y, n_global in epoch_batches(data.train, batch, cfg.seed, epoch, augment, cfg.workers, ctx.rank,
+                                            ctx.world):
+            x, y = x.to(ctx.device), y.to(ctx.device)
+            out, hidden = net(x, return_hidden=True) if with_hidden else (net(x), None)
             loss = max_over_time_loss(out, y, recipe.label_smoothing)
             if hidden:
                 loss = loss + recipe.rate_reg * _rate_penalty(hidden)
-            if not torch.isfinite(loss):
+            if not all(v == 0 for v in ctx.sum([0.0 if torch.isfinite(loss) else 1.0])):
                 bar.close()
                 kept = (f"the last good checkpoint (epoch {epoch - 1}) is kept" if epoch > 1 else
                         "no checkpoint was written (try a smaller --lr)")
                 raise TrainingDiverged(f"{run_dir}: loss became {loss.item()} in epoch {epoch}; stopped, {kept}")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            # each rank's mean over its shard, weighted so that the averaged gradient is the global batch's mean
+            (loss * (len(y) * ctx.world / n_global)).backward()
             opt.step()
             model.clamp_()
             seen += len(y)
             correct += int((predict(out.detach()) == y).sum())
             loss_sum += loss.item() * len(y)
-            rate = seen / (time.perf_counter() - t0)
-            bar.update(len(y))
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", sps=f"{rate:.0f}")
+            bar.update(n_global)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
+                            sps=f"{seen * ctx.world / (time.perf_counter() - t0):.0f}")
         bar.close()
-        valid = accuracy(model, data.valid)
+        loss_sum, correct, seen = ctx.sum([loss_sum, correct, seen])
+        valid = accuracy(model, data.valid, device=ctx.device)
         row = {"epoch": epoch, "loss": loss_sum / seen, "train_acc": correct / seen, "valid_acc": valid,
                "samples_per_s": seen / (time.perf_counter() - t0)}
         history.append(row)
         improved = valid > best
         best = max(best, valid)
-        payload = _payload(cfg, mcfg, data, model, opt, epoch, history, best, frontend)
-        if improved:
-            save_checkpoint(run_dir / "best.pt", payload)
-        save_checkpoint(run_dir / "last.pt", payload)
-        _write_metrics(run_dir, history)
-        if progress:
-            tqdm.write(f"epoch {epoch}: loss {row['loss']:.4f} train {row['train_acc']:.3f} "
-                       f"valid {valid:.3f}{' (best)' if improved else ''} {row['samples_per_s']:.0f} samples/s")
-    best_ckpt = load_checkpoint(run_dir / "best.pt")
-    model.load_state_dict(best_ckpt["state_dict"])
-    summary = {"run_dir": str(run_dir), "model": cfg.model, "layers": cfg.layers, "hidden": cfg.hidden,
-               "seed": cfg.seed, "data": data.name, "epochs": len(history), "best_epoch": best_ckpt["epoch"],
-               "best_valid_acc": best, "test_acc": accuracy(model, data.test), "recipe": recipe.name,
-               "protocol": data.protocol, "test_samples": len(data.test)}
-    with atomic_path(run_dir / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2))
-    return summary
+        if ctx.main:
+            payload = _payload(cfg, mcfg, data, model, opt, epoch, history, best, frontend)
+            if improved:
+                save_checkpoint(run_dir / "best.pt", payload)
+            save_checkpoint(run_dir / "last.pt", payload)
+            _write_metrics(run_dir, history)
+            if progress:
+                tqdm.write(f"epoch {epoch}: loss {row['loss']:.4f} train {row['train_acc']:.3f} "
+                           f"valid {valid:.3f}{' (best)' if improved else ''} {row['samples_per_s']:.0f} samples/s")
+        ctx.barrier()
+    return history, best
 
 
 def config_from_run(run_dir: str | Path) -> TrainConfig:
@@ -282,7 +322,8 @@ def config_from_options(model: str, layers: int = 2, hidden: int = 128, data: st
                         bin_hz: float | None = None, duration: float | None = None, channels: int | None = None,
                         clip=None, no_clip: bool = False, surrogate_scale: float | None = None,
                         surrogate_width: float | None = None, lava_cuba: bool = False, recipe_name: str | None = None,
-                        holdout_speaker: str | None = None, valid_speaker: str = AUTO, **recipe_fields) -> TrainConfig:
+                        holdout_speaker: str | None = None, valid_speaker: str = AUTO, device: str = "cpu",
+                        workers: int = 0, **recipe_fields) -> TrainConfig:
     """A TrainConfig from the command line's options (`train`, `cv`); checked before anything runs."""
     from train.recipe import make_recipe
     if epochs is not None and epochs < 1:
@@ -301,6 +342,7 @@ def config_from_options(model: str, layers: int = 2, hidden: int = 128, data: st
     cfg = TrainConfig(model=model, layers=layers, hidden=hidden, data=data, epochs=200 if epochs is None else epochs,
                       seed=seed, batch=batch, lr=lr, jitter=jitter, bin_hz=bin_hz, duration=duration,
                       channels=channels, options=options, recipe=make_recipe(recipe_name, **recipe_fields).as_dict(),
-                      holdout_speaker=holdout_speaker, valid_speaker=valid_speaker)
+                      holdout_speaker=holdout_speaker, valid_speaker=valid_speaker, device=device, workers=workers)
     cfg.validate()
+    resolve_device(device)  # an unavailable device is refused before any work
     return cfg
