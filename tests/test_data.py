@@ -82,7 +82,7 @@ def test_read_shd_values_round_trip(tmp_path):
     assert s.offsets.tolist() == [0, 5, 8, 9]
     for i in range(3):
         t, u = s.sample(i)
-        assert t.dtype == np.float64 and u.dtype == np.int64
+        assert t.dtype == np.float32 and u.dtype == np.uint16  # compact: 6 bytes per event
         np.testing.assert_array_equal(t, f32(SHD_TIMES[i]))
         np.testing.assert_array_equal(u, SHD_UNITS[i].astype(np.int64))
     assert s.dropped == {"nan": 0, "inf": 0, "negative": 0}

@@ -49,7 +49,7 @@ class Augment:
 class BinnedSet:
     """Binned events of a split: flat[offsets[i]:offsets[i+1]] are sample i's (step, channel) indices."""
 
-    flat: np.ndarray  # int64 step * n_channels + channel
+    flat: np.ndarray  # int32 (int64 for huge grids) step * n_channels + channel
     offsets: np.ndarray  # int64, len n+1
     labels: np.ndarray
     spec: BinSpec
@@ -132,14 +132,22 @@ def augment_events(flat: np.ndarray, owner: np.ndarray, n_samples: int, spec: Bi
     return flat, owner
 
 
-def bin_spikes(spikes: SpikeSet, spec: BinSpec) -> BinnedSet:
-    """Bins every sample: bin k holds events with k/bin_hz <= t < (k+1)/bin_hz; events at t >= duration are cut."""
+def bin_spikes(spikes: SpikeSet, spec: BinSpec, chunk: int = 1 << 24) -> BinnedSet:
+    """Bins every sample: bin k holds events with k/bin_hz <= t < (k+1)/bin_hz; events at t >= duration are cut.
+
+    The flat indices are int32 (4 bytes per event) whenever steps x channels allows; the events are binned
+    `chunk` at a time (float64 arithmetic, bounded temporaries)."""
     if spikes.units.size and spikes.units.max() >= spec.n_channels:
         raise InputError(f"{spikes.source}: channel ids reach {spikes.units.max()} but only {spec.n_channels} channels were asked for")
-    step = np.floor(spikes.times * spec.bin_hz).astype(np.int64)
-    keep = step < spec.n_steps
-    owner = np.repeat(np.arange(len(spikes)), spikes.counts())
+    dtype = np.int32 if spec.n_steps * spec.n_channels < np.iinfo(np.int32).max else np.int64
+    keep = np.empty(len(spikes.times), dtype=bool)
+    flats = []
+    for a in range(0, len(spikes.times), chunk):
+        step = np.floor(spikes.times[a:a + chunk].astype(np.float64) * spec.bin_hz).astype(np.int64)
+        k = keep[a:a + chunk] = step < spec.n_steps
+        flats.append((step[k] * spec.n_channels + spikes.units[a:a + chunk][k]).astype(dtype))
+    owner = np.repeat(np.arange(len(spikes), dtype=np.int32), spikes.counts())
     per_sample = np.bincount(owner[keep], minlength=len(spikes))
     offsets = np.concatenate([[0], np.cumsum(per_sample)]).astype(np.int64)
-    flat = step[keep] * spec.n_channels + spikes.units[keep]
+    flat = np.concatenate(flats) if flats else np.zeros(0, dtype=dtype)
     return BinnedSet(flat, offsets, spikes.labels.copy(), spec, spikes.class_names)

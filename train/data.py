@@ -32,8 +32,8 @@ _DAS_ID = re.compile(r"^(?P<speaker>.*?)(?P<take>\d*)-(?P<digits>[^-]+?)(?P<lett
 class SpikeSet:
     """Events of many samples; sample i owns events offsets[i]:offsets[i+1]."""
 
-    times: np.ndarray  # float64 seconds
-    units: np.ndarray  # int64 channel ids, 0 <= unit < n_channels
+    times: np.ndarray  # float32 seconds (float64 where a caller made them so)
+    units: np.ndarray  # uint16 channel ids (int32 beyond 65535 channels), 0 <= unit < n_channels
     offsets: np.ndarray  # int64, len n+1
     labels: np.ndarray  # int64 class index
     speakers: np.ndarray | None  # int64 speaker index, or None when the file has none
@@ -149,8 +149,12 @@ def _assemble(path: Path, times_list, units_list, names: list[str], n_channels: 
     empty = np.flatnonzero(lengths == 0)
     if empty.size:
         raise InputError(f"{path}: sample {names[empty[0]]} has no events ({empty.size} empty samples)")
-    times = np.concatenate(times_list).astype(np.float64)
-    units = np.concatenate(units_list).astype(np.int64)
+    times = np.concatenate(times_list).astype(np.float32)
+    units = np.concatenate(units_list)
+    if units.dtype.kind not in "iu":
+        if units.dtype.kind != "f" or not np.array_equal(units, np.round(units)):
+            raise InputError(f"{path}: channel ids are {units.dtype}; whole numbers expected")
+    units = units.astype(np.int64)
     owner = np.repeat(np.arange(len(lengths)), lengths)
     out = np.flatnonzero((units < 0) | (units >= n_channels))
     if out.size:
@@ -165,7 +169,28 @@ def _assemble(path: Path, times_list, units_list, names: list[str], n_channels: 
     if now_empty.size:
         raise InputError(f"{path}: sample {names[now_empty[0]]} has no valid spike times left (all NaN, inf or negative)")
     offsets = np.concatenate([[0], np.cumsum(kept_per_sample)]).astype(np.int64)
-    return times[keep], units[keep], offsets, dropped
+    return times[keep], units[keep].astype(unit_dtype(n_channels)), offsets, dropped
+
+
+def unit_dtype(n_channels: int):
+    """The narrowest dtype for channel ids: 2 bytes up to 65535 channels (SHD's 700, N-TIDIGITS18's 64)."""
+    return np.uint16 if n_channels <= np.iinfo(np.uint16).max + 1 else np.int32
+
+
+def _assemble_chunks(path: Path, times_ds, units_ds, names: list[str], n_channels: int, chunk: int = 4096) -> tuple:
+    """_assemble over the file `chunk` samples at a time, so that reading a large file never holds more than one
+    chunk of h5py's per-sample arrays beside the compact result (SSC-size files)."""
+    parts, dropped = [], {"nan": 0, "inf": 0, "negative": 0}
+    for a in range(0, len(names), chunk):
+        t, u, off, d = _assemble(path, list(times_ds[a:a + chunk]), list(units_ds[a:a + chunk]), names[a:a + chunk],
+                                 n_channels)
+        parts.append((t, u, off))
+        dropped = {k: dropped[k] + d[k] for k in dropped}
+    if not parts:
+        return np.zeros(0, np.float32), np.zeros(0, unit_dtype(n_channels)), np.zeros(1, np.int64), dropped
+    starts = np.cumsum([0] + [len(p[0]) for p in parts[:-1]])
+    offsets = np.concatenate([[0]] + [p[2][1:] + a for p, a in zip(parts, starts)]).astype(np.int64)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), offsets, dropped
 
 
 def _integer_labels(labels: np.ndarray, path: Path) -> np.ndarray:
@@ -205,13 +230,24 @@ def _read_shd(path: Path, n_channels: int) -> SpikeSet:
         times_ds = _require(h5, "spikes/times", path, "SHD/SSC")
         units_ds = _require(h5, "spikes/units", path, "SHD/SSC")
         labels = _integer_labels(np.asarray(_require(h5, "labels", path, "SHD/SSC")[()]).ravel(), path)
-        times_list, units_list = list(times_ds[()]), list(units_ds[()])
         keys = _decode(h5["extra/keys"][()]) if "extra/keys" in h5 else None
         speakers = np.asarray(h5["extra/speaker"][()]).astype(np.int64).ravel() if "extra/speaker" in h5 else None
         speaker_names = _decode(h5["extra/speaker_names"][()]) if "extra/speaker_names" in h5 else None
+        n = len(labels)
+        if times_ds.ndim != 1 or units_ds.ndim != 1:
+            raise InputError(f"{path}: spikes/times and spikes/units must hold one array per sample")
+        if len(times_ds) != n or len(units_ds) != n:
+            raise InputError(f"{path}: {n} labels but {len(times_ds)} spike-time and {len(units_ds)} channel arrays")
+        _check_labels(path, labels, keys, speakers, speaker_names)
+        names = [str(i) for i in range(n)]
+        times, units, offsets, dropped = _assemble_chunks(path, times_ds, units_ds, names, n_channels)
+    class_names = keys if keys is not None else [str(i) for i in range(int(labels.max(initial=-1)) + 1)]
+    return SpikeSet(times, units, offsets, labels, speakers, class_names, n_channels, str(path), dropped=dropped,
+                    speaker_names=speaker_names if speakers is not None else None)
+
+
+def _check_labels(path: Path, labels: np.ndarray, keys, speakers, speaker_names) -> None:
     n = len(labels)
-    if len(times_list) != n or len(units_list) != n:
-        raise InputError(f"{path}: {n} labels but {len(times_list)} spike-time and {len(units_list)} channel arrays")
     if speakers is not None and len(speakers) != n:
         raise InputError(f"{path}: {n} labels but {len(speakers)} speaker entries")
     if speakers is not None and speakers.size and speakers.min() < 0:
@@ -222,10 +258,6 @@ def _read_shd(path: Path, n_channels: int) -> SpikeSet:
     bad = np.flatnonzero((labels < 0) | (labels >= len(class_names)))
     if bad.size:
         raise InputError(f"{path}: sample {bad[0]} has label {labels[bad[0]]} outside the {len(class_names)} classes")
-    names = [str(i) for i in range(n)]
-    times, units, offsets, dropped = _assemble(path, times_list, units_list, names, n_channels)
-    return SpikeSet(times, units, offsets, labels, speakers, class_names, n_channels, str(path), dropped=dropped,
-                    speaker_names=speaker_names if speakers is not None else None)
 
 
 def parse_das_id(sample_id: str) -> tuple[str, str]:
