@@ -140,14 +140,14 @@ def bin_spikes(spikes: SpikeSet, spec: BinSpec, chunk: int = 1 << 24) -> BinnedS
     if spikes.units.size and spikes.units.max() >= spec.n_channels:
         raise InputError(f"{spikes.source}: channel ids reach {spikes.units.max()} but only {spec.n_channels} channels were asked for")
     dtype = np.int32 if spec.n_steps * spec.n_channels < np.iinfo(np.int32).max else np.int64
-    keep = np.empty(len(spikes.times), dtype=bool)
+    per_sample = np.zeros(len(spikes), dtype=np.int64)
     flats = []
     for a in range(0, len(spikes.times), chunk):
         step = np.floor(spikes.times[a:a + chunk].astype(np.float64) * spec.bin_hz).astype(np.int64)
-        k = keep[a:a + chunk] = step < spec.n_steps
+        k = step < spec.n_steps
+        owner = np.searchsorted(spikes.offsets, np.arange(a, a + len(step))[k], side="right") - 1
+        per_sample += np.bincount(owner, minlength=len(spikes))
         flats.append((step[k] * spec.n_channels + spikes.units[a:a + chunk][k]).astype(dtype))
-    owner = np.repeat(np.arange(len(spikes), dtype=np.int32), spikes.counts())
-    per_sample = np.bincount(owner[keep], minlength=len(spikes))
     offsets = np.concatenate([[0], np.cumsum(per_sample)]).astype(np.int64)
     flat = np.concatenate(flats) if flats else np.zeros(0, dtype=dtype)
     return BinnedSet(flat, offsets, spikes.labels.copy(), spec, spikes.class_names)

@@ -154,9 +154,9 @@ def _assemble(path: Path, times_list, units_list, names: list[str], n_channels: 
     if units.dtype.kind not in "iu":
         if units.dtype.kind != "f" or not np.array_equal(units, np.round(units)):
             raise InputError(f"{path}: channel ids are {units.dtype}; whole numbers expected")
-    units = units.astype(np.int64)
-    owner = np.repeat(np.arange(len(lengths)), lengths)
-    out = np.flatnonzero((units < 0) | (units >= n_channels))
+    owner = np.repeat(np.arange(len(lengths), dtype=np.int32), lengths)
+    out = np.flatnonzero((units < 0) | (units >= n_channels)) if units.dtype.kind != "u" else \
+        np.flatnonzero(units >= n_channels)
     if out.size:
         j = out[0]
         raise InputError(f"{path}: sample {names[owner[j]]} has channel id {units[j]} outside 0..{n_channels - 1}")

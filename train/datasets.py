@@ -17,7 +17,7 @@ import numpy as np
 from train.binning import BinnedSet, BinSpec, bin_spikes
 from train.data import DAS_CHANNELS, SHD_CHANNELS, SpikeSet, concat, das_splits, detect_layout, read_das, read_shd
 from train.errors import InputError
-from train.speakers import AUTO, HELD_OUT, SEEN_SPEAKERS, speaker_split
+from train.speakers import AUTO, HELD_OUT, SEEN_SPEAKERS, speaker_split_index
 from train.synthetic import ensure_builtin
 
 LAYOUTS = {
@@ -189,14 +189,15 @@ def load_dataset(spec: str, *, bin_hz: float | None = None, duration: float | No
     bins = bin_spec(source, bin_hz, duration, n_channels)
     if holdout_speaker is not None:
         pool = read_pool(source, bins.n_channels)
-        train, valid, test, protocol = speaker_split(pool, holdout_speaker, valid_speaker, d["valid_fraction"], seed)
-        return Dataset(source.name, source, bin_spikes(train, bins), bin_spikes(valid, bins), bin_spikes(test, bins),
-                       bins, protocol)
+        tr, va, te, protocol = speaker_split_index(pool, holdout_speaker, valid_speaker, d["valid_fraction"], seed)
+        binned = bin_spikes(pool, bins)
+        del pool  # splitting the binned events, not the events, keeps one copy of the data in memory
+        return Dataset(source.name, source, binned.subset(tr), binned.subset(va), binned.subset(te), bins, protocol)
     if "file" in source.files:
         f = source.files["file"]
         raise InputError(f"{f}: one SHD/SSC file with no train/test split (its name does not say 'train'): pass a "
                          "directory with *train* and *test* files, the train file, or --holdout-speaker")
-    train = read_split(source, "train", bins.n_channels)
+    train = bin_spikes(read_split(source, "train", bins.n_channels), bins)
     test = read_split(source, "test", bins.n_channels)
     if "valid" in source.files:
         valid = read_split(source, "valid", bins.n_channels)
@@ -206,7 +207,8 @@ def load_dataset(spec: str, *, bin_hz: float | None = None, duration: float | No
     for split, s in (("valid", valid), ("test", test)):
         if s.class_names != train.class_names:
             raise InputError(f"{s.source}: {split} classes {s.class_names[:5]}... differ from the train file's")
-    return Dataset(source.name, source, bin_spikes(train, bins), bin_spikes(valid, bins), bin_spikes(test, bins), bins)
+    binned = lambda s: s if isinstance(s, BinnedSet) else bin_spikes(s, bins)
+    return Dataset(source.name, source, train, binned(valid), binned(test), bins)
 
 
 @dataclass

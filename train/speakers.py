@@ -58,6 +58,13 @@ def speaker_mask(pool: SpikeSet, name: str) -> np.ndarray:
 def speaker_split(pool: SpikeSet, holdout: str, valid: str, valid_fraction: float,
                   seed: int) -> tuple[SpikeSet, SpikeSet, SpikeSet, dict]:
     """(train, valid, test, protocol) of a pooled dataset with speaker `holdout` as the test set."""
+    tr, va, te, protocol = speaker_split_index(pool, holdout, valid, valid_fraction, seed)
+    return pool.subset(tr), pool.subset(va), pool.subset(te), protocol
+
+
+def speaker_split_index(pool: SpikeSet, holdout: str, valid: str, valid_fraction: float,
+                        seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """speaker_split as sample indices of the pool (train, valid, test) and the protocol."""
     names = present_speakers(pool)
     if len(names) < 2:
         raise InputError(f"{pool.source}: only one speaker ({names[0]}); holding it out leaves nothing to train on")
@@ -85,4 +92,4 @@ def speaker_split(pool: SpikeSet, holdout: str, valid: str, valid_fraction: floa
             raise InputError(f"{pool.source}: no training samples left after holding out {test_name} and {valid_name}")
     protocol = {"kind": HELD_OUT, "test_speaker": test_name, "valid_speaker": valid_name,
                 "train_speakers": [n for n in names if n not in (test_name, valid_name)]}
-    return pool.subset(tr), pool.subset(va), pool.subset(np.flatnonzero(test)), protocol
+    return tr, va, np.flatnonzero(test), protocol
