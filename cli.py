@@ -98,6 +98,9 @@ def _training_options(f):
         click.option("--no-clip", is_flag=True, help="Do not clip i and v."),
         click.option("--surrogate-scale", type=float, default=None, help="Height of the triangle surrogate (default 1)."),
         click.option("--surrogate-width", type=float, default=None, help="Half-width of the triangle surrogate (default vth = 1)."),
+        click.option("--reset", type=click.Choice(["late", "subtract", "zero"]), default=None,
+                     help="LIF / Cuba-LIF reset: late (the study's: subtract vth the next step; default), subtract or "
+                          "zero (in the step of the spike, as NIR reads a graph; trains with the plain loop, slower)."),
         click.option("--lava-cuba", is_flag=True, help="Cuba-LIF with Lava's own CUBA dynamics (hard reset, shared decays) for stock netx."),
         click.option("--recipe", "recipe_name", type=click.Choice(list(RECIPES)), default=None,
                      help=f"Training recipe (default study). {help_text()}. The options below override single fields."),
@@ -233,13 +236,26 @@ def summary_cmd(runs, as_json):
 
 @cli.command("export")
 @click.argument("checkpoint")
-@click.option("--target", type=click.Choice(["loihi2"]), default="loihi2", show_default=True, help="Hardware target.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="netx-style HDF5 file to write.")
+@click.option("--target", type=click.Choice(["loihi2", "nir"]), default="loihi2", show_default=True,
+              help="loihi2: fixed point, netx-style HDF5; nir: a NIR graph (LIF, Cuba-LIF) for other frameworks.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write (.h5, or .nir for --target nir).")
 @click.option("--netx-compatible", is_flag=True, help="Stock lava-dl netx file (Cuba-LIF trained with --lava-cuba).")
 @click.option("--chips", type=int, default=1, show_default=True, help="Loihi 2 chips the network may use.")
+@click.option("--dt", type=float, default=None, help="--target nir: seconds per step (default: the checkpoint's bin width).")
 @click.option("--force", is_flag=True, help="Replace --out if it exists (never the checkpoint itself).")
-def export_cmd(checkpoint, target, out, netx_compatible, chips, force):
-    """Quantize CHECKPOINT to Loihi 2 fixed point, check the hardware limits, write netx-style HDF5."""
+def export_cmd(checkpoint, target, out, netx_compatible, chips, dt, force):
+    """Quantize CHECKPOINT to Loihi 2 fixed point, check the hardware limits, write netx-style HDF5 (or a NIR graph)."""
+    if target == "nir":
+        from nir_io.from_model import export_nir, format_nir_export
+        if netx_compatible or chips != 1:
+            raise click.UsageError("--netx-compatible and --chips apply to --target loihi2")
+        r = export_nir(checkpoint, out, dt, force)
+        for line in r["notes"]:
+            click.echo(f"note: {line}", err=True)
+        click.echo(format_nir_export(r))
+        return
+    if dt is not None:
+        raise click.UsageError("--dt applies to --target nir")
     from export.exporter import export_checkpoint, format_export
     r = export_checkpoint(checkpoint, out, target, netx_compatible, chips, force)
     for line in r.warnings:
@@ -247,6 +263,26 @@ def export_cmd(checkpoint, target, out, netx_compatible, chips, force):
     for line in r.notes:
         click.echo(f"note: {line}", err=True)
     click.echo(format_export(r))
+
+
+@cli.command("import-nir")
+@click.argument("graph")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory for the checkpoint (best.pt).")
+@click.option("--dt", type=float, default=None, help="Seconds per step the graph was trained at (default: its metadata; "
+              "the Braille graphs: 1e-4).")
+@click.option("--reset", type=click.Choice(["zero", "subtract"]), default=None,
+              help="How the spiking nodes reset (default: the graph's metadata, else NIR's own: zero, to v_reset).")
+@click.option("--bin-hz", type=float, default=None, help="Bin rate of the data the model takes (for eval on a file).")
+@click.option("--duration", type=float, default=None, help="Window of the data the model takes, in seconds.")
+@click.option("--classes", default=None, help="Class names in order, comma-separated.")
+@click.option("--force", is_flag=True, help="Replace a checkpoint already in --out.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def import_nir_cmd(graph, out, dt, reset, bin_hz, duration, classes, force, as_json):
+    """Map a NIR GRAPH (Affine/Linear, LIF, CubaLIF, LI, CubaLI; recurrent loops; subgraphs) to a checkpoint that
+    eval, export, simulate and compare take."""
+    from nir_io.to_model import format_import, import_nir
+    r = import_nir(graph, out, dt, reset, bin_hz, duration, classes, force)
+    _echo_json(r) if as_json else click.echo(format_import(r))
 
 
 @cli.command("finetune")

@@ -103,26 +103,43 @@ def spikes_of(v: np.ndarray) -> np.ndarray:
     return (v > THETA).astype(np.int64)
 
 
+def late_reset(s: np.ndarray, reset: str) -> np.ndarray:
+    """The term the study's 'late' reset subtracts in this step: THETA * s_prev; 0 for the same-step resets."""
+    return THETA * s if reset == "late" else 0
+
+
+def fire(v: np.ndarray, reset: str) -> tuple[np.ndarray, np.ndarray]:
+    """(s, the v kept): s = v > THETA; reset 'subtract' keeps v - THETA*s, 'zero' keeps 0 where s, 'late' v."""
+    s = spikes_of(v)
+    if reset == "subtract":
+        return s, v - THETA * s
+    if reset == "zero":
+        return s, np.where(s > 0, 0, v)
+    return s, v
+
+
 def lif_step(a: np.ndarray, v: np.ndarray, s: np.ndarray, v_decay: np.ndarray, bias: np.ndarray,
-             lo: int = -STATE_MAX, hi: int = STATE_MAX):
+             lo: int = -STATE_MAX, hi: int = STATE_MAX, reset: str = "late"):
     """LIF: v = clamp(decay(v, dv) + a<<6 + bias - THETA*s_prev, lo, hi); s = v > THETA. Returns (s, v).
 
-    [lo, hi] is the layer's state clamp (the training clip in state units; default the 24-bit range)."""
-    v = np.clip(decay(v, v_decay) + synaptic(a) + bias - THETA * s, lo, hi)
-    return spikes_of(v), v
+    [lo, hi] is the layer's state clamp (the training clip in state units; default the 24-bit range).
+    reset 'subtract' / 'zero': no THETA*s_prev term; v - THETA (or 0) is kept after a spike instead."""
+    v = np.clip(decay(v, v_decay) + synaptic(a) + bias - late_reset(s, reset), lo, hi)
+    return fire(v, reset)
 
 
 def cuba_lif_step(a: np.ndarray, i: np.ndarray, v: np.ndarray, s: np.ndarray,
                   i_decay: np.ndarray, v_decay: np.ndarray, bias: np.ndarray,
-                  lo: int = -STATE_MAX, hi: int = STATE_MAX):
+                  lo: int = -STATE_MAX, hi: int = STATE_MAX, reset: str = "late"):
     """Cuba-LIF: i = clamp(decay(i, di) + a<<6 + bias); v = clamp(decay(v, dv) + (i*dv >> 12) - THETA*s_prev).
 
     dv = round((1 - beta) * 4096) serves both as v's decay and as the (1 - beta) factor; both clamps are
-    to the layer's [lo, hi] (the clamped i feeds v, as in training). Returns (s, i, v).
+    to the layer's [lo, hi] (the clamped i feeds v, as in training); reset as lif_step. Returns (s, i, v).
     """
     i = np.clip(decay(i, i_decay) + synaptic(a) + bias, lo, hi)
-    v = np.clip(decay(v, v_decay) + mul12(i, v_decay) - THETA * s, lo, hi)
-    return spikes_of(v), i, v
+    v = np.clip(decay(v, v_decay) + mul12(i, v_decay) - late_reset(s, reset), lo, hi)
+    s, v = fire(v, reset)
+    return s, i, v
 
 
 def gate(az: np.ndarray, bias_z: np.ndarray) -> np.ndarray:
@@ -145,6 +162,14 @@ def spikgru_step(a: np.ndarray, az: np.ndarray, i: np.ndarray, v: np.ndarray, s:
 def readout_step(a: np.ndarray, o: np.ndarray, v_decay: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """Leaky readout: o = decay(o, dv) + a<<6 + bias; no spike, no reset."""
     return saturate(decay(o, v_decay) + synaptic(a) + bias)
+
+
+def current_readout_step(a: np.ndarray, i: np.ndarray, o: np.ndarray, i_decay: np.ndarray,
+                         v_decay: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Readout with a current stage: i = sat(decay(i, di) + a<<6 + bias); o = sat(decay(o, dv) + (i*dv >> 12)).
+    Returns (i, o)."""
+    i = saturate(decay(i, i_decay) + synaptic(a) + bias)
+    return i, saturate(decay(o, v_decay) + mul12(i, v_decay))
 
 
 def lava_du(d):

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 
 from export import fixed_point as fx
-from export.h5_fields import Where, check_keys, get_int, get_ints, put_ints, put_str
+from export.h5_fields import Where, check_keys, get_int, get_ints, get_str, put_ints, put_str
 from export.netx_stock import NETX_BIAS_EXP, NETX_EXP_MAX, NETX_EXP_MIN, NETX_W_MAX, NETX_W_MIN, READOUT_I_DECAY, \
     READOUT_VTH_MANT, REF_DELAY
 from export.qnet import QLayer, Synapse
@@ -109,6 +109,20 @@ def _per_neuron_decay(ng, key, n, w):
 
 
 STATE_BOUND_KEYS = ("stateMin", "stateMax")
+RESET_KEY = "resetMode"
+RESETS = ("late", "subtract", "zero")  # train.neurons.RESETS
+
+
+def _write_reset(ng, layer):
+    """neuron/resetMode, only for the same-step resets: a file without it is the study's late reset."""
+    if layer.reset != "late":
+        put_str(ng, RESET_KEY, layer.reset)
+
+
+def _read_reset(ng, layer, w):
+    layer.reset = get_str(ng, RESET_KEY, w) if RESET_KEY in ng else "late"
+    if layer.reset not in RESETS:
+        raise w.error(f"'neuron/{RESET_KEY}' is {layer.reset!r}, expected one of {', '.join(RESETS)}")
 
 
 def _write_state_bounds(ng, layer):
@@ -136,25 +150,27 @@ def _read_state_bounds(ng, layer, w):
 class LifSoftBlock(Block):
     neuron_type, kind = "LIF_SOFT", "lif"
     neuron_keys = ("vDecay", "vThMant", "gradedSpike")
-    optional_neuron_keys = STATE_BOUND_KEYS
+    optional_neuron_keys = STATE_BOUND_KEYS + (RESET_KEY,)
 
     def write_neuron(self, ng, layer):
         put_ints(ng, "vDecay", layer.v_decay)
         put_ints(ng, "vThMant", fx.VTH_MANT)
         put_ints(ng, "gradedSpike", np.bool_(False))
         _write_state_bounds(ng, layer)
+        _write_reset(ng, layer)
 
     def read_neuron(self, ng, n, layer, w):
         _vth(ng, w)
         _not_graded(ng, w)
         layer.v_decay = _per_neuron_decay(ng, "vDecay", n, w)
         _read_state_bounds(ng, layer, w)
+        _read_reset(ng, layer, w)
 
 
 class CubaSoftBlock(Block):
     neuron_type, kind = "CUBA_SOFT", "cuba-lif"
     neuron_keys = ("iDecay", "vDecay", "vThMant", "gradedSpike")
-    optional_neuron_keys = STATE_BOUND_KEYS
+    optional_neuron_keys = STATE_BOUND_KEYS + (RESET_KEY,)
 
     def write_neuron(self, ng, layer):
         put_ints(ng, "iDecay", layer.i_decay)
@@ -210,16 +226,30 @@ class LavaCubaBlock(Block):
         layer.v_decay = np.array([get_int(ng, "vDecay", 0, fx.DECAY_MAX, w, "12-bit decay")])
 
 
+class LifSoftDenseBlock(LifSoftBlock):
+    """LIF_SOFT without recurrence (an imported NIR graph's output layer): a dense layer, no weight_rec."""
+    layer_type, conns = "dense", (FF,)
+
+
+class CubaSoftDenseBlock(CubaSoftBlock):
+    layer_type, conns = "dense", (FF,)
+
+
 class LeakyReadoutBlock(Block):
+    """neuron/iDecay, when present, is the current stage (fixed_point.current_readout_step)."""
     neuron_type, kind, layer_type = "LEAKY_READOUT", "readout", "dense"
     conns = (FF,)
     neuron_keys = ("vDecay",)
+    optional_neuron_keys = ("iDecay",)
 
     def write_neuron(self, ng, layer):
         put_ints(ng, "vDecay", layer.v_decay)
+        if layer.i_decay is not None:
+            put_ints(ng, "iDecay", layer.i_decay)
 
     def read_neuron(self, ng, n, layer, w):
         layer.v_decay = _per_neuron_decay(ng, "vDecay", n, w)
+        layer.i_decay = _per_neuron_decay(ng, "iDecay", n, w) if "iDecay" in ng else None
 
 
 class NetxCubaBlock(Block):
@@ -301,9 +331,9 @@ def _one(arr: np.ndarray, name: str) -> int:
 
 
 BLOCKS: tuple[Block, ...] = (LifSoftBlock(), CubaSoftBlock(), SpikGRUBlock(), LavaCubaBlock(), LeakyReadoutBlock(),
-                             NetxCubaBlock(), NetxReadoutBlock())
+                             NetxCubaBlock(), NetxReadoutBlock(), LifSoftDenseBlock(), CubaSoftDenseBlock())
 _BY_FILE = {(b.layer_type, b.neuron_type): b for b in BLOCKS}
-_BY_KIND = {(b.kind, b.netx): b for b in BLOCKS}
+_BY_KIND = {(b.kind, b.netx, REC in b.conns or b.kind == "readout"): b for b in BLOCKS}
 
 
 def by_file(layer_type: str, neuron_type: str) -> Block | None:
@@ -312,7 +342,7 @@ def by_file(layer_type: str, neuron_type: str) -> Block | None:
 
 
 def block_for(layer: QLayer, netx_compatible: bool) -> Block:
-    block = _BY_KIND.get((layer.kind, netx_compatible))
+    block = _BY_KIND.get((layer.kind, netx_compatible, layer.rec is not None or layer.kind == "readout"))
     if block is None:
         if netx_compatible:
             raise InputError(f"a {layer.kind} layer has no stock netx neuron: --netx-compatible needs a Cuba-LIF "

@@ -29,7 +29,13 @@ Our neuron types. ``weight*`` are 8-bit mantissas [n, n_in] (recurrent: [n, n]) 
 - ``LAVA_CUBA`` (Lava's CUBA, hard reset, shared decays, with our per-connection exponents:
   a --lava-cuba Cuba-LIF exported without --netx-compatible), dense_rec: as LIF_SOFT;
   neuron/{iDecay, vDecay, vThMant, refDelay, gradedSpike} (one value each).
-- ``LEAKY_READOUT``, dense: weight, bias (each + _exp); neuron/{vDecay[n]}.
+- ``LEAKY_READOUT``, dense: weight, bias (each + _exp); neuron/{vDecay[n]} and, for a readout with a
+  current stage (an imported NIR CubaLI), neuron/iDecay[n].
+- A LIF_SOFT or CUBA_SOFT layer without recurrence (an imported NIR graph's spiking output layer) is a
+  ``dense`` layer: no weight_rec.
+
+LIF_SOFT and CUBA_SOFT take an optional neuron/resetMode string: 'subtract' or 'zero' reset in the step of
+the spike (docs/fixed_point.md); absent, the study's one-step-late soft reset.
 
 stateMin/stateMax (LIF_SOFT, CUBA_SOFT, SPIKGRU): the clamp of i and v in state units (the training
 clip times THETA; -(2^23 - 1) <= stateMin < stateMax <= 2^23 - 1); files without them mean the 24-bit

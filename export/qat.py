@@ -50,7 +50,9 @@ from train.neurons import VTH, triangle
 # ---------------------------------------------------------------- one hidden layer
 def _layer_params(kind: str, block) -> dict:
     """A block's parameters as the integers its QLayer holds (float64, straight-through gradients)."""
-    p = {"W": q_weight(block.W), "U": q_weight(block.U), "bias": q_bias(block.b)}
+    p = {"W": q_weight(block.W), "bias": q_bias(block.b)}
+    if getattr(block, "recurrent", True):
+        p["U"] = q_weight(block.U)
     if kind == "spikgru":
         p.update(Wz=q_weight(block.Wz), Uz=q_weight(block.Uz), bias_z=q_bias(block.bz))
     if kind in ("cuba-lif", "spikgru"):
@@ -63,12 +65,14 @@ def _layer_params(kind: str, block) -> dict:
 
 
 def _hidden_reference(kind: str, p: dict, x: Tensor, scale: float, width: float,
-                      lo: float = -SAT, hi: float = SAT) -> Tensor:
+                      lo: float = -SAT, hi: float = SAT, reset: str = "late") -> Tensor:
     """One spiking layer by plain autograd, one step at a time: x [B, T, n_in] -> spikes [B, T, n].
 
     The readable definition (fixed_point.py's step functions with straight-through gradients); the
-    fused kernel below must equal it in value and gradient (tests/test_qat.py)."""
-    (W, eW), (U, eU), bias = p["W"], p["U"], p["bias"]
+    fused kernel below must equal it in value and gradient (tests/test_qat.py). It alone runs the
+    same-step resets and layers without recurrence (no "U" in p)."""
+    (W, eW), bias = p["W"], p["bias"]
+    U, eU = p.get("U", (None, 0))
     a_ff = dendrite(W, eW, x).unbind(1)  # per-step views: one backward node, not one per step
     if kind == "spikgru":
         (Wz, eWz), (Uz, eUz), bias_z = p["Wz"], p["Uz"], p["bias_z"]
@@ -77,14 +81,15 @@ def _hidden_reference(kind: str, p: dict, x: Tensor, scale: float, width: float,
     act = float(1 << fx.ACT_SHIFT)
     zero = x.new_zeros(x.shape[0], W.shape[0])
     s, i, v = zero, zero, zero
+    late = 1.0 if reset == "late" else 0.0
     out = []
     for t in range(x.shape[1]):
-        a = a_ff[t] + dendrite(U, eU, s)
+        a = a_ff[t] if U is None else a_ff[t] + dendrite(U, eU, s)
         if kind == "lif":
-            v = (decay(v, dv) + a * act + bias - THETA * s).clamp(lo, hi)
+            v = (decay(v, dv) + a * act + bias - late * THETA * s).clamp(lo, hi)
         elif kind == "cuba-lif":
             i = (decay(i, di) + a * act + bias).clamp(lo, hi)
-            v = (decay(v, dv) + mul12(i, dv) - THETA * s).clamp(lo, hi)
+            v = (decay(v, dv) + mul12(i, dv) - late * THETA * s).clamp(lo, hi)
         elif kind == "spikgru":
             i = (decay(i, di) + a * act + bias).clamp(lo, hi)
             z = gate(az_ff[t] + dendrite(Uz, eUz, s), bias_z)
@@ -95,8 +100,10 @@ def _hidden_reference(kind: str, p: dict, x: Tensor, scale: float, width: float,
         else:
             raise ValueError(f"no fixed-point forward for a {kind} layer")
         s = SpikeST.apply(v, scale, width)
-        if kind == "lava-cuba":
+        if kind == "lava-cuba" or reset == "zero":
             v = v * (1.0 - s)  # hard reset to 0 (exactly fixed_point's where(s, 0, v)), gradient through s
+        elif reset == "subtract":
+            v = v - THETA * s
         out.append(s)
     return torch.stack(out, 1)
 
@@ -280,19 +287,26 @@ def _hidden_fused(kind: str, p: dict, x: Tensor, scale: float, width: float,
 
 def _hidden_layer(kind: str, block, x: Tensor, fused: bool = True) -> Tensor:
     """One spiking layer: x [B, T, n_in] (float64 integers) -> spikes [B, T, n]."""
-    run = _hidden_fused if fused else _hidden_reference
-    return run(kind, _layer_params(kind, block), x, block.opts.scale, block.opts.width, *block_clamp(kind, block))
+    p, reset = _layer_params(kind, block), block.opts.reset
+    if fused and reset == "late" and "U" in p:
+        return _hidden_fused(kind, p, x, block.opts.scale, block.opts.width, *block_clamp(kind, block))
+    return _hidden_reference(kind, p, x, block.opts.scale, block.opts.width, *block_clamp(kind, block), reset)
 
 
 def _readout(block, x: Tensor) -> Tensor:
     W, eW = q_weight(block.W)
     bias = q_bias(block.b)
     dv = q_decay(block.beta)
+    di = None if block.alpha is None else q_decay(block.alpha)
     a_ff = (dendrite(W, eW, x) * float(1 << fx.ACT_SHIFT) + bias).unbind(1)
-    o = x.new_zeros(x.shape[0], W.shape[0])
+    o = i = x.new_zeros(x.shape[0], W.shape[0])
     out = []
     for a in a_ff:
-        o = saturate(decay(o, dv) + a)
+        if di is None:
+            o = saturate(decay(o, dv) + a)
+        else:
+            i = saturate(decay(i, di) + a)
+            o = saturate(decay(o, dv) + mul12(i, dv))
         out.append(o)
     return torch.stack(out, 1)
 

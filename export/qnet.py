@@ -39,6 +39,7 @@ class QLayer:
     bias: bias_mant with exponent bias_exp (state units: bias_mant << bias_exp).
     state_lo, state_hi: the clamp of i and v of lif / cuba-lif / spikgru neurons in state units (the
     training clip times THETA; default the 24-bit saturation range). lava-cuba and readout ignore them.
+    rec None: a layer without recurrence. A readout with i_decay has a current stage (fixed_point.current_readout_step).
     """
 
     kind: str
@@ -55,6 +56,7 @@ class QLayer:
     bias_z_exp: int = 0
     state_lo: int = -fx.STATE_MAX
     state_hi: int = fx.STATE_MAX
+    reset: str = "late"  # lif / cuba-lif: train.neurons.RESETS
 
     @property
     def n_in(self) -> int:
@@ -96,7 +98,7 @@ class QNetwork:
 def zero_state(layer: QLayer, batch_shape: tuple) -> dict[str, np.ndarray]:
     z = lambda: np.zeros(batch_shape + (layer.n_out,), dtype=np.int64)
     if layer.kind == "readout":
-        return {"o": z()}
+        return {"o": z()} if layer.i_decay is None else {"i": z(), "o": z()}
     if layer.kind == "lif":
         return {"s": z(), "v": z()}
     return {"s": z(), "i": z(), "v": z()}
@@ -106,14 +108,19 @@ def layer_step(layer: QLayer, x: np.ndarray, st: dict[str, np.ndarray]) -> dict[
     """One step of one layer: input x (spikes or graded counts of the layer below at this step)."""
     a = layer.ff.accumulate(x)
     if layer.kind == "readout":
-        return {"o": fx.readout_step(a, st["o"], layer.v_decay, layer.bias)}
-    a = a + layer.rec.accumulate(st["s"])
+        if layer.i_decay is None:
+            return {"o": fx.readout_step(a, st["o"], layer.v_decay, layer.bias)}
+        i, o = fx.current_readout_step(a, st["i"], st["o"], layer.i_decay, layer.v_decay, layer.bias)
+        return {"i": i, "o": o}
+    if layer.rec is not None:
+        a = a + layer.rec.accumulate(st["s"])
     if layer.kind == "lif":
-        s, v = fx.lif_step(a, st["v"], st["s"], layer.v_decay, layer.bias, layer.state_lo, layer.state_hi)
+        s, v = fx.lif_step(a, st["v"], st["s"], layer.v_decay, layer.bias, layer.state_lo, layer.state_hi,
+                           layer.reset)
         return {"s": s, "v": v}
     if layer.kind == "cuba-lif":
         s, i, v = fx.cuba_lif_step(a, st["i"], st["v"], st["s"], layer.i_decay, layer.v_decay, layer.bias,
-                                     layer.state_lo, layer.state_hi)
+                                     layer.state_lo, layer.state_hi, layer.reset)
     elif layer.kind == "spikgru":
         az = layer.ff_z.accumulate(x) + layer.rec_z.accumulate(st["s"])
         s, i, v = fx.spikgru_step(a, az, st["i"], st["v"], st["s"], layer.i_decay, layer.bias, layer.bias_z,

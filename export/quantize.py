@@ -69,8 +69,9 @@ def quantize_block(kind: str, p: dict[str, np.ndarray], index: int, report: Quan
     bias_mant, bias_exp = _bias(p["b"], index, "b", report)
     if kind == "readout":
         v_decay = np.broadcast_to(fx.decay_to_int(p["beta"]), np.shape(p["b"])).copy()  # a shared beta: per unit
-        return QLayer("readout", ff, bias_mant=bias_mant, bias_exp=bias_exp, v_decay=v_decay)
-    rec = _synapse(p["U"], index, "U", report)
+        i_decay = fx.decay_to_int(p["alpha"]) if "alpha" in p else None
+        return QLayer("readout", ff, bias_mant=bias_mant, bias_exp=bias_exp, v_decay=v_decay, i_decay=i_decay)
+    rec = _synapse(p["U"], index, "U", report) if "U" in p else None  # a block without recurrence has no U
     layer = QLayer(kind, ff, rec, bias_mant=bias_mant, bias_exp=bias_exp)
     if kind == "lif":
         layer.v_decay = fx.decay_to_int(p["beta"])
@@ -95,6 +96,9 @@ def quantize_model(model, cfg: ModelConfig, meta: dict | None = None) -> tuple[Q
     report = QuantReport()
     kind = "lava-cuba" if cfg.options.get("lava_cuba") else cfg.kind
     layers = [quantize_block(kind, block.export_params(), l, report) for l, block in enumerate(model.hidden_layers)]
+    if kind in ("lif", "cuba-lif"):
+        for layer in layers:
+            layer.reset = cfg.options.get("reset", "late")
     if kind != "lava-cuba":  # Lava's CUBA keeps its own arithmetic (no clamp; docs/fixed_point.md)
         lo, hi = options_clamp(cfg.options)
         clip = cfg.options.get("clip", DEFAULT_CLIP)
@@ -115,7 +119,7 @@ def quantize_checkpoint(ckpt: dict) -> tuple[QNetwork, QuantReport]:
     model = model_from_checkpoint(ckpt)
     data = ckpt.get("data", {})
     spec = data.get("spec", {})
-    meta = {"model": cfg.kind, "layers": cfg.layers, "hidden": cfg.hidden, "n_in": cfg.n_in,
+    meta = {"model": cfg.kind, "layers": cfg.layers, "hidden": cfg.hidden, "widths": cfg.sizes[1:], "n_in": cfg.n_in,
             "n_classes": cfg.n_classes, "options": dict(cfg.options), "dataset": data.get("name", ""),
             "channels": spec.get("n_channels", cfg.n_in), "bin_hz": spec.get("bin_hz"),
             "duration": spec.get("duration"),

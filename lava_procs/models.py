@@ -23,8 +23,8 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from export import fixed_point as fx
-from lava_procs.process import (NEURON_OPS, READOUT_UNSET, CountingDense, CubaLIF, LavaCubaLIF, LIF, Readout,
-                                SampleSource, SpikGRU)
+from lava_procs.process import (NEURON_OPS, READOUT_UNSET, RESETS, CountingDense, CubaLIF, LavaCubaLIF, LIF,
+                                Readout, SampleSource, SpikGRU)
 
 FIXED = ("bit_accurate_loihi", "fixed_pt")
 FLOAT = ("floating_pt",)
@@ -59,17 +59,30 @@ def _f_bounds(lo, hi) -> tuple[float, float]:
     return int(np.ravel(lo)[0]) / float(fx.THETA), int(np.ravel(hi)[0]) / float(fx.THETA)
 
 
-def float_lif_step(a, v, s, beta, b, lo=-np.inf, hi=np.inf):
-    """v = clip(beta v + a + b - s_prev, lo, hi); s = v > 1. Returns (s, v)."""
-    v = np.clip(beta * v + a + b - s, lo, hi)
-    return (v > 1.0).astype(np.float64), v
+def _float_fire(v, reset: str):
+    """(s, the v kept): s = v > 1, then the same-step reset (fixed_point.fire in thresholds)."""
+    s = (v > 1.0).astype(np.float64)
+    if reset == "subtract":
+        return s, v - s
+    if reset == "zero":
+        return s, v * (1.0 - s)
+    return s, v
 
 
-def float_cuba_lif_step(a, i, v, s, alpha, beta, b, lo=-np.inf, hi=np.inf):
-    """i = clip(alpha i + a + b); v = clip(beta v + (1 - beta) i - s_prev); s = v > 1. Returns (s, i, v)."""
+def float_lif_step(a, v, s, beta, b, lo=-np.inf, hi=np.inf, reset="late"):
+    """v = clip(beta v + a + b - s_prev, lo, hi); s = v > 1 (same-step resets: no - s_prev, reset after).
+    Returns (s, v)."""
+    late = s if reset == "late" else 0.0
+    return _float_fire(np.clip(beta * v + a + b - late, lo, hi), reset)
+
+
+def float_cuba_lif_step(a, i, v, s, alpha, beta, b, lo=-np.inf, hi=np.inf, reset="late"):
+    """i = clip(alpha i + a + b); v = clip(beta v + (1 - beta) i - s_prev); s = v > 1 (resets as float_lif_step).
+    Returns (s, i, v)."""
     i = np.clip(alpha * i + a + b, lo, hi)
-    v = np.clip(beta * v + (1.0 - beta) * i - s, lo, hi)
-    return (v > 1.0).astype(np.float64), i, v
+    late = s if reset == "late" else 0.0
+    s, v = _float_fire(np.clip(beta * v + (1.0 - beta) * i - late, lo, hi), reset)
+    return s, i, v
 
 
 def float_spikgru_step(a, az, i, v, s, alpha, b, bz, lo=-np.inf, hi=np.inf):
@@ -83,6 +96,12 @@ def float_spikgru_step(a, az, i, v, s, alpha, b, bz, lo=-np.inf, hi=np.inf):
 def float_readout_step(a, o, beta, b):
     """o = beta o + a + b."""
     return beta * o + a + b
+
+
+def float_current_readout_step(a, i, o, alpha, beta, b):
+    """i = alpha i + a + b; o = beta o + (1 - beta) i. Returns (i, o)."""
+    i = alpha * i + a + b
+    return i, beta * o + (1.0 - beta) * i
 
 
 def float_lava_cuba_step(a, u, v, s, alpha, beta, b):
@@ -192,6 +211,11 @@ class _ClampedVars:
 class _LIFVars(_ClampedVars):
     kind, states = "lif", ("s", "v")
     v_decay: np.ndarray = _int(12)
+    reset_mode: np.ndarray = _int(2)
+
+    @property
+    def reset(self) -> str:
+        return RESETS[int(self.reset_mode[0])]
 
 
 class _CubaLIFVars(_LIFVars):
@@ -218,14 +242,15 @@ class _LavaCubaVars:
 @_model(LIF, FIXED)
 class PyLIFModelFixed(_LIFVars, _FixedNeuron):
     def update(self, a):
-        s, self.v[:] = fx.lif_step(a, self.v, self.s, self.v_decay, self.bias(), *self.bounds())
+        s, self.v[:] = fx.lif_step(a, self.v, self.s, self.v_decay, self.bias(), *self.bounds(), self.reset)
         return s
 
 
 @_model(LIF, FLOAT)
 class PyLIFModelFloat(_LIFVars, _FloatNeuron):
     def update(self, a):
-        s, self.v[:] = float_lif_step(a, self.v, self.s, _f_decay(self.v_decay), self.bias(), *self.bounds())
+        s, self.v[:] = float_lif_step(a, self.v, self.s, _f_decay(self.v_decay), self.bias(), *self.bounds(),
+                                      self.reset)
         return s
 
 
@@ -235,7 +260,7 @@ class PyCubaLIFModelFixed(_CubaLIFVars, _FixedNeuron):
 
     def update(self, a):
         s, self.i[:], self.v[:] = fx.cuba_lif_step(a, self.i, self.v, self.s, self.i_decay, self.v_decay,
-                                                   self.bias(), *self.bounds())
+                                                   self.bias(), *self.bounds(), self.reset)
         return s
 
 
@@ -245,7 +270,8 @@ class PyCubaLIFModelFloat(_CubaLIFVars, _FloatNeuron):
 
     def update(self, a):
         s, self.i[:], self.v[:] = float_cuba_lif_step(a, self.i, self.v, self.s, _f_decay(self.i_decay),
-                                                      _f_decay(self.v_decay), self.bias(), *self.bounds())
+                                                      _f_decay(self.v_decay), self.bias(), *self.bounds(),
+                                                      self.reset)
         return s
 
 
@@ -299,21 +325,25 @@ class _ReadoutModel(_StreamedModel):
     bias_mant: np.ndarray = _int(13)
     bias_exp: np.ndarray = _int(3)
     v_decay: np.ndarray = _int(12)
+    i_decay: np.ndarray = _int(12)
+    current: np.ndarray = _int(1)
 
     def step(self, a) -> np.ndarray:
+        """Advances i (with the current stage) and returns the new o."""
         raise NotImplementedError
 
     def run_spk(self) -> None:
         a = self.a_in.recv()
         if self.resets_now():
             self.o[:] = 0
+            self.i[:] = 0
             self.running_max[:] = READOUT_UNSET
         self.o[:] = self.step(a)
         self.running_max[:] = np.maximum(self.running_max, self.o)
         j = self.sample_index()
         if j is not None:
             n = self.o.shape[0]
-            mac, ac, _ = NEURON_OPS["readout"]
+            mac, ac, _ = NEURON_OPS["current-readout" if self.current[0] else "readout"]
             self.neuron_ops[0] += mac * n
             self.neuron_ops[1] += ac * n
             self.sample_max[j if int(self.n_samples[0]) else 0] = self.running_max
@@ -324,24 +354,35 @@ class _ReadoutModel(_StreamedModel):
 class PyReadoutModelFixed(_ReadoutModel):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     o_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    i: np.ndarray = _int(24)
     o: np.ndarray = _int(24)
     running_max: np.ndarray = _int(24)
     sample_max: np.ndarray = _int(24)
 
     def step(self, a):
-        return fx.readout_step(a, self.o, self.v_decay, fx.bias_value(self.bias_mant, int(self.bias_exp[0])))
+        bias = fx.bias_value(self.bias_mant, int(self.bias_exp[0]))
+        if not self.current[0]:
+            return fx.readout_step(a, self.o, self.v_decay, bias)
+        self.i[:], o = fx.current_readout_step(a, self.i, self.o, self.i_decay, self.v_decay, bias)
+        return o
 
 
 @_model(Readout, FLOAT)
 class PyReadoutModelFloat(_ReadoutModel):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     o_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    i: np.ndarray = _FLT
     o: np.ndarray = _FLT
     running_max: np.ndarray = _FLT
     sample_max: np.ndarray = _FLT
 
     def step(self, a):
-        return float_readout_step(a, self.o, _f_decay(self.v_decay), _f_bias(self.bias_mant, self.bias_exp))
+        bias = _f_bias(self.bias_mant, self.bias_exp)
+        if not self.current[0]:
+            return float_readout_step(a, self.o, _f_decay(self.v_decay), bias)
+        self.i[:], o = float_current_readout_step(a, self.i, self.o, _f_decay(self.i_decay), _f_decay(self.v_decay),
+                                                  bias)
+        return o
 
 
 # ------------------------------------------------------------------------------ connection

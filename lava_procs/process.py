@@ -104,8 +104,10 @@ NEURON_OPS = {
     "cuba-lif": (3, 1, True),
     "spikgru": (3, 2, True),
     "readout": (1, 1, False),
+    "current-readout": (3, 1, False),  # a readout with a current stage (i_decay given)
     "lava-cuba": (2, 1, False),
 }
+RESETS = ("late", "subtract", "zero")  # train.neurons.RESETS; the Var reset_mode holds the index
 MAX_MESSAGE_BITS = 24  # Loihi 2 graded spikes
 READOUT_UNSET = -(1 << (fx.STATE_BITS - 1))  # running max before a sample's first step, below any saturated o
 BIAS_MANT_MIN = -fx.BIAS_MANT_MAX - 1
@@ -222,6 +224,11 @@ class _Neuron(_Streamed):
         self.s = Var(shape=n, init=0)  # the previous step's spikes (soft reset, recurrence)
         self.spikes = Var(shape=n, init=0)
 
+    def _reset_mode(self, reset: str) -> None:
+        if reset not in RESETS:
+            raise ValueError(f"{self._owner}: parameter 'reset' is {reset!r}, choose one of {', '.join(RESETS)}")
+        self.reset_mode = Var(shape=(1,), init=RESETS.index(reset))
+
 
 # --------------------------------------------------------------------------------- neurons
 class LIF(_Neuron):
@@ -233,18 +240,21 @@ class LIF(_Neuron):
     Parameters: shape (n,); v_decay 12-bit d in [0, 4095] (scalar or [n]); bias_mant in
     [-4096, 4095] (scalar or [n]); bias_exp in [0, 7]; state_lo < state_hi, the clamp of the
     states in state units (the training clip times THETA; default the 24-bit range
-    [-(2^23 - 1), 2^23 - 1]); reset_interval, reset_offset, n_samples as in the module docstring.
+    [-(2^23 - 1), 2^23 - 1]); reset 'late' (the study's, above), 'subtract' or 'zero' (in the step
+    of the spike: v - vth, or 0, is kept); reset_interval, reset_offset, n_samples as in the module docstring.
     Ports: a_in [n] (dendritic input, ff + recurrent summed), s_out [n] (binary spikes).
-    Vars: v, s (previous spikes), v_decay, bias_mant, bias_exp, state_lo, state_hi, spikes [n],
-    neuron_ops [2] (MAC n + AC n + one per spike), reset_interval, reset_offset, n_samples.
+    Vars: v, s (previous spikes), v_decay, bias_mant, bias_exp, state_lo, state_hi, reset_mode (index into
+    RESETS), spikes [n], neuron_ops [2] (MAC n + AC n + one per spike), reset_interval, reset_offset, n_samples.
     """
 
     kind = "lif"
 
-    def __init__(self, *, v_decay, state_lo: int = -fx.STATE_MAX, state_hi: int = fx.STATE_MAX, **common) -> None:
+    def __init__(self, *, v_decay, state_lo: int = -fx.STATE_MAX, state_hi: int = fx.STATE_MAX,
+                 reset: str = "late", **common) -> None:
         super().__init__(**common)
         self.v_decay = self._decay("v_decay", v_decay)
         self._state_bounds(state_lo, state_hi)
+        self._reset_mode(reset)
         self.v = Var(shape=self.shape, init=0)
         self._spiking()
 
@@ -257,17 +267,18 @@ class CubaLIF(_Neuron):
 
     Parameters: as LIF plus i_decay (12-bit, scalar or [n]).
     Ports: a_in [n], s_out [n]. Vars: i, v, s, i_decay, v_decay, bias_mant, bias_exp, state_lo, state_hi,
-    spikes [n], neuron_ops [2] (MAC 3n, AC n + one per spike), reset config.
+    reset_mode, spikes [n], neuron_ops [2] (MAC 3n, AC n + one per spike), reset config.
     """
 
     kind = "cuba-lif"
 
     def __init__(self, *, i_decay, v_decay, state_lo: int = -fx.STATE_MAX, state_hi: int = fx.STATE_MAX,
-                 **common) -> None:
+                 reset: str = "late", **common) -> None:
         super().__init__(**common)
         self.i_decay = self._decay("i_decay", i_decay)
         self.v_decay = self._decay("v_decay", v_decay)
         self._state_bounds(state_lo, state_hi)
+        self._reset_mode(reset)
         self.i = Var(shape=self.shape, init=0)
         self.v = Var(shape=self.shape, init=0)
         self._spiking()
@@ -330,10 +341,11 @@ class LavaCubaLIF(_Neuron):
 class Readout(_Neuron):
     """Leaky-integrator readout: o = beta_o o + a + b, no spike, no reset; keeps each class's running max.
 
-    fixed_pt: ``export.fixed_point.readout_step`` (o saturates at 24 bits).
+    fixed_pt: ``export.fixed_point.readout_step`` (o saturates at 24 bits); with i_decay given, a current
+    stage first (``export.fixed_point.current_readout_step``: i = alpha i + a + b, o = beta o + (1 - beta) i).
 
-    Parameters: shape (n_classes,), v_decay, bias_mant, bias_exp, reset config;
-    n_samples also sizes ``sample_max``.
+    Parameters: shape (n_classes,), v_decay, i_decay (None: no current stage), bias_mant, bias_exp,
+    reset config; n_samples also sizes ``sample_max``.
     Ports: a_in [n], o_out [n] (o of every step, for probing; may stay unconnected).
     Vars: o; running_max [n] (max of o since the current sample's first step);
     sample_max [n_samples, n]: row j holds sample j's running max, written on every
@@ -341,15 +353,19 @@ class Readout(_Neuron):
     samples not reached hold READOUT_UNSET = -2^23. With n_samples None it has one row,
     the current sample's (read it once per sample); with reset_interval 0 the whole run
     is sample 0. The class of sample j is sample_max[j].argmax().
-    neuron_ops [2] (MAC n, AC n); v_decay, bias_mant, bias_exp, reset config.
+    neuron_ops [2] (MAC n, AC n; with the current stage MAC 3n); v_decay, i_decay, i, current (1: the
+    current stage is on), bias_mant, bias_exp, reset config.
     """
 
     kind = "readout"
 
-    def __init__(self, *, v_decay, **common) -> None:
+    def __init__(self, *, v_decay, i_decay=None, **common) -> None:
         super().__init__(**common)
         rows = max(1, int(self.n_samples.init))  # 0 (no end): one row
         self.v_decay = self._decay("v_decay", v_decay)
+        self.current = Var(shape=(1,), init=int(i_decay is not None))
+        self.i_decay = self._decay("i_decay", 0 if i_decay is None else i_decay)
+        self.i = Var(shape=self.shape, init=0)
         self.o = Var(shape=self.shape, init=0)
         self.o_out = OutPort(shape=self.shape)
         self.running_max = Var(shape=self.shape, init=READOUT_UNSET)

@@ -46,10 +46,14 @@ def _table2_kind(kind: str) -> str:
     return "cuba-lif" if kind == "lava-cuba" else kind
 
 
-def predicted(net_kind: str, sizes: list[int], n_classes: int, rates: list[float]) -> list[dict]:
-    """Table 2 per layer as dicts with name, mac, ac (rates: input events per channel per step, then
-    spikes per neuron per step of each hidden layer)."""
-    return [asdict(r) for r in model_ops(_table2_kind(net_kind), sizes, n_classes, rates)]
+def predicted(net, rates: list[float]) -> list[dict]:
+    """Table 2 per layer of a QNetwork as dicts with name, mac, ac (rates: input events per channel per step,
+    then spikes per neuron per step of each hidden layer)."""
+    sizes = [net.layers[0].n_in] + [l.n_out for l in net.hidden]
+    readout = "current-readout" if net.readout.i_decay is not None else None
+    rows = model_ops(_table2_kind(net.layers[0].kind), sizes, net.readout.n_out, rates,
+                     [l.rec is not None for l in net.hidden], readout)
+    return [asdict(r) for r in rows]
 
 
 def _rel(a: float | None, b: float | None) -> float | None:
@@ -96,7 +100,6 @@ def compare(path: str | Path, data: str | None = None, checkpoint: str | None = 
     index = sample_index(len(binned), limit or LAVA_DEFAULT_LIMIT)
     n = len(index)
     notes = []
-    sizes = [net.layers[0].n_in] + [l.n_out for l in net.hidden]
     kind = net.layers[0].kind
     if kind == "lava-cuba":
         notes.append("Lava's CUBA (--lava-cuba) is not in Table 2: predictions use the Cuba-LIF row (3n MAC, a reset "
@@ -117,8 +120,8 @@ def compare(path: str | Path, data: str | None = None, checkpoint: str | None = 
     lava = run_engine(net, binned, "lava", index, "sim", progress, path)
     stock = run_engine(net, binned, "lava", index, "sim", progress, path, stock_netx=True, netx=True) if netx else None
     fixed_rates = fast.tally.rates(net)
-    pred_fixed = predicted(kind, sizes, net.readout.n_out, fixed_rates)
-    pred_float = predicted(kind, sizes, net.readout.n_out, flt["rates"]) if flt else None
+    pred_fixed = predicted(net, fixed_rates)
+    pred_float = predicted(net, flt["rates"]) if flt else None
     meas_lava = counted_ops(net, lava["tally"])
     meas_fast = counted_ops(net, fast.tally)
     counts_equal = lava["tally"].equals(fast.tally)

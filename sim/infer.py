@@ -54,15 +54,15 @@ def _binned(recording: Path, fe: Frontend, spec: BinSpec):
 
 
 def _run_checkpoint(m: dict, binned) -> dict:
-    from train.ops import model_ops, totals
+    from train.models import ModelConfig
+    from train.ops import config_ops, totals
     x = binned.dense(np.arange(1))
     with torch.no_grad():
         out, hidden = m["model"](x, return_hidden=True)
     cfg = m["cfg"]
     steps = x.shape[1]
     rates = [float(x.sum()) / (steps * x.shape[2])] + [float(h.sum()) / (steps * h.shape[-1]) for h in hidden]
-    rows = model_ops(cfg["kind"], [cfg["n_in"]] + [cfg["hidden"]] * cfg["layers"], cfg["n_classes"],
-                     rates + [0.0] * (cfg["layers"] + 1 - len(rates)))
+    rows = config_ops(ModelConfig(**cfg), rates + [0.0] * (cfg["layers"] + 1 - len(rates)))
     t = totals(rows)
     return {"readout": out[0].numpy().astype(np.float64), "input": x[0].numpy(),
             "hidden": [h[0].numpy() for h in hidden], "ops_per_step": {"mac": t["mac"], "ac": t["ac"]},

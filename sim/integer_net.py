@@ -149,11 +149,12 @@ def scan_hidden(layer: QLayer, C: np.ndarray, trace: dict | None = None, G: np.n
     names = {"lif": ("v",), "lava-cuba": ("i", "v")}.get(kind, ("i", "v"))
     tr = {name: np.zeros((T, B, n), dtype=np.int64) if trace is not None else scan.NO_TRACE for name in names}
     lo, hi = int(layer.state_lo), int(layer.state_hi)
+    reset = scan.RESET_CODES[layer.reset]
     if kind == "lif":
-        scan.scan_lif(C, UT, exp, np.asarray(layer.v_decay, np.int64), lo, hi, S, tr["v"])
+        scan.scan_lif(C, UT, exp, np.asarray(layer.v_decay, np.int64), lo, hi, reset, S, tr["v"])
     elif kind == "cuba-lif":
         scan.scan_cuba_lif(C, UT, exp, np.asarray(layer.i_decay, np.int64), np.asarray(layer.v_decay, np.int64),
-                           lo, hi, S, tr["i"], tr["v"])
+                           lo, hi, reset, S, tr["i"], tr["v"])
     elif kind == "spikgru":
         UZT, exp_z = _rec_t(layer.rec_z if recurrent else None, n)
         scan.scan_spikgru(C, G, UT, exp, UZT, exp_z, np.asarray(layer.i_decay, np.int64), fx.SIGMOID_TABLE, lo, hi,
@@ -180,7 +181,11 @@ def run_readout(layer: QLayer, x: np.ndarray) -> np.ndarray:
 def scan_readout(layer: QLayer, C: np.ndarray) -> np.ndarray:
     """The readout's leaky integration of C [T, B, K] (its input << 6 plus bias) -> o [T, B, K] (int64)."""
     out = np.empty(C.shape, dtype=np.int64)
-    scan.scan_readout(C, np.broadcast_to(np.asarray(layer.v_decay, np.int64), (C.shape[2],)).copy(), out)
+    per_unit = lambda d: np.broadcast_to(np.asarray(d, np.int64), (C.shape[2],)).copy()
+    if layer.i_decay is None:
+        scan.scan_readout(C, per_unit(layer.v_decay), out)
+    else:
+        scan.scan_current_readout(C, per_unit(layer.i_decay), per_unit(layer.v_decay), out)
     return out
 
 

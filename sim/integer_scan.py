@@ -66,32 +66,50 @@ def _inputs(UT, exp, S, t, b, r, prev):
         prev[:] = 0
 
 
+RESET_CODES = {"late": 0, "subtract": 1, "zero": 2}  # fixed_point.fire's modes, as the compiled scans take them
+
+
+@njit(inline="always")
+def _fire(x, reset):
+    """fixed_point.fire for one neuron: (spiked, the v kept)."""
+    spiked = x > THETA
+    if spiked and reset == 1:
+        return spiked, x - THETA
+    if spiked and reset == 2:
+        return spiked, np.int64(0)
+    return spiked, x
+
+
 @njit(cache=True)
-def scan_lif(C, UT, exp, dv, lo, hi, S, tv):
-    """LIF: v = clamp(decay(v, dv) + C + rec - THETA s_prev, lo, hi); S[t] = v > THETA."""
+def scan_lif(C, UT, exp, dv, lo, hi, reset, S, tv):
+    """LIF: v = clamp(decay(v, dv) + C + rec - THETA s_prev, lo, hi); S[t] = v > THETA (reset: RESET_CODES;
+    the same-step resets drop the - THETA s_prev term)."""
     T, B, n = C.shape
     r = np.zeros(n, dtype=np.int64)
     prev = np.zeros(n, dtype=np.int64)
     fv = UNITY - dv
+    late = THETA * (reset == 0)
     v = np.zeros((B, n), dtype=np.int64)
     for t in range(T):
         for b in range(B):
             _inputs(UT, exp, S, t, b, r, prev)
             vb, c = v[b], C[t, b]
             for k in range(n):
-                vb[k] = _clamp(_mul12(vb[k], fv[k]) + np.int64(c[k]) + r[k] - THETA * prev[k], lo, hi)
-                S[t, b, k] = vb[k] > THETA
+                x = _clamp(_mul12(vb[k], fv[k]) + np.int64(c[k]) + r[k] - late * prev[k], lo, hi)
+                S[t, b, k], vb[k] = _fire(x, reset)
         if tv.shape[0]:
             tv[t] = v
 
 
 @njit(cache=True)
-def scan_cuba_lif(C, UT, exp, di, dv, lo, hi, S, ti, tv):
-    """Cuba-LIF: i = clamp(decay(i, di) + C + rec); v = clamp(decay(v, dv) + mul12(i, dv) - THETA s_prev)."""
+def scan_cuba_lif(C, UT, exp, di, dv, lo, hi, reset, S, ti, tv):
+    """Cuba-LIF: i = clamp(decay(i, di) + C + rec); v = clamp(decay(v, dv) + mul12(i, dv) - THETA s_prev)
+    (reset as scan_lif)."""
     T, B, n = C.shape
     r = np.zeros(n, dtype=np.int64)
     prev = np.zeros(n, dtype=np.int64)
     fi, fv = UNITY - di, UNITY - dv
+    late = THETA * (reset == 0)
     i = np.zeros((B, n), dtype=np.int64)
     v = np.zeros((B, n), dtype=np.int64)
     for t in range(T):
@@ -100,8 +118,8 @@ def scan_cuba_lif(C, UT, exp, di, dv, lo, hi, S, ti, tv):
             ib, vb, c = i[b], v[b], C[t, b]
             for k in range(n):
                 ib[k] = _clamp(_mul12(ib[k], fi[k]) + np.int64(c[k]) + r[k], lo, hi)
-                vb[k] = _clamp(_mul12(vb[k], fv[k]) + _mul12(ib[k], dv[k]) - THETA * prev[k], lo, hi)
-                S[t, b, k] = vb[k] > THETA
+                x = _clamp(_mul12(vb[k], fv[k]) + _mul12(ib[k], dv[k]) - late * prev[k], lo, hi)
+                S[t, b, k], vb[k] = _fire(x, reset)
         if tv.shape[0]:
             ti[t], tv[t] = i, v
 
@@ -153,6 +171,20 @@ def scan_lava_cuba(C, UT, exp, d_u, dv, bias, S, tu, tv):
                 vb[k] = y * (y <= THETA)
         if tv.shape[0]:
             tu[t], tv[t] = u, v
+
+
+@njit(cache=True)
+def scan_current_readout(C, di, dv, out):
+    """The readout with a current stage: i = sat(decay(i, di) + C); o = sat(decay(o, dv) + mul12(i, dv))."""
+    T, B, K = C.shape
+    for b in range(B):
+        for k in range(K):
+            i = np.int64(0)
+            o = np.int64(0)
+            for t in range(T):
+                i = _clamp(_mul12(i, UNITY - di[k]) + np.int64(C[t, b, k]), -STATE_MAX, STATE_MAX)
+                o = _clamp(_mul12(o, UNITY - dv[k]) + _mul12(i, dv[k]), -STATE_MAX, STATE_MAX)
+                out[t, b, k] = o
 
 
 @njit(cache=True)

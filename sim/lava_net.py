@@ -108,12 +108,12 @@ def _neuron(layer: QLayer, k: int, reset: dict):
     common = dict(shape=n, bias_mant=layer.bias_mant, bias_exp=layer.bias_exp, reset_offset=k + 1,
                   name=f"{'readout' if layer.kind == 'readout' else f'layer{k + 1}'}", **reset)
     if layer.kind == "readout":
-        return Readout(v_decay=layer.v_decay, **common)
+        return Readout(v_decay=layer.v_decay, i_decay=layer.i_decay, **common)
     bounds = dict(state_lo=layer.state_lo, state_hi=layer.state_hi)  # the state clamp (docs/fixed_point.md)
     if layer.kind == "lif":
-        return LIF(v_decay=layer.v_decay, **bounds, **common)
+        return LIF(v_decay=layer.v_decay, reset=layer.reset, **bounds, **common)
     if layer.kind == "cuba-lif":
-        return CubaLIF(i_decay=layer.i_decay, v_decay=layer.v_decay, **bounds, **common)
+        return CubaLIF(i_decay=layer.i_decay, v_decay=layer.v_decay, reset=layer.reset, **bounds, **common)
     if layer.kind == "spikgru":
         return SpikGRU(i_decay=layer.i_decay, bias_z_mant=layer.bias_z_mant, bias_z_exp=layer.bias_z_exp,
                        **bounds, **common)

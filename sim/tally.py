@@ -15,6 +15,11 @@ from lava_procs.process import NEURON_OPS
 from sim.integer_net import Inputs
 
 
+def ops_kind(layer) -> str:
+    """The layer's row of lava_procs.NEURON_OPS (a readout with a current stage has its own)."""
+    return "current-readout" if layer.kind == "readout" and layer.i_decay is not None else layer.kind
+
+
 def layer_names(net: QNetwork) -> list[str]:
     """layer1 .. layerL, readout: the names counts and reports use."""
     return [f"layer{k + 1}" for k in range(len(net.hidden))] + ["readout"]
@@ -108,7 +113,7 @@ def tally_batch(net: QNetwork, counts, spikes: list[np.ndarray]) -> Tally:
             c.syn_events[key] = sources[src] * syn.weight.shape[0]
             c.messages[key] = int(messages[src].sum())
             c.syn_ops_nz[key] = int(messages[src] @ np.count_nonzero(syn.weight, axis=0))
-        mac, ac, soft = NEURON_OPS[layer.kind]
+        mac, ac, soft = NEURON_OPS[ops_kind(layer)]
         per = layer.n_out * B * T
         c.neuron_ops[names[k]] = (mac * per, ac * per + (sources[k + 1] if soft and layer.kind != "readout" else 0))
     return c

@@ -66,7 +66,7 @@ def fixed_reference(kind: str, p: dict, a: np.ndarray, az: np.ndarray) -> dict:
     bias = fx.bias_value(p["bias_mant"], p["bias_exp"]).astype(np.float64)
     zero = Synapse(np.zeros((n, n), dtype=np.int64), 0)
     layer = QLayer(kind, zero, None if kind == "readout" else zero, bias_mant=np.asarray(p["bias_mant"]),
-                   bias_exp=p["bias_exp"], i_decay=np.asarray(p.get("i_decay", 0)), du=p.get("du"),
+                   bias_exp=p["bias_exp"], i_decay=np.asarray(p["i_decay"]) if "i_decay" in p else None, du=p.get("du"),
                    v_decay=np.asarray(p.get("v_decay", p.get("dv", 0))), state_lo=p.get("state_lo", -fx.STATE_MAX),
                    state_hi=p.get("state_hi", fx.STATE_MAX))
     C = np.asarray(a, dtype=np.float64)[:, None, :] * (1 << fx.ACT_SHIFT)
@@ -99,10 +99,10 @@ def float_reference(kind: str, p: dict, a: np.ndarray, az: np.ndarray) -> dict:
     eye, zero = torch.eye(n, dtype=torch.float64), torch.zeros(n, n, dtype=torch.float64)
     opts = nr.SpikeOpts(clip=(p["state_lo"] / fx.THETA, p["state_hi"] / fx.THETA) if "state_lo" in p else None)
     z = torch.zeros(1, n, dtype=torch.float64)
-    st = nr.ReadoutState(z) if kind == "readout" else nr.LIFState(z, z) if kind == "lif" else \
+    st = nr.ReadoutState(z, z) if kind == "readout" else nr.LIFState(z, z) if kind == "lif" else \
         nr.CubaLIFState(z, z, z)
     names = {"lif": ("s", "v"), "cuba-lif": ("s", "i", "v"), "spikgru": ("s", "i", "v"),
-             "lava-cuba": ("s", "u", "v"), "readout": ("o",)}[kind]
+             "lava-cuba": ("s", "u", "v"), "readout": ("i", "o")}[kind]
     out = {k: [] for k in names}
     for t in range(len(a)):
         x = torch.tensor(a[t:t + 1], dtype=torch.float64)

@@ -18,7 +18,7 @@ from train.errors import InputError
 from train.loss import predict
 from train.models import SPIKING, ModelConfig, model_from_checkpoint
 from train.neurobench_defs import Accumulator
-from train.ops import model_ops, totals
+from train.ops import config_ops, totals
 
 
 @torch.no_grad()
@@ -67,7 +67,7 @@ def evaluate(checkpoint: str, data: str | None = None, split: str | None = None,
     model = model_from_checkpoint(ckpt).to(dev)
     res = run_split(model, ev.samples, limit=limit, kind=cfg.kind, device=dev)
     rates = list(res["rates"]) + [0.0] * (len(cfg.sizes) - len(res["rates"]))  # ANNs: rates unused, padded
-    rows = model_ops(cfg.kind, cfg.sizes, cfg.n_classes, rates)
+    rows = config_ops(cfg, rates)
     return {
         "checkpoint": ckpt["path"], "model": cfg.kind, "layers": cfg.layers, "hidden": cfg.hidden,
         "data": ev.name, "split": ev.split, "evaluated_on": ev.what, "protocol": ev.protocol,

@@ -383,4 +383,8 @@ class _Leaky(torch.autograd.Function):
 
 
 def readout(x: Tensor, p: ReadoutParams) -> Tensor:
-    return _Leaky.apply(F.linear(x, p.W, p.b), p.beta)
+    """The current stage, when there is one, is the same scan with alpha, feeding o through (1 - beta)."""
+    a = F.linear(x, p.W, p.b)
+    if p.alpha is not None:
+        a = (1 - p.beta) * _Leaky.apply(a, p.alpha)
+    return _Leaky.apply(a, p.beta)

@@ -8,7 +8,11 @@ step and `export_params()` for the export stage.
 
 Spiking blocks clip i and v to `clip` (default [-4, 4], `neurons.DEFAULT_CLIP`;
 None disables clipping) at every step and use a triangle surrogate of height
-`surrogate_scale` and half-width `surrogate_width` (default 1 = vth).
+`surrogate_scale` and half-width `surrogate_width` (default 1 = vth). LIF and
+Cuba-LIF take `reset` (`neurons.RESETS`; the fused kernels implement the study's
+'late' reset, the others run the plain loop) and `recurrent` (False: no U, as the
+non-recurrent output layer of an imported NIR graph; U stays a zero buffer so the
+kernels need no second form).
 """
 import math
 from typing import Dict, Optional, Tuple
@@ -18,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from . import kernels
-from .neurons import (DEFAULT_CLIP, VTH, CubaLIFParams, LIFParams, ReadoutParams, RNNParams,
+from .neurons import (DEFAULT_CLIP, RESETS, VTH, CubaLIFParams, LIFParams, ReadoutParams, RNNParams,
                       SpikeOpts, SpikGRUParams)
 
 Clip = Optional[Tuple[float, float]]
@@ -67,27 +71,37 @@ class _Recurrent(_Block):
 
 class _Spiking(_Recurrent):
     def __init__(self, n_in: int, n_out: int, clip: Clip, surrogate_scale: float,
-                 surrogate_width: float, fused: bool):
+                 surrogate_width: float, fused: bool, reset: str = "late", recurrent: bool = True):
         super().__init__(n_in, n_out, fused)
+        if reset not in RESETS:
+            raise ValueError(f"reset {reset!r}: choose one of {', '.join(RESETS)}")
         self.opts = SpikeOpts(None if clip is None else tuple(clip), surrogate_scale,
-                              surrogate_width)
+                              surrogate_width, reset)
+        self.recurrent = bool(recurrent)
+        if not self.recurrent:
+            del self.U
+            self.register_buffer("U", torch.zeros(n_out, n_out))
+
+    @property
+    def uses_fused(self) -> bool:
+        return self.fused and self.opts.reset == "late"
 
     def extra_repr(self) -> str:
-        return f'{super().extra_repr()}, {self.opts}'
+        return f'{super().extra_repr()}, {self.opts}, recurrent={self.recurrent}'
 
 
 class LIFRecurrent(_Spiking):
     """LIF: v_t = beta v_{t-1} + W x_t + U s_{t-1} + b - vth s_{t-1}; returns spikes."""
     kind = 'lif'
 
-    def __init__(self, n_in: int, n_out: int, *, clip: Clip = DEFAULT_CLIP,
-                 surrogate_scale: float = 1.0, surrogate_width: float = VTH, fused: bool = True):
-        super().__init__(n_in, n_out, clip, surrogate_scale, surrogate_width, fused)
+    def __init__(self, n_in: int, n_out: int, *, clip: Clip = DEFAULT_CLIP, surrogate_scale: float = 1.0,
+                 surrogate_width: float = VTH, fused: bool = True, reset: str = "late", recurrent: bool = True):
+        super().__init__(n_in, n_out, clip, surrogate_scale, surrogate_width, fused, reset, recurrent)
         self.beta = _decay(n_out)
 
     def forward(self, x: Tensor) -> Tensor:
         p = LIFParams(self.W, self.U, self.b, self.beta)
-        return (kernels.lif if self.fused else kernels.lif_reference)(x, p, self.opts)
+        return (kernels.lif if self.uses_fused else kernels.lif_reference)(x, p, self.opts)
 
 
 class CubaLIFRecurrent(_Spiking):
@@ -100,17 +114,19 @@ class CubaLIFRecurrent(_Spiking):
     """
     kind = 'cuba-lif'
 
-    def __init__(self, n_in: int, n_out: int, *, clip: Clip = DEFAULT_CLIP,
-                 surrogate_scale: float = 1.0, surrogate_width: float = VTH, fused: bool = True,
-                 lava_cuba: bool = False):
-        super().__init__(n_in, n_out, clip, surrogate_scale, surrogate_width, fused)
+    def __init__(self, n_in: int, n_out: int, *, clip: Clip = DEFAULT_CLIP, surrogate_scale: float = 1.0,
+                 surrogate_width: float = VTH, fused: bool = True, lava_cuba: bool = False, reset: str = "late",
+                 recurrent: bool = True):
+        if lava_cuba and reset != "late":
+            raise ValueError("lava_cuba has Lava's own reset (to zero, next step); do not give reset as well")
+        super().__init__(n_in, n_out, clip, surrogate_scale, surrogate_width, fused, reset, recurrent)
         self.lava_cuba = lava_cuba
         n_decay = 1 if lava_cuba else n_out
         self.alpha, self.beta = _decay(n_decay), _decay(n_decay)
 
     def forward(self, x: Tensor) -> Tensor:
         p = CubaLIFParams(self.W, self.U, self.b, self.alpha, self.beta)
-        run = kernels.cuba_lif if self.fused else kernels.cuba_lif_reference
+        run = kernels.cuba_lif if self.uses_fused else kernels.cuba_lif_reference
         return run(x, p, self.opts, lava=self.lava_cuba)
 
     def extra_repr(self) -> str:
@@ -154,22 +170,25 @@ class RNNRecurrent(_Recurrent):
 class LeakyReadout(_Block):
     """Leaky integrator readout without spike or reset: o_t = beta o_{t-1} + W s_t + b
     (parameters W, b, beta play DESIGN's Wo, bo, beta_o); returns o. shared_decay: one beta for
-    all units (Lava's LIF, hence stock netx, has one decay per layer)."""
+    all units (Lava's LIF, hence stock netx, has one decay per layer). current: a synaptic current
+    stage first, i_t = alpha i_{t-1} + W s_t + b, o_t = beta o_{t-1} + (1 - beta) i_t (NIR's CubaLI)."""
     kind = 'readout'
 
-    def __init__(self, n_in: int, n_out: int, *, fused: bool = True, shared_decay: bool = False):
+    def __init__(self, n_in: int, n_out: int, *, fused: bool = True, shared_decay: bool = False,
+                 current: bool = False):
         super().__init__()
         self.n_in, self.n_out, self.fused = n_in, n_out, fused
         self.W = _uniform(n_out, n_in, fan_in=n_in)
         self.b = _uniform(n_out, fan_in=n_in)
         self.beta = _decay(1 if shared_decay else n_out)
+        self.alpha = _decay(n_out) if current else None
 
     def forward(self, x: Tensor) -> Tensor:
-        p = ReadoutParams(self.W, self.b, self.beta)
+        p = ReadoutParams(self.W, self.b, self.beta, self.alpha)
         return (kernels.readout if self.fused else kernels.readout_reference)(x, p)
 
     def extra_repr(self) -> str:
-        return f'{self.n_in} -> {self.n_out}, fused={self.fused}'
+        return f'{self.n_in} -> {self.n_out}, fused={self.fused}, current={self.alpha is not None}'
 
 
 class GRUStack(_Block):

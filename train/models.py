@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from train.errors import InputError
+from train.neurons import RESETS
 from train.layers import (CubaLIFRecurrent, GRUStack, LeakyReadout, LIFRecurrent, RNNRecurrent,
                           SpikGRURecurrent)
 
@@ -19,22 +20,33 @@ MODEL_KINDS = ("lif", "cuba-lif", "spikgru", "rnn", "gru")
 SPIKING = ("lif", "cuba-lif", "spikgru")
 # layer options each kind accepts (the rest of a block's keywords are fixed by the recipe)
 OPTIONS = {
-    "lif": {"clip", "surrogate_scale", "surrogate_width"},
-    "cuba-lif": {"clip", "surrogate_scale", "surrogate_width", "lava_cuba", "shared_readout_decay"},
+    "lif": {"clip", "surrogate_scale", "surrogate_width", "reset", "readout_current", "spike_count_readout"},
+    "cuba-lif": {"clip", "surrogate_scale", "surrogate_width", "lava_cuba", "shared_readout_decay", "reset",
+                 "readout_current", "spike_count_readout"},
     "spikgru": {"clip", "surrogate_scale", "surrogate_width"},
     "rnn": set(),
     "gru": set(),
 }
 
 
+# The readout of a spike-count model: o_t = the last layer's spikes so far / COUNT_SCALE, so that the largest
+# maximum over time of o is the largest spike count (the class rule of a NIR graph whose output layer spikes);
+# 1/64 keeps 8191 spikes within the fixed-point readout's 24 bits, and is exact in fixed point.
+COUNT_SCALE = 64.0
+
+
 @dataclass
 class ModelConfig:
+    """kind, sizes and options; widths / recurrent (one entry per layer) when the layers differ (an imported
+    NIR graph): widths the neurons of each layer (default `hidden` each), recurrent whether it has U."""
     kind: str
     n_in: int
     n_classes: int
     layers: int = 2
     hidden: int = 128
     options: dict = field(default_factory=dict)
+    widths: list | None = None
+    recurrent: list | None = None
 
     def validate(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -51,10 +63,30 @@ class ModelConfig:
         for name in ("surrogate_scale", "surrogate_width"):
             if name in self.options and not self.options[name] > 0:
                 raise InputError(f"--{name.replace('_', '-')} must be positive, got {self.options[name]}")
+        reset = self.options.get("reset", "late")
+        if reset not in RESETS:
+            raise InputError(f"--reset {reset!r}: choose one of {', '.join(RESETS)}")
+        if reset != "late" and self.options.get("lava_cuba"):
+            raise InputError("--reset does not apply with --lava-cuba (Lava's CUBA resets to zero itself)")
+        for name in ("widths", "recurrent"):
+            value = getattr(self, name)
+            if value is not None and len(value) != int(self.layers):
+                raise InputError(f"model {name}: {len(value)} entries for {self.layers} layers")
+        if self.widths is not None and min(int(w) for w in self.widths) < 1:
+            raise InputError(f"model widths must be at least 1, got {self.widths}")
+        if self.recurrent is not None and not all(self.recurrent) and self.kind not in ("lif", "cuba-lif"):
+            raise InputError(f"a {self.kind} model has recurrence in every layer")
+        if self.options.get("spike_count_readout") and self.sizes[-1] != self.n_classes:
+            raise InputError(f"a spike-count readout needs one output neuron per class: {self.sizes[-1]} neurons, "
+                             f"{self.n_classes} classes")
 
     @property
     def sizes(self) -> list[int]:
-        return [self.n_in] + [self.hidden] * self.layers
+        widths = [self.hidden] * int(self.layers) if self.widths is None else [int(w) for w in self.widths]
+        return [self.n_in] + widths
+
+    def is_recurrent(self, layer: int) -> bool:
+        return True if self.recurrent is None else bool(self.recurrent[layer])
 
 
 class HiddenDropout(nn.Module):
@@ -82,9 +114,27 @@ class RecurrentNet(nn.Module):
         sizes = cfg.sizes
         options = dict(cfg.options)
         shared = bool(options.pop("shared_readout_decay", False))
-        self.hidden_layers = nn.ModuleList(block(sizes[l], sizes[l + 1], **options) for l in range(cfg.layers))
-        self.readout = LeakyReadout(cfg.hidden, cfg.n_classes, shared_decay=shared)
+        current = bool(options.pop("readout_current", False))
+        self.spike_count = bool(options.pop("spike_count_readout", False))
+        if not all(cfg.is_recurrent(l) for l in range(cfg.layers)):
+            per_layer = [dict(options, recurrent=cfg.is_recurrent(l)) for l in range(cfg.layers)]
+        else:
+            per_layer = [options] * cfg.layers
+        self.hidden_layers = nn.ModuleList(block(sizes[l], sizes[l + 1], **per_layer[l]) for l in range(cfg.layers))
+        self.readout = LeakyReadout(sizes[-1], cfg.n_classes, shared_decay=shared, current=current)
+        if self.spike_count:
+            self._count_spikes()
         self.dropout = HiddenDropout()
+
+    def _count_spikes(self) -> None:
+        """Fix the readout to count the last layer's spikes (COUNT_SCALE), frozen: nothing to train."""
+        r = self.readout
+        with torch.no_grad():
+            r.W.copy_(torch.eye(r.n_out, r.n_in) / COUNT_SCALE)
+            r.b.zero_()
+            r.beta.fill_(1.0)
+        for p in r.parameters():
+            p.requires_grad_(False)
 
     def forward(self, x: Tensor, return_hidden: bool = False):
         """x [B, T, n_in] -> readout [B, T, K] (and each hidden layer's output, before dropout)."""
@@ -133,7 +183,8 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     opts = dict(cfg.options)
     if "clip" in opts and opts["clip"] is not None:
         opts["clip"] = tuple(opts["clip"])
-    return RecurrentNet(ModelConfig(cfg.kind, cfg.n_in, cfg.n_classes, cfg.layers, cfg.hidden, opts))
+    return RecurrentNet(ModelConfig(cfg.kind, cfg.n_in, cfg.n_classes, cfg.layers, cfg.hidden, opts,
+                                    cfg.widths, cfg.recurrent))
 
 
 def model_from_checkpoint(ckpt: dict) -> nn.Module:

@@ -15,6 +15,10 @@ from torch import Tensor
 
 VTH = 1.0  # firing threshold of every spiking neuron (DESIGN: vth = 1)
 DEFAULT_CLIP = (-4.0, 4.0)  # training-time range of i and v, see SpikeOpts
+# How LIF and Cuba-LIF reset after a spike. 'late' is the study's: the next step subtracts vth (DESIGN).
+# 'subtract' and 'zero' reset in the step of the spike (NIR's and most frameworks' reading): the state v
+# kept for the next step is v - vth, or 0.
+RESETS = ("late", "subtract", "zero")
 
 
 class SpikeOpts(NamedTuple):
@@ -25,10 +29,12 @@ class SpikeOpts(NamedTuple):
     drive while keeping states from drifting far below rest.
     scale, width: height and half-width of the triangle surrogate gradient
     (DESIGN: height 1, half-width vth).
+    reset: one of RESETS (LIF and Cuba-LIF; SpikGRU always resets 'late').
     """
     clip: Optional[Tuple[float, float]] = DEFAULT_CLIP
     scale: float = 1.0
     width: float = VTH
+    reset: str = "late"
 
 
 def triangle(v: Tensor, vth: float, scale: float, width: float,
@@ -81,6 +87,7 @@ class RNNState(NamedTuple):
 
 
 class ReadoutState(NamedTuple):
+    i: Tensor  # the current of a readout with a synaptic stage (unused without one)
     o: Tensor
 
 
@@ -123,25 +130,42 @@ class RNNParams(NamedTuple):
 
 
 class ReadoutParams(NamedTuple):
+    """alpha None: the study's one-stage readout; a tensor: a current stage before o (NIR's CubaLI)."""
     W: Tensor
     b: Tensor
     beta: Tensor
+    alpha: Optional[Tensor] = None
+
+
+def late_reset(s_prev: Tensor, opts: SpikeOpts):
+    """The study's reset term of this step's update: - vth s_{t-1} ('late'), none for the same-step resets."""
+    return VTH * s_prev if opts.reset == "late" else 0.0
+
+
+def fire(v: Tensor, opts: SpikeOpts) -> Tuple[Tensor, Tensor]:
+    """(s_t, the v kept for the next step): H(v - vth), then the same-step reset if opts.reset asks for one."""
+    s = spike(v, opts)
+    if opts.reset == "subtract":
+        return s, v - VTH * s
+    if opts.reset == "zero":
+        return s, v * (1 - s)
+    return s, v
 
 
 def lif_step(x: Tensor, st: LIFState, p: LIFParams, opts: SpikeOpts):
-    """v_t = beta v_{t-1} + W x_t + U s_{t-1} + b - vth s_{t-1}; s_t = H(v_t - vth)."""
-    v = p.beta * st.v + F.linear(x, p.W, p.b) + F.linear(st.s, p.U) - VTH * st.s
-    v = clip(v, opts)
-    s = spike(v, opts)
+    """v_t = beta v_{t-1} + W x_t + U s_{t-1} + b - vth s_{t-1}; s_t = H(v_t - vth)
+    (reset 'subtract' / 'zero': no - vth s_{t-1}; v_t - vth s_t, or 0 where s_t, is kept instead)."""
+    v = p.beta * st.v + F.linear(x, p.W, p.b) + F.linear(st.s, p.U) - late_reset(st.s, opts)
+    s, v = fire(clip(v, opts), opts)
     return s, LIFState(s, v)
 
 
 def cuba_lif_step(x: Tensor, st: CubaLIFState, p: CubaLIFParams, opts: SpikeOpts):
     """i_t = alpha i_{t-1} + W x_t + U s_{t-1} + b;
-    v_t = beta v_{t-1} + (1 - beta) i_t - vth s_{t-1}; s_t = H(v_t - vth)."""
+    v_t = beta v_{t-1} + (1 - beta) i_t - vth s_{t-1}; s_t = H(v_t - vth) (other resets as lif_step)."""
     i = clip(p.alpha * st.i + F.linear(x, p.W, p.b) + F.linear(st.s, p.U), opts)
-    v = clip(p.beta * st.v + (1 - p.beta) * i - VTH * st.s, opts)
-    s = spike(v, opts)
+    v = clip(p.beta * st.v + (1 - p.beta) * i - late_reset(st.s, opts), opts)
+    s, v = fire(v, opts)
     return s, CubaLIFState(s, i, v)
 
 
@@ -172,6 +196,11 @@ def rnn_step(x: Tensor, st: RNNState, p: RNNParams):
 
 
 def readout_step(x: Tensor, st: ReadoutState, p: ReadoutParams):
-    """Leaky integrator without spike or reset: o_t = beta o_{t-1} + W s_t + b."""
-    o = p.beta * st.o + F.linear(x, p.W, p.b)
-    return o, ReadoutState(o)
+    """Leaky integrator without spike or reset: o_t = beta o_{t-1} + W s_t + b; with a current stage
+    i_t = alpha i_{t-1} + W s_t + b, o_t = beta o_{t-1} + (1 - beta) i_t."""
+    if p.alpha is None:
+        o = p.beta * st.o + F.linear(x, p.W, p.b)
+        return o, ReadoutState(st.i, o)
+    i = p.alpha * st.i + F.linear(x, p.W, p.b)
+    o = p.beta * st.o + (1 - p.beta) * i
+    return o, ReadoutState(i, o)

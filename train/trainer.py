@@ -321,7 +321,8 @@ def config_from_options(model: str, layers: int = 2, hidden: int = 128, data: st
                         seed: int = 0, batch: int | None = None, lr: float = 1e-3, jitter: float | None = None,
                         bin_hz: float | None = None, duration: float | None = None, channels: int | None = None,
                         clip=None, no_clip: bool = False, surrogate_scale: float | None = None,
-                        surrogate_width: float | None = None, lava_cuba: bool = False, recipe_name: str | None = None,
+                        surrogate_width: float | None = None, lava_cuba: bool = False, reset: str | None = None,
+                        recipe_name: str | None = None,
                         holdout_speaker: str | None = None, valid_speaker: str = AUTO, device: str = "cpu",
                         workers: int = 0, **recipe_fields) -> TrainConfig:
     """A TrainConfig from the command line's options (`train`, `cv`); checked before anything runs."""
@@ -333,7 +334,7 @@ def config_from_options(model: str, layers: int = 2, hidden: int = 128, data: st
         options["clip"] = None
     elif clip is not None:
         options["clip"] = clip
-    for key, value in (("surrogate_scale", surrogate_scale), ("surrogate_width", surrogate_width)):
+    for key, value in (("surrogate_scale", surrogate_scale), ("surrogate_width", surrogate_width), ("reset", reset)):
         if value is not None:
             options[key] = value
     if lava_cuba:  # Lava's CUBA throughout, and one readout decay as stock netx has
