@@ -241,14 +241,16 @@ def summary_cmd(runs, as_json):
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write (.h5, or .nir for --target nir).")
 @click.option("--netx-compatible", is_flag=True, help="Stock lava-dl netx file (Cuba-LIF trained with --lava-cuba).")
 @click.option("--chips", type=int, default=1, show_default=True, help="Loihi 2 chips the network may use.")
+@click.option("--split-weights", is_flag=True,
+              help="Each weight as two 8-bit connections (coarse + residual): ~15-bit weights for twice the synapses.")
 @click.option("--dt", type=float, default=None, help="--target nir: seconds per step (default: the checkpoint's bin width).")
 @click.option("--force", is_flag=True, help="Replace --out if it exists (never the checkpoint itself).")
-def export_cmd(checkpoint, target, out, netx_compatible, chips, dt, force):
+def export_cmd(checkpoint, target, out, netx_compatible, chips, split_weights, dt, force):
     """Quantize CHECKPOINT to Loihi 2 fixed point, check the hardware limits, write netx-style HDF5 (or a NIR graph)."""
     if target == "nir":
         from nir_io.from_model import export_nir, format_nir_export
-        if netx_compatible or chips != 1:
-            raise click.UsageError("--netx-compatible and --chips apply to --target loihi2")
+        if netx_compatible or chips != 1 or split_weights:
+            raise click.UsageError("--netx-compatible, --chips and --split-weights apply to --target loihi2")
         r = export_nir(checkpoint, out, dt, force)
         for line in r["notes"]:
             click.echo(f"note: {line}", err=True)
@@ -257,7 +259,7 @@ def export_cmd(checkpoint, target, out, netx_compatible, chips, dt, force):
     if dt is not None:
         raise click.UsageError("--dt applies to --target nir")
     from export.exporter import export_checkpoint, format_export
-    r = export_checkpoint(checkpoint, out, target, netx_compatible, chips, force)
+    r = export_checkpoint(checkpoint, out, target, netx_compatible, chips, force, split_weights)
     for line in r.warnings:
         click.echo(f"warning: {line}", err=True)
     for line in r.notes:

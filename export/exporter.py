@@ -8,6 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from export import fixed_point as fx
 from export import resources
 from export.netx_h5 import FORMAT, FORMAT_VERSION, write_network
 from export.netx_stock import NETX_INPUT_MESSAGE_BITS, NETX_RESET_OFFSET, netx_warmup_spikes, quantize_for_netx
@@ -38,7 +41,7 @@ def saturation_warnings(report: QuantReport) -> list[str]:
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "loihi2", netx_compatible: bool = False,
-                      chips: int = 1, force: bool = False) -> ExportResult:
+                      chips: int = 1, force: bool = False, split_weights: bool = False) -> ExportResult:
     from train.atomic import check_output
     from train.checkpoint import load_checkpoint
     from train.models import MODEL_KINDS, ModelConfig
@@ -58,10 +61,20 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "lo
         ModelConfig(**model)
     except TypeError as exc:  # unknown fields
         raise InputError(f"{ckpt['path']}: checkpoint model config does not fit this toolchain ({exc})") from None
+    if netx_compatible and split_weights:
+        raise InputError("--split-weights makes two connections per weight; stock netx reads one: drop one of them")
     if netx_compatible:
         net, report, notes = quantize_for_netx(ckpt)
     else:
-        (net, report), notes = quantize_checkpoint(ckpt), []
+        (net, report), notes = quantize_checkpoint(ckpt, split_weights), []
+    for k, layer in enumerate(net.layers):
+        if layer.vth_mant != fx.VTH_MANT:
+            notes.append(f"layer {k}: threshold mantissa {layer.vth_mant} (not {fx.VTH_MANT}): its weights reach "
+                         f"{max(float(np.abs(s.to_float(layer.vth_mant)).max()) for s in layer.synapses().values()):.1f} "
+                         "thresholds, beyond 8-bit mantissas at the standard threshold")
+    if not split_weights and ckpt.get("nir") and not netx_compatible:
+        notes.append("an imported NIR graph's weights span a wide range: --split-weights (two 8-bit connections "
+                     "per weight) keeps the fixed-point decisions closer to the float ones (docs/nir.md)")
     problems = resources.check_bit_widths(net)
     if problems:
         raise InputError(f"{ckpt['path']}: does not fit Loihi 2's bit widths: {problems[0]}"
@@ -86,6 +99,9 @@ def format_export(r: ExportResult) -> str:
     lines = [f"quantized {r.net.meta.get('model', '?')}: {kinds}; worst relative error {100 * worst:.2f} %"
              + (f", {r.report.saturated} value(s) saturated" if r.report.saturated else ""),
              *[_bounds_line(b) for b in r.report.state_bounds],
+             *([f"  split weights: {sum(len(l.connections()) - len(l.synapses()) for l in r.net.layers)} residual "
+                "connection(s), each weight the sum of two 8-bit ones"]
+               if any(len(l.connections()) > len(l.synapses()) for l in r.net.layers) else []),
              f"wrote {r.out} ({FORMAT} v{FORMAT_VERSION}{', stock netx compatible' if r.netx_compatible else ''})"]
     if r.netx_compatible:
         steps = r.net.meta.get("steps") or "<steps per sample>"

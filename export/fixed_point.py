@@ -63,12 +63,17 @@ def check_bounds(lo: int, hi: int) -> tuple[int, int]:
     return lo_i, hi_i
 
 
-def clip_bounds(clip) -> tuple[int, int]:
+def theta_of(vth_mant: int) -> int:
+    """The integer value of vth = 1 for a layer whose threshold mantissa is vth_mant (THETA for VTH_MANT)."""
+    return int(vth_mant) << VTH_SHIFT
+
+
+def clip_bounds(clip, theta: int = THETA) -> tuple[int, int]:
     """A training clip (lo, hi) in thresholds (None: no clip) -> the state clamp in state units:
-    (round(lo * THETA), round(hi * THETA)) limited to the 24-bit range; None -> (-STATE_MAX, STATE_MAX)."""
+    (round(lo * theta), round(hi * theta)) limited to the 24-bit range; None -> (-STATE_MAX, STATE_MAX)."""
     if clip is None:
         return -STATE_MAX, STATE_MAX
-    lo, hi = (int(np.clip(np.rint(float(c) * THETA), -STATE_MAX, STATE_MAX)) for c in clip)
+    lo, hi = (int(np.clip(np.rint(float(c) * theta), -STATE_MAX, STATE_MAX)) for c in clip)
     return check_bounds(lo, hi)
 
 
@@ -98,47 +103,48 @@ def synaptic(a: np.ndarray) -> np.ndarray:
     return np.asarray(a, dtype=np.int64) << ACT_SHIFT
 
 
-def spikes_of(v: np.ndarray) -> np.ndarray:
-    """Spike when v > THETA (Lava's PyLifModelBitAcc: v > vth << 6)."""
-    return (v > THETA).astype(np.int64)
+def spikes_of(v: np.ndarray, theta: int = THETA) -> np.ndarray:
+    """Spike when v > theta (Lava's PyLifModelBitAcc: v > vth << 6)."""
+    return (v > theta).astype(np.int64)
 
 
-def late_reset(s: np.ndarray, reset: str) -> np.ndarray:
-    """The term the study's 'late' reset subtracts in this step: THETA * s_prev; 0 for the same-step resets."""
-    return THETA * s if reset == "late" else 0
+def late_reset(s: np.ndarray, reset: str, theta: int = THETA) -> np.ndarray:
+    """The term the study's 'late' reset subtracts in this step: theta * s_prev; 0 for the same-step resets."""
+    return theta * s if reset == "late" else 0
 
 
-def fire(v: np.ndarray, reset: str) -> tuple[np.ndarray, np.ndarray]:
-    """(s, the v kept): s = v > THETA; reset 'subtract' keeps v - THETA*s, 'zero' keeps 0 where s, 'late' v."""
-    s = spikes_of(v)
+def fire(v: np.ndarray, reset: str, theta: int = THETA) -> tuple[np.ndarray, np.ndarray]:
+    """(s, the v kept): s = v > theta; reset 'subtract' keeps v - theta*s, 'zero' keeps 0 where s, 'late' v."""
+    s = spikes_of(v, theta)
     if reset == "subtract":
-        return s, v - THETA * s
+        return s, v - theta * s
     if reset == "zero":
         return s, np.where(s > 0, 0, v)
     return s, v
 
 
 def lif_step(a: np.ndarray, v: np.ndarray, s: np.ndarray, v_decay: np.ndarray, bias: np.ndarray,
-             lo: int = -STATE_MAX, hi: int = STATE_MAX, reset: str = "late"):
+             lo: int = -STATE_MAX, hi: int = STATE_MAX, reset: str = "late", theta: int = THETA):
     """LIF: v = clamp(decay(v, dv) + a<<6 + bias - THETA*s_prev, lo, hi); s = v > THETA. Returns (s, v).
 
     [lo, hi] is the layer's state clamp (the training clip in state units; default the 24-bit range).
-    reset 'subtract' / 'zero': no THETA*s_prev term; v - THETA (or 0) is kept after a spike instead."""
-    v = np.clip(decay(v, v_decay) + synaptic(a) + bias - late_reset(s, reset), lo, hi)
-    return fire(v, reset)
+    reset 'subtract' / 'zero': no THETA*s_prev term; v - THETA (or 0) is kept after a spike instead.
+    theta: the layer's threshold (theta_of(vth_mant); THETA unless the layer needed headroom)."""
+    v = np.clip(decay(v, v_decay) + synaptic(a) + bias - late_reset(s, reset, theta), lo, hi)
+    return fire(v, reset, theta)
 
 
 def cuba_lif_step(a: np.ndarray, i: np.ndarray, v: np.ndarray, s: np.ndarray,
                   i_decay: np.ndarray, v_decay: np.ndarray, bias: np.ndarray,
-                  lo: int = -STATE_MAX, hi: int = STATE_MAX, reset: str = "late"):
+                  lo: int = -STATE_MAX, hi: int = STATE_MAX, reset: str = "late", theta: int = THETA):
     """Cuba-LIF: i = clamp(decay(i, di) + a<<6 + bias); v = clamp(decay(v, dv) + (i*dv >> 12) - THETA*s_prev).
 
     dv = round((1 - beta) * 4096) serves both as v's decay and as the (1 - beta) factor; both clamps are
-    to the layer's [lo, hi] (the clamped i feeds v, as in training); reset as lif_step. Returns (s, i, v).
+    to the layer's [lo, hi] (the clamped i feeds v, as in training); reset and theta as lif_step. Returns (s, i, v).
     """
     i = np.clip(decay(i, i_decay) + synaptic(a) + bias, lo, hi)
-    v = np.clip(decay(v, v_decay) + mul12(i, v_decay) - late_reset(s, reset), lo, hi)
-    s, v = fire(v, reset)
+    v = np.clip(decay(v, v_decay) + mul12(i, v_decay) - late_reset(s, reset, theta), lo, hi)
+    s, v = fire(v, reset, theta)
     return s, i, v
 
 
@@ -201,29 +207,45 @@ def decay_to_int(decay_factor: np.ndarray) -> np.ndarray:
     return np.clip(np.rint((1.0 - np.asarray(decay_factor, dtype=np.float64)) * DECAY_UNITY), 0, DECAY_MAX).astype(np.int64)
 
 
-def weight_exponent(w: np.ndarray) -> int:
-    """Smallest exponent whose 8-bit mantissa holds max|w| (w in float threshold units)."""
-    peak = float(np.max(np.abs(w))) * VTH_MANT if np.size(w) else 0.0
+def weight_exponent(w: np.ndarray, vth_mant: int = VTH_MANT) -> int:
+    """Smallest exponent whose 8-bit mantissa holds max|w| (w in float threshold units of a layer whose
+    threshold mantissa is vth_mant)."""
+    peak = float(np.max(np.abs(w))) * vth_mant if np.size(w) else 0.0
     if peak == 0.0:
         return EXP_MIN
     e = int(np.ceil(np.log2(peak / W_MAX)))
     return int(np.clip(e, EXP_MIN, EXP_MAX))
 
 
-def quantize_weight(w: np.ndarray, exp: int) -> tuple[np.ndarray, int]:
+def quantize_weight(w: np.ndarray, exp: int, vth_mant: int = VTH_MANT) -> tuple[np.ndarray, int]:
     """(mantissa, number of saturated entries) of a float weight matrix at exponent `exp`."""
-    m = np.rint(np.asarray(w, dtype=np.float64) * VTH_MANT / 2.0 ** exp)
+    m = np.rint(np.asarray(w, dtype=np.float64) * vth_mant / 2.0 ** exp)
     saturated = int(np.sum((m < W_MIN) | (m > W_MAX)))
     return np.clip(m, W_MIN, W_MAX).astype(np.int64), saturated
 
 
-def dequantize_weight(w_mant: np.ndarray, exp: int) -> np.ndarray:
-    return np.asarray(w_mant, dtype=np.float64) * 2.0 ** exp / VTH_MANT
+def dequantize_weight(w_mant: np.ndarray, exp: int, vth_mant: int = VTH_MANT) -> np.ndarray:
+    return np.asarray(w_mant, dtype=np.float64) * 2.0 ** exp / vth_mant
 
 
-def quantize_bias(b: np.ndarray) -> tuple[np.ndarray, int, int]:
-    """(bias_mant, bias_exp, saturated): b * THETA ~ bias_mant << bias_exp, 13-bit mantissa."""
-    target = np.asarray(b, dtype=np.float64) * THETA
+VTH_MIN = 1 << 6  # the lowest threshold mantissa vth_for picks: theta 4096 keeps 12 bits below threshold
+
+
+def vth_for(weight_peak: float, bias_peak: float) -> int:
+    """The largest power-of-two threshold mantissa in [VTH_MIN, VTH_MANT] at which the largest weight and bias
+    (in thresholds) fit: 127 << EXP_MAX and 4095 << BIAS_EXP_MAX. A trained study model keeps VTH_MANT; an
+    imported NIR graph with weights of tens of thresholds gets a lower one: headroom for weights, bias, dendrite
+    and state at the same relative weight resolution."""
+    vth = VTH_MANT
+    while vth > VTH_MIN and (weight_peak * vth > W_MAX * 2.0 ** EXP_MAX
+                             or bias_peak * theta_of(vth) > BIAS_MANT_MAX * 2.0 ** BIAS_EXP_MAX):
+        vth //= 2
+    return vth
+
+
+def quantize_bias(b: np.ndarray, theta: int = THETA) -> tuple[np.ndarray, int, int]:
+    """(bias_mant, bias_exp, saturated): b * theta ~ bias_mant << bias_exp, 13-bit mantissa."""
+    target = np.asarray(b, dtype=np.float64) * theta
     peak = float(np.max(np.abs(target))) if target.size else 0.0
     exp = 0 if peak <= BIAS_MANT_MAX else int(np.ceil(np.log2(peak / BIAS_MANT_MAX)))
     exp = min(exp, BIAS_EXP_MAX)

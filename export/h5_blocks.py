@@ -56,6 +56,9 @@ class Block:
             syn = getattr(layer, c.attr)
             put_ints(g, c.key, syn.weight)
             put_ints(g, f"{c.key}_exp", int(syn.exp))
+            if syn.fine is not None:  # a split weight's residual connection
+                put_ints(g, f"{c.key}_fine", syn.fine.weight)
+                put_ints(g, f"{c.key}_fine_exp", int(syn.fine.exp))
 
     def write_biases(self, g, layer):
         for mant, exp, key in self.biases:
@@ -72,8 +75,12 @@ class Block:
         keys |= {k for _, _, k in self.biases} | {f"{k}_exp" for _, _, k in self.biases}
         return keys
 
+    def optional_layer_keys(self) -> set[str]:
+        """A split weight's residual: <key>_fine and <key>_fine_exp."""
+        return set() if self.netx else {f"{c.key}_fine{x}" for c in self.conns for x in ("", "_exp")}
+
     def read(self, g: h5py.Group, n_in: int, w: Where) -> QLayer:
-        check_keys(g, self.layer_keys(), w)
+        check_keys(g, self.layer_keys(), w, optional=self.optional_layer_keys())
         if not isinstance(g["neuron"], h5py.Group):
             raise w.error("'neuron' must be a group")
         check_keys(g["neuron"], {"type", *self.neuron_keys}, w, "neuron/", set(self.optional_neuron_keys))
@@ -88,9 +95,16 @@ class Block:
         self.read_neuron(g["neuron"], n, layer, w)
         return layer
 
-    def read_synapse(self, g, c: _Conn, shape, w) -> Synapse:
-        weight = get_ints(g, c.key, shape, fx.W_MIN, fx.W_MAX, w, "8-bit weight mantissa")
-        return Synapse(weight, get_int(g, f"{c.key}_exp", fx.EXP_MIN, fx.EXP_MAX, w, "weight exponent"))
+    def read_synapse(self, g, c: _Conn, shape, w, key: str | None = None) -> Synapse:
+        key = key or c.key
+        weight = get_ints(g, key, shape, fx.W_MIN, fx.W_MAX, w, "8-bit weight mantissa")
+        syn = Synapse(weight, get_int(g, f"{key}_exp", fx.EXP_MIN, fx.EXP_MAX, w, "weight exponent"))
+        fine = f"{c.key}_fine"
+        if key == c.key and (fine in g) != (f"{fine}_exp" in g):
+            raise w.error(f"'{fine}' and '{fine}_exp' go together")
+        if key == c.key and fine in g:
+            syn.fine = self.read_synapse(g, c, shape, w, fine)
+        return syn
 
     def read_neuron(self, ng, n, layer, w):
         raise NotImplementedError
@@ -98,6 +112,12 @@ class Block:
 
 def _vth(ng, w, value=fx.VTH_MANT):
     get_int(ng, "vThMant", value, value, w, "threshold (this toolchain's vThMant)")
+
+
+def _layer_vth(ng, layer, w):
+    """vThMant of a LIF_SOFT / CUBA_SOFT layer (and, optional, a LEAKY_READOUT's: its state units): 1..1024."""
+    layer.vth_mant = get_int(ng, "vThMant", 1, fx.VTH_MANT, w, "threshold mantissa") if "vThMant" in ng \
+        else fx.VTH_MANT
 
 
 def _not_graded(ng, w):
@@ -154,13 +174,13 @@ class LifSoftBlock(Block):
 
     def write_neuron(self, ng, layer):
         put_ints(ng, "vDecay", layer.v_decay)
-        put_ints(ng, "vThMant", fx.VTH_MANT)
+        put_ints(ng, "vThMant", layer.vth_mant)
         put_ints(ng, "gradedSpike", np.bool_(False))
         _write_state_bounds(ng, layer)
         _write_reset(ng, layer)
 
     def read_neuron(self, ng, n, layer, w):
-        _vth(ng, w)
+        _layer_vth(ng, layer, w)
         _not_graded(ng, w)
         layer.v_decay = _per_neuron_decay(ng, "vDecay", n, w)
         _read_state_bounds(ng, layer, w)
@@ -240,14 +260,17 @@ class LeakyReadoutBlock(Block):
     neuron_type, kind, layer_type = "LEAKY_READOUT", "readout", "dense"
     conns = (FF,)
     neuron_keys = ("vDecay",)
-    optional_neuron_keys = ("iDecay",)
+    optional_neuron_keys = ("iDecay", "vThMant")
 
     def write_neuron(self, ng, layer):
         put_ints(ng, "vDecay", layer.v_decay)
         if layer.i_decay is not None:
             put_ints(ng, "iDecay", layer.i_decay)
+        if layer.vth_mant != fx.VTH_MANT:
+            put_ints(ng, "vThMant", layer.vth_mant)
 
     def read_neuron(self, ng, n, layer, w):
+        _layer_vth(ng, layer, w)
         layer.v_decay = _per_neuron_decay(ng, "vDecay", n, w)
         layer.i_decay = _per_neuron_decay(ng, "iDecay", n, w) if "iDecay" in ng else None
 

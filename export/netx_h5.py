@@ -34,6 +34,11 @@ Our neuron types. ``weight*`` are 8-bit mantissas [n, n_in] (recurrent: [n, n]) 
 - A LIF_SOFT or CUBA_SOFT layer without recurrence (an imported NIR graph's spiking output layer) is a
   ``dense`` layer: no weight_rec.
 
+vThMant of LIF_SOFT and CUBA_SOFT (and, optionally, of LEAKY_READOUT, where it sets o's units) is 1..1024: an
+imported NIR graph with weights of tens of thresholds gets a lower one (docs/fixed_point.md). Any connection may
+carry a second one between the same neurons, ``<key>_fine`` and ``<key>_fine_exp`` (export --split-weights: the
+residual of an 8-bit weight), whose dendritic input adds to the first.
+
 LIF_SOFT and CUBA_SOFT take an optional neuron/resetMode string: 'subtract' or 'zero' reset in the step of
 the spike (docs/fixed_point.md); absent, the study's one-step-late soft reset.
 
@@ -41,7 +46,7 @@ stateMin/stateMax (LIF_SOFT, CUBA_SOFT, SPIKGRU): the clamp of i and v in state 
 clip times THETA; -(2^23 - 1) <= stateMin < stateMax <= 2^23 - 1); files without them mean the 24-bit
 range. iDecay/vDecay are the 12-bit decays d (factor (4096 - d)/4096); for LAVA_CUBA and CUBA,
 iDecay follows netx (Lava's du = iDecay - 1, so the current decays by 4096 - iDecay) and
-decays are one value per layer. vThMant is 1024 (threshold 1024 << 6) for every spiking type.
+decays are one value per layer. vThMant is 1024 (threshold 1024 << 6) for every spiking type but the exception below.
 
 The ``--netx-compatible`` variant (stock netx CUBA layers) is described in export/netx_stock.py; the
 writers and readers of each neuron type are in export/h5_blocks.py, the field helpers in export/h5_fields.py.

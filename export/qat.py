@@ -44,15 +44,19 @@ from torch import Tensor, nn
 from export import fixed_point as fx
 from export.qat_ops import (HALF_TABLE, SAT, TABLE, THETA, UNITY, SpikeST, block_clamp, decay, dendrite, gate,
                             layer_kind, mul12, q_bias, q_decay, q_weight, saturate, wrap24_st)
+from export.quantize import block_vth
 from train.neurons import VTH, triangle
 
 
 # ---------------------------------------------------------------- one hidden layer
 def _layer_params(kind: str, block) -> dict:
-    """A block's parameters as the integers its QLayer holds (float64, straight-through gradients)."""
-    p = {"W": q_weight(block.W), "bias": q_bias(block.b)}
+    """A block's parameters as the integers its QLayer holds (float64, straight-through gradients); 'theta' the
+    layer's threshold (export.quantize.block_vth: below THETA for weights beyond 8 bits at the standard one)."""
+    vth = block_vth(kind, block.export_params())
+    theta = fx.theta_of(vth)
+    p = {"W": q_weight(block.W, vth), "bias": q_bias(block.b, theta), "theta": theta}
     if getattr(block, "recurrent", True):
-        p["U"] = q_weight(block.U)
+        p["U"] = q_weight(block.U, vth)
     if kind == "spikgru":
         p.update(Wz=q_weight(block.Wz), Uz=q_weight(block.Uz), bias_z=q_bias(block.bz))
     if kind in ("cuba-lif", "spikgru"):
@@ -82,14 +86,15 @@ def _hidden_reference(kind: str, p: dict, x: Tensor, scale: float, width: float,
     zero = x.new_zeros(x.shape[0], W.shape[0])
     s, i, v = zero, zero, zero
     late = 1.0 if reset == "late" else 0.0
+    theta = float(p.get("theta", THETA))
     out = []
     for t in range(x.shape[1]):
         a = a_ff[t] if U is None else a_ff[t] + dendrite(U, eU, s)
         if kind == "lif":
-            v = (decay(v, dv) + a * act + bias - late * THETA * s).clamp(lo, hi)
+            v = (decay(v, dv) + a * act + bias - late * theta * s).clamp(lo, hi)
         elif kind == "cuba-lif":
             i = (decay(i, di) + a * act + bias).clamp(lo, hi)
-            v = (decay(v, dv) + mul12(i, dv) - late * THETA * s).clamp(lo, hi)
+            v = (decay(v, dv) + mul12(i, dv) - late * theta * s).clamp(lo, hi)
         elif kind == "spikgru":
             i = (decay(i, di) + a * act + bias).clamp(lo, hi)
             z = gate(az_ff[t] + dendrite(Uz, eUz, s), bias_z)
@@ -99,11 +104,11 @@ def _hidden_reference(kind: str, p: dict, x: Tensor, scale: float, width: float,
             v = saturate(decay(v, dv) + i + bias)
         else:
             raise ValueError(f"no fixed-point forward for a {kind} layer")
-        s = SpikeST.apply(v, scale, width)
+        s = SpikeST.apply(v, scale, width, theta)
         if kind == "lava-cuba" or reset == "zero":
             v = v * (1.0 - s)  # hard reset to 0 (exactly fixed_point's where(s, 0, v)), gradient through s
         elif reset == "subtract":
-            v = v - THETA * s
+            v = v - theta * s
         out.append(s)
     return torch.stack(out, 1)
 
@@ -288,14 +293,16 @@ def _hidden_fused(kind: str, p: dict, x: Tensor, scale: float, width: float,
 def _hidden_layer(kind: str, block, x: Tensor, fused: bool = True) -> Tensor:
     """One spiking layer: x [B, T, n_in] (float64 integers) -> spikes [B, T, n]."""
     p, reset = _layer_params(kind, block), block.opts.reset
-    if fused and reset == "late" and "U" in p:
-        return _hidden_fused(kind, p, x, block.opts.scale, block.opts.width, *block_clamp(kind, block))
-    return _hidden_reference(kind, p, x, block.opts.scale, block.opts.width, *block_clamp(kind, block), reset)
+    bounds = block_clamp(kind, block, p["theta"])
+    if fused and reset == "late" and "U" in p and p["theta"] == fx.THETA:
+        return _hidden_fused(kind, p, x, block.opts.scale, block.opts.width, *bounds)
+    return _hidden_reference(kind, p, x, block.opts.scale, block.opts.width, *bounds, reset)
 
 
 def _readout(block, x: Tensor) -> Tensor:
-    W, eW = q_weight(block.W)
-    bias = q_bias(block.b)
+    vth = block_vth("readout", block.export_params())
+    W, eW = q_weight(block.W, vth)
+    bias = q_bias(block.b, fx.theta_of(vth))
     dv = q_decay(block.beta)
     di = None if block.alpha is None else q_decay(block.alpha)
     a_ff = (dendrite(W, eW, x) * float(1 << fx.ACT_SHIFT) + bias).unbind(1)
@@ -351,7 +358,7 @@ class FixedPointNet(nn.Module):
 
     def forward(self, x: Tensor, return_hidden: bool = False):
         r = run_fixed_point(self.net, x)
-        out = r["readout"] / THETA
+        out = r["readout"] / fx.theta_of(block_vth("readout", self.net.readout.export_params()))
         return (out, r["spikes"]) if return_hidden else out
 
     def clamp_(self) -> None:

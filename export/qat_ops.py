@@ -40,18 +40,19 @@ def wrap24_st(u: Tensor) -> Tensor:
 
 
 class SpikeST(torch.autograd.Function):
-    """s = v > THETA; backward the triangle surrogate of v / THETA (threshold units), per state unit."""
+    """s = v > theta; backward the triangle surrogate of v / theta (threshold units), per state unit."""
 
     @staticmethod
-    def forward(ctx, v, scale: float, width: float):
+    def forward(ctx, v, scale: float, width: float, theta: float = THETA):
         ctx.save_for_backward(v)
         ctx.shape_args = (scale, width)
-        return (v > THETA).to(v.dtype)
+        ctx.theta = theta
+        return (v > theta).to(v.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         (v,) = ctx.saved_tensors
-        return grad * triangle(v / THETA, VTH, *ctx.shape_args) / THETA, None, None
+        return grad * triangle(v / ctx.theta, VTH, *ctx.shape_args) / ctx.theta, None, None, None
 
 
 # ---------------------------------------------------------------- integer operations (fixed_point.py in torch)
@@ -68,10 +69,10 @@ def saturate(x: Tensor) -> Tensor:
     return x.clamp(-SAT, SAT)
 
 
-def block_clamp(kind: str, block) -> tuple[float, float]:
+def block_clamp(kind: str, block, theta: int = fx.THETA) -> tuple[float, float]:
     """The clamp of i and v in state units, as export/quantize.py sets QLayer.state_lo/hi: the block's
-    training clip times THETA (fixed_point.clip_bounds); lava-cuba keeps Lava's arithmetic (24-bit range)."""
-    lo, hi = (-fx.STATE_MAX, fx.STATE_MAX) if kind == "lava-cuba" else fx.clip_bounds(block.opts.clip)
+    training clip times theta (fixed_point.clip_bounds); lava-cuba keeps Lava's arithmetic (24-bit range)."""
+    lo, hi = (-fx.STATE_MAX, fx.STATE_MAX) if kind == "lava-cuba" else fx.clip_bounds(block.opts.clip, theta)
     return float(lo), float(hi)
 
 
@@ -93,21 +94,21 @@ def gate(az: Tensor, bias_z: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------- parameters -> integers (quantize.py in torch)
-def q_weight(W: Tensor) -> tuple[Tensor, int]:
+def q_weight(W: Tensor, vth_mant: int = fx.VTH_MANT) -> tuple[Tensor, int]:
     """(8-bit mantissa as float64, exponent) exactly as quantize.py's; straight-through inside the range."""
     w = W.detach().cpu().numpy()
-    exp = fx.weight_exponent(w)
-    mant, _ = fx.quantize_weight(w, exp)
-    scaled = (W.double() * (fx.VTH_MANT / 2.0 ** exp)).clamp(fx.W_MIN - 0.5, fx.W_MAX + 0.5)
+    exp = fx.weight_exponent(w, vth_mant)
+    mant, _ = fx.quantize_weight(w, exp, vth_mant)
+    scaled = (W.double() * (vth_mant / 2.0 ** exp)).clamp(fx.W_MIN - 0.5, fx.W_MAX + 0.5)
     return straight_through(torch.from_numpy(mant).to(W.device, torch.float64), scaled), exp
 
 
-def q_bias(b: Tensor) -> Tensor:
+def q_bias(b: Tensor, theta: int = fx.THETA) -> Tensor:
     """The bias in state units (bias_mant << bias_exp) as quantize.py's; straight-through inside the range."""
-    mant, exp, _ = fx.quantize_bias(b.detach().cpu().numpy())
+    mant, exp, _ = fx.quantize_bias(b.detach().cpu().numpy(), theta)
     lo, hi = (-fx.BIAS_MANT_MAX - 1.5) * 2.0 ** exp, (fx.BIAS_MANT_MAX + 0.5) * 2.0 ** exp
     value = torch.from_numpy(fx.bias_value(mant, exp)).to(b.device, torch.float64)
-    return straight_through(value, (b.double() * THETA).clamp(lo, hi))
+    return straight_through(value, (b.double() * float(theta)).clamp(lo, hi))
 
 
 def q_decay(decay_factor: Tensor, lava: bool = False) -> Tensor:

@@ -18,16 +18,25 @@ NEURON_KINDS = ("lif", "cuba-lif", "spikgru", "lava-cuba", "readout")
 
 @dataclass
 class Synapse:
-    """One dense connection: 8-bit mantissas [n_out, n_in] and one exponent."""
+    """One dense connection: 8-bit mantissas [n_out, n_in] and one exponent; `fine`, when present, a second
+    connection between the same neurons holding the residual (export --split-weights: about 15-bit weights
+    for twice the synapses; the two dendrites saturate each to 16 bits and add, as two connections do)."""
 
     weight: np.ndarray
     exp: int
+    fine: "Synapse | None" = None
 
     def accumulate(self, s: np.ndarray) -> np.ndarray:
-        return fx.dendrite(self.weight, self.exp, s)
+        a = fx.dendrite(self.weight, self.exp, s)
+        return a if self.fine is None else a + self.fine.accumulate(s)
 
-    def to_float(self) -> np.ndarray:
-        return fx.dequantize_weight(self.weight, self.exp)
+    def to_float(self, vth_mant: int = fx.VTH_MANT) -> np.ndarray:
+        w = fx.dequantize_weight(self.weight, self.exp, vth_mant)
+        return w if self.fine is None else w + self.fine.to_float(vth_mant)
+
+    def parts(self) -> list["Synapse"]:
+        """The connection itself and its residual, each one plain 8-bit connection."""
+        return [Synapse(self.weight, self.exp)] + ([] if self.fine is None else self.fine.parts())
 
 
 @dataclass
@@ -57,6 +66,7 @@ class QLayer:
     state_lo: int = -fx.STATE_MAX
     state_hi: int = fx.STATE_MAX
     reset: str = "late"  # lif / cuba-lif: train.neurons.RESETS
+    vth_mant: int = fx.VTH_MANT  # the threshold mantissa: vth = 1 is theta = vth_mant << 6 state units
 
     @property
     def n_in(self) -> int:
@@ -65,6 +75,10 @@ class QLayer:
     @property
     def n_out(self) -> int:
         return self.ff.weight.shape[0]
+
+    @property
+    def theta(self) -> int:
+        return fx.theta_of(self.vth_mant)
 
     @property
     def bias(self) -> np.ndarray:
@@ -77,6 +91,14 @@ class QLayer:
     def synapses(self) -> dict[str, Synapse]:
         names = ("ff", "rec", "ff_z", "rec_z")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    def connections(self) -> dict[str, Synapse]:
+        """Every 8-bit connection, a split weight's residual as '<name>.fine': what Lava builds and counts."""
+        out = {}
+        for name, syn in self.synapses().items():
+            for k, part in enumerate(syn.parts()):
+                out[name + ".fine" * k] = part
+        return out
 
 
 @dataclass
@@ -116,11 +138,11 @@ def layer_step(layer: QLayer, x: np.ndarray, st: dict[str, np.ndarray]) -> dict[
         a = a + layer.rec.accumulate(st["s"])
     if layer.kind == "lif":
         s, v = fx.lif_step(a, st["v"], st["s"], layer.v_decay, layer.bias, layer.state_lo, layer.state_hi,
-                           layer.reset)
+                           layer.reset, layer.theta)
         return {"s": s, "v": v}
     if layer.kind == "cuba-lif":
         s, i, v = fx.cuba_lif_step(a, st["i"], st["v"], st["s"], layer.i_decay, layer.v_decay, layer.bias,
-                                     layer.state_lo, layer.state_hi, layer.reset)
+                                     layer.state_lo, layer.state_hi, layer.reset, layer.theta)
     elif layer.kind == "spikgru":
         az = layer.ff_z.accumulate(x) + layer.rec_z.accumulate(st["s"])
         s, i, v = fx.spikgru_step(a, az, st["i"], st["v"], st["s"], layer.i_decay, layer.bias, layer.bias_z,

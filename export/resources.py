@@ -86,7 +86,7 @@ def check_bit_widths(net: QNetwork) -> list[str]:
 
     for k, layer in enumerate(net.layers):
         at = f"layer {k} ({layer.kind})"
-        for name, syn in layer.synapses().items():
+        for name, syn in layer.connections().items():
             rng(f"{at} {name} weight mantissa (8-bit)", syn.weight, fx.W_MIN, fx.W_MAX)
             rng(f"{at} {name} weight exponent", syn.exp, fx.EXP_MIN, fx.EXP_MAX)
         for mant, exp in (("bias_mant", "bias_exp"), ("bias_z_mant", "bias_z_exp")):
@@ -112,9 +112,9 @@ def _uses(net: QNetwork) -> list[LayerUse]:
     for k, layer in enumerate(net.layers):
         recurrent = layer.rec is not None
         fan_in = layer.n_in + (layer.n_out if recurrent else 0)
-        dendrites = 2 if layer.ff_z is not None else 1
+        synapses = sum(c.weight.shape[1] for c in layer.connections().values())  # gate and residual ones too
         dest = ((k,) if recurrent else ()) + ((k + 1,) if k < last else (-1,))
-        uses.append(LayerUse(k, layer.kind, layer.n_out, fan_in, fan_in * dendrites, dest))
+        uses.append(LayerUse(k, layer.kind, layer.n_out, fan_in, synapses, dest))
     return uses
 
 

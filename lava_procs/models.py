@@ -50,13 +50,19 @@ def _f_decay(d: np.ndarray) -> np.ndarray:
     return (fx.DECAY_UNITY - np.asarray(d, dtype=np.float64)) / fx.DECAY_UNITY
 
 
-def _f_bias(mant: np.ndarray, exp) -> np.ndarray:
-    return fx.bias_value(mant, int(np.ravel(exp)[0])) / float(fx.THETA)
+def _f_bias(mant: np.ndarray, exp, theta: int = fx.THETA) -> np.ndarray:
+    return fx.bias_value(mant, int(np.ravel(exp)[0])) / float(theta)
 
 
-def _f_bounds(lo, hi) -> tuple[float, float]:
-    """The state clamp in thresholds: [state_lo, state_hi] / THETA (the training clip)."""
-    return int(np.ravel(lo)[0]) / float(fx.THETA), int(np.ravel(hi)[0]) / float(fx.THETA)
+def _f_bounds(lo, hi, theta: int = fx.THETA) -> tuple[float, float]:
+    """The state clamp in thresholds: [state_lo, state_hi] / theta (the training clip)."""
+    return int(np.ravel(lo)[0]) / float(theta), int(np.ravel(hi)[0]) / float(theta)
+
+
+def _theta(model) -> int:
+    """The threshold in state units of a model whose process may carry vth_mant (LIF, Cuba-LIF, readout)."""
+    vth = getattr(model, "vth_mant", None)
+    return fx.THETA if vth is None else fx.theta_of(int(np.ravel(vth)[0]))
 
 
 def _float_fire(v, reset: str):
@@ -193,12 +199,18 @@ class _FloatNeuron(_NeuronModel):
     s: np.ndarray = _FLT
     v: np.ndarray = _FLT
 
+    def inputs(self) -> tuple:
+        """The connections' float values assume the standard threshold (w_mant 2^exp / 1024): rescaled to this
+        layer's (vth_mant)."""
+        scale = fx.THETA / _theta(self)
+        return tuple(a * scale for a in super().inputs())
+
     def bias(self) -> np.ndarray:
-        return _f_bias(self.bias_mant, self.bias_exp)
+        return _f_bias(self.bias_mant, self.bias_exp, _theta(self))
 
     def bounds(self) -> tuple[float, float]:
-        """The state clamp in thresholds: (state_lo, state_hi) / THETA."""
-        return _f_bounds(self.state_lo, self.state_hi)
+        """The state clamp in thresholds: (state_lo, state_hi) / theta."""
+        return _f_bounds(self.state_lo, self.state_hi, _theta(self))
 
 
 # --------------------------------------------------------------------------------- neurons
@@ -212,10 +224,15 @@ class _LIFVars(_ClampedVars):
     kind, states = "lif", ("s", "v")
     v_decay: np.ndarray = _int(12)
     reset_mode: np.ndarray = _int(2)
+    vth_mant: np.ndarray = _int(17)
 
     @property
     def reset(self) -> str:
         return RESETS[int(self.reset_mode[0])]
+
+    @property
+    def theta(self) -> int:
+        return fx.theta_of(int(self.vth_mant[0]))
 
 
 class _CubaLIFVars(_LIFVars):
@@ -242,7 +259,8 @@ class _LavaCubaVars:
 @_model(LIF, FIXED)
 class PyLIFModelFixed(_LIFVars, _FixedNeuron):
     def update(self, a):
-        s, self.v[:] = fx.lif_step(a, self.v, self.s, self.v_decay, self.bias(), *self.bounds(), self.reset)
+        s, self.v[:] = fx.lif_step(a, self.v, self.s, self.v_decay, self.bias(), *self.bounds(), self.reset,
+                                   self.theta)
         return s
 
 
@@ -260,7 +278,7 @@ class PyCubaLIFModelFixed(_CubaLIFVars, _FixedNeuron):
 
     def update(self, a):
         s, self.i[:], self.v[:] = fx.cuba_lif_step(a, self.i, self.v, self.s, self.i_decay, self.v_decay,
-                                                   self.bias(), *self.bounds(), self.reset)
+                                                   self.bias(), *self.bounds(), self.reset, self.theta)
         return s
 
 
@@ -325,6 +343,7 @@ class _ReadoutModel(_StreamedModel):
     bias_mant: np.ndarray = _int(13)
     bias_exp: np.ndarray = _int(3)
     v_decay: np.ndarray = _int(12)
+    vth_mant: np.ndarray = _int(17)
     i_decay: np.ndarray = _int(12)
     current: np.ndarray = _int(1)
 
@@ -377,7 +396,8 @@ class PyReadoutModelFloat(_ReadoutModel):
     sample_max: np.ndarray = _FLT
 
     def step(self, a):
-        bias = _f_bias(self.bias_mant, self.bias_exp)
+        theta = _theta(self)
+        a, bias = a * (fx.THETA / theta), _f_bias(self.bias_mant, self.bias_exp, theta)
         if not self.current[0]:
             return float_readout_step(a, self.o, _f_decay(self.v_decay), bias)
         self.i[:], o = float_current_readout_step(a, self.i, self.o, _f_decay(self.i_decay), _f_decay(self.v_decay),

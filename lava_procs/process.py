@@ -224,10 +224,12 @@ class _Neuron(_Streamed):
         self.s = Var(shape=n, init=0)  # the previous step's spikes (soft reset, recurrence)
         self.spikes = Var(shape=n, init=0)
 
-    def _reset_mode(self, reset: str) -> None:
+    def _reset_mode(self, reset: str, vth_mant: int) -> None:
+        """The reset ('late', 'subtract' or 'zero') and the threshold mantissa (vth = 1 is vth_mant << 6)."""
         if reset not in RESETS:
             raise ValueError(f"{self._owner}: parameter 'reset' is {reset!r}, choose one of {', '.join(RESETS)}")
         self.reset_mode = Var(shape=(1,), init=RESETS.index(reset))
+        self.vth_mant = Var(shape=(1,), init=scalar(self._owner, "vth_mant", vth_mant, 1, fx.VTH_MANT))
 
 
 # --------------------------------------------------------------------------------- neurons
@@ -241,20 +243,22 @@ class LIF(_Neuron):
     [-4096, 4095] (scalar or [n]); bias_exp in [0, 7]; state_lo < state_hi, the clamp of the
     states in state units (the training clip times THETA; default the 24-bit range
     [-(2^23 - 1), 2^23 - 1]); reset 'late' (the study's, above), 'subtract' or 'zero' (in the step
-    of the spike: v - vth, or 0, is kept); reset_interval, reset_offset, n_samples as in the module docstring.
+    of the spike: v - vth, or 0, is kept); vth_mant the threshold mantissa (default 1024; vth = vth_mant << 6,
+    lower for an imported NIR graph's large weights); reset_interval, reset_offset, n_samples as in the module
+    docstring.
     Ports: a_in [n] (dendritic input, ff + recurrent summed), s_out [n] (binary spikes).
     Vars: v, s (previous spikes), v_decay, bias_mant, bias_exp, state_lo, state_hi, reset_mode (index into
-    RESETS), spikes [n], neuron_ops [2] (MAC n + AC n + one per spike), reset_interval, reset_offset, n_samples.
+    RESETS), vth_mant, spikes [n], neuron_ops [2] (MAC n + AC n + one per spike), reset_interval, reset_offset, n_samples.
     """
 
     kind = "lif"
 
     def __init__(self, *, v_decay, state_lo: int = -fx.STATE_MAX, state_hi: int = fx.STATE_MAX,
-                 reset: str = "late", **common) -> None:
+                 reset: str = "late", vth_mant: int = fx.VTH_MANT, **common) -> None:
         super().__init__(**common)
         self.v_decay = self._decay("v_decay", v_decay)
         self._state_bounds(state_lo, state_hi)
-        self._reset_mode(reset)
+        self._reset_mode(reset, vth_mant)
         self.v = Var(shape=self.shape, init=0)
         self._spiking()
 
@@ -273,12 +277,12 @@ class CubaLIF(_Neuron):
     kind = "cuba-lif"
 
     def __init__(self, *, i_decay, v_decay, state_lo: int = -fx.STATE_MAX, state_hi: int = fx.STATE_MAX,
-                 reset: str = "late", **common) -> None:
+                 reset: str = "late", vth_mant: int = fx.VTH_MANT, **common) -> None:
         super().__init__(**common)
         self.i_decay = self._decay("i_decay", i_decay)
         self.v_decay = self._decay("v_decay", v_decay)
         self._state_bounds(state_lo, state_hi)
-        self._reset_mode(reset)
+        self._reset_mode(reset, vth_mant)
         self.i = Var(shape=self.shape, init=0)
         self.v = Var(shape=self.shape, init=0)
         self._spiking()
@@ -359,9 +363,10 @@ class Readout(_Neuron):
 
     kind = "readout"
 
-    def __init__(self, *, v_decay, i_decay=None, **common) -> None:
+    def __init__(self, *, v_decay, i_decay=None, vth_mant: int = fx.VTH_MANT, **common) -> None:
         super().__init__(**common)
         rows = max(1, int(self.n_samples.init))  # 0 (no end): one row
+        self.vth_mant = Var(shape=(1,), init=scalar(self._owner, "vth_mant", vth_mant, 1, fx.VTH_MANT))
         self.v_decay = self._decay("v_decay", v_decay)
         self.current = Var(shape=(1,), init=int(i_decay is not None))
         self.i_decay = self._decay("i_decay", 0 if i_decay is None else i_decay)

@@ -45,8 +45,8 @@ def read_graph(path: str | Path) -> nir.NIRGraph:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such NIR file")
-    try:
-        graph = nir.read(path)
+    try:  # NIR's own type inference rejects some valid graphs (docs/nir.md); the layer walker checks shapes itself
+        graph = nir.read(path, type_check=False)
     except Exception as exc:  # h5py and nir raise many types for a file that is not a NIR graph
         raise InputError(f"{path}: not a readable NIR graph ({exc.__class__.__name__}: {str(exc)[:80]})") from None
     if not isinstance(graph, nir.NIRGraph):

@@ -38,7 +38,7 @@ def zero_weight_share(net: QNetwork) -> dict[str, float]:
     """Per connection "<layer>.<synapse>": the share of its quantized weights that are 0."""
     names = layer_names(net)
     return {f"{names[k]}.{syn_name}": float(np.mean(syn.weight == 0))
-            for k, layer in enumerate(net.layers) for syn_name, syn in layer.synapses().items()}
+            for k, layer in enumerate(net.layers) for syn_name, syn in layer.connections().items()}
 
 
 def hardware_ops(net: QNetwork, counts: Tally, res: Resources) -> list[dict]:
@@ -49,7 +49,7 @@ def hardware_ops(net: QNetwork, counts: Tally, res: Resources) -> list[dict]:
     sent = [counts.input_messages] + list(counts.spikes)  # messages leaving the input and each hidden layer
     rows = []
     for k, (name, layer) in enumerate(zip(names, net.layers)):
-        keys = [f"{name}.{s}" for s in layer.synapses()]
+        keys = [f"{name}.{s}" for s in layer.connections()]
         dense = sum(counts.syn_events.get(key, 0) for key in keys)
         nonzero = sum(counts.syn_ops_nz.get(key, 0) for key in keys)
         into_cores = sent[k] * res.layers[k].cores  # the feed-forward messages reach every core of this layer

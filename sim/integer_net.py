@@ -97,10 +97,19 @@ def _shift_clip(acc: np.ndarray, exp: int) -> np.ndarray:
 
 
 def ff_dendrite(syn, x, peak_sum: float, out_dtype=np.float64) -> np.ndarray:
-    """fx.dendrite of a feed-forward connection over a whole batch, as [T, B, n] of out_dtype.
+    """fx.dendrite of a feed-forward connection over a whole batch, as [T, B, n] of out_dtype (a split weight:
+    both its connections, each saturated, summed; exact, the sums of two 16-bit values).
 
     x: Inputs (graded counts) or float32 spikes [T, B, m]; peak_sum bounds the sum of inputs at one
     step, so that float32 is used only where every partial sum is exact (below 2**24)."""
+    parts = syn.parts()
+    acc = _one_dendrite(parts[0], x, peak_sum, out_dtype)
+    for part in parts[1:]:
+        acc += _one_dendrite(part, x, peak_sum, out_dtype)
+    return acc
+
+
+def _one_dendrite(syn, x, peak_sum: float, out_dtype) -> np.ndarray:
     w = syn.weight
     top = float(np.abs(w).max()) if w.size else 0.0
     dtype = np.float32 if top * peak_sum < F32_EXACT else np.float64
@@ -118,6 +127,13 @@ def _rec_t(syn: Synapse | None, n: int) -> tuple[np.ndarray, int]:
     if syn is None:
         return np.zeros((n, n), dtype=np.int64), 0
     return np.ascontiguousarray(np.asarray(syn.weight, dtype=np.int64).T), int(syn.exp)
+
+
+def _fine_t(syn: Synapse | None) -> tuple[np.ndarray, int]:
+    """A split recurrent weight's residual connection for the scans (no rows: none)."""
+    if syn is None or syn.fine is None:
+        return scan.NO_ROWS, 0
+    return _rec_t(syn.fine, 0)
 
 
 def run_hidden(layer: QLayer, x, peak_sum: float, trace: dict | None = None) -> np.ndarray:
@@ -149,12 +165,13 @@ def scan_hidden(layer: QLayer, C: np.ndarray, trace: dict | None = None, G: np.n
     names = {"lif": ("v",), "lava-cuba": ("i", "v")}.get(kind, ("i", "v"))
     tr = {name: np.zeros((T, B, n), dtype=np.int64) if trace is not None else scan.NO_TRACE for name in names}
     lo, hi = int(layer.state_lo), int(layer.state_hi)
-    reset = scan.RESET_CODES[layer.reset]
+    reset, theta = scan.RESET_CODES[layer.reset], int(layer.theta)
+    UT2, exp2 = _fine_t(layer.rec if recurrent else None)
     if kind == "lif":
-        scan.scan_lif(C, UT, exp, np.asarray(layer.v_decay, np.int64), lo, hi, reset, S, tr["v"])
+        scan.scan_lif(C, UT, exp, UT2, exp2, np.asarray(layer.v_decay, np.int64), lo, hi, reset, theta, S, tr["v"])
     elif kind == "cuba-lif":
-        scan.scan_cuba_lif(C, UT, exp, np.asarray(layer.i_decay, np.int64), np.asarray(layer.v_decay, np.int64),
-                           lo, hi, reset, S, tr["i"], tr["v"])
+        scan.scan_cuba_lif(C, UT, exp, UT2, exp2, np.asarray(layer.i_decay, np.int64),
+                           np.asarray(layer.v_decay, np.int64), lo, hi, reset, theta, S, tr["i"], tr["v"])
     elif kind == "spikgru":
         UZT, exp_z = _rec_t(layer.rec_z if recurrent else None, n)
         scan.scan_spikgru(C, G, UT, exp, UZT, exp_z, np.asarray(layer.i_decay, np.int64), fx.SIGMOID_TABLE, lo, hi,

@@ -27,6 +27,7 @@ SIG_SHIFT = fx.SIGMOID_SHIFT
 HALF = fx.SIGMOID_ENTRIES // 2
 SPAN = 1 << fx.STATE_BITS
 NO_TRACE = np.zeros((0, 0, 0), dtype=np.int64)
+NO_ROWS = np.zeros((0, 0), dtype=np.int64)  # no second (residual) recurrent connection
 
 
 @njit(inline="always")
@@ -43,26 +44,29 @@ def _clamp(x, lo, hi):
 
 
 @njit(cache=True)
-def _recurrent(UT, exp, s_prev, out):
-    """out = (fixed_point.dendrite of the binary spikes s_prev through UT [n_in, n_out]) << 6."""
-    out[:] = 0
+def _dendrite(UT, exp, s_prev, acc, out):
+    """out += (fixed_point.dendrite of the binary spikes s_prev through UT [n_in, n_out]) << 6 (acc: scratch)."""
+    acc[:] = 0
     for j in range(s_prev.shape[0]):
         if s_prev[j]:
-            out += UT[j]
+            acc += UT[j]
     for k in range(out.shape[0]):
-        acc = out[k] << exp if exp >= 0 else out[k] >> (-exp)
-        out[k] = _clamp(acc, ACC_MIN, ACC_MAX) << ACT
+        a = acc[k] << exp if exp >= 0 else acc[k] >> (-exp)
+        out[k] += _clamp(a, ACC_MIN, ACC_MAX) << ACT
 
 
 @njit(cache=True)
-def _inputs(UT, exp, S, t, b, r, prev):
-    """Into r the recurrent input of sample b at step t, into prev that sample's previous spikes as 0/1."""
+def _inputs(UT, exp, UT2, exp2, S, t, b, r, acc, prev):
+    """Into r the recurrent input of sample b at step t (a split weight's residual UT2, when it has rows, is a
+    second connection), into prev that sample's previous spikes as 0/1."""
+    r[:] = 0
     if t > 0:
-        _recurrent(UT, exp, S[t - 1, b], r)
+        _dendrite(UT, exp, S[t - 1, b], acc, r)
+        if UT2.shape[0]:
+            _dendrite(UT2, exp2, S[t - 1, b], acc, r)
         for k in range(prev.shape[0]):
             prev[k] = S[t - 1, b, k]
     else:
-        r[:] = 0
         prev[:] = 0
 
 
@@ -70,56 +74,58 @@ RESET_CODES = {"late": 0, "subtract": 1, "zero": 2}  # fixed_point.fire's modes,
 
 
 @njit(inline="always")
-def _fire(x, reset):
+def _fire(x, reset, theta):
     """fixed_point.fire for one neuron: (spiked, the v kept)."""
-    spiked = x > THETA
+    spiked = x > theta
     if spiked and reset == 1:
-        return spiked, x - THETA
+        return spiked, x - theta
     if spiked and reset == 2:
         return spiked, np.int64(0)
     return spiked, x
 
 
 @njit(cache=True)
-def scan_lif(C, UT, exp, dv, lo, hi, reset, S, tv):
-    """LIF: v = clamp(decay(v, dv) + C + rec - THETA s_prev, lo, hi); S[t] = v > THETA (reset: RESET_CODES;
-    the same-step resets drop the - THETA s_prev term)."""
+def scan_lif(C, UT, exp, UT2, exp2, dv, lo, hi, reset, theta, S, tv):
+    """LIF: v = clamp(decay(v, dv) + C + rec - theta s_prev, lo, hi); S[t] = v > theta (reset: RESET_CODES;
+    the same-step resets drop the - theta s_prev term; theta: the layer's threshold)."""
     T, B, n = C.shape
     r = np.zeros(n, dtype=np.int64)
+    acc = np.zeros(n, dtype=np.int64)
     prev = np.zeros(n, dtype=np.int64)
     fv = UNITY - dv
-    late = THETA * (reset == 0)
+    late = theta * (reset == 0)
     v = np.zeros((B, n), dtype=np.int64)
     for t in range(T):
         for b in range(B):
-            _inputs(UT, exp, S, t, b, r, prev)
+            _inputs(UT, exp, UT2, exp2, S, t, b, r, acc, prev)
             vb, c = v[b], C[t, b]
             for k in range(n):
                 x = _clamp(_mul12(vb[k], fv[k]) + np.int64(c[k]) + r[k] - late * prev[k], lo, hi)
-                S[t, b, k], vb[k] = _fire(x, reset)
+                S[t, b, k], vb[k] = _fire(x, reset, theta)
         if tv.shape[0]:
             tv[t] = v
 
 
 @njit(cache=True)
-def scan_cuba_lif(C, UT, exp, di, dv, lo, hi, reset, S, ti, tv):
-    """Cuba-LIF: i = clamp(decay(i, di) + C + rec); v = clamp(decay(v, dv) + mul12(i, dv) - THETA s_prev)
-    (reset as scan_lif)."""
+def scan_cuba_lif(C, UT, exp, UT2, exp2, di, dv, lo, hi, reset, theta, S, ti, tv):
+    """Cuba-LIF: i = clamp(decay(i, di) + C + rec); v = clamp(decay(v, dv) + mul12(i, dv) - theta s_prev)
+    (reset and theta as scan_lif)."""
     T, B, n = C.shape
     r = np.zeros(n, dtype=np.int64)
+    acc = np.zeros(n, dtype=np.int64)
     prev = np.zeros(n, dtype=np.int64)
     fi, fv = UNITY - di, UNITY - dv
-    late = THETA * (reset == 0)
+    late = theta * (reset == 0)
     i = np.zeros((B, n), dtype=np.int64)
     v = np.zeros((B, n), dtype=np.int64)
     for t in range(T):
         for b in range(B):
-            _inputs(UT, exp, S, t, b, r, prev)
+            _inputs(UT, exp, UT2, exp2, S, t, b, r, acc, prev)
             ib, vb, c = i[b], v[b], C[t, b]
             for k in range(n):
                 ib[k] = _clamp(_mul12(ib[k], fi[k]) + np.int64(c[k]) + r[k], lo, hi)
                 x = _clamp(_mul12(vb[k], fv[k]) + _mul12(ib[k], dv[k]) - late * prev[k], lo, hi)
-                S[t, b, k], vb[k] = _fire(x, reset)
+                S[t, b, k], vb[k] = _fire(x, reset, theta)
         if tv.shape[0]:
             ti[t], tv[t] = i, v
 
@@ -130,14 +136,15 @@ def scan_spikgru(C, G, UT, exp, UZT, exp_z, di, table, lo, hi, S, ti, tv):
     T, B, n = C.shape
     r = np.zeros(n, dtype=np.int64)
     prev = np.zeros(n, dtype=np.int64)
+    acc = np.zeros(n, dtype=np.int64)
     rz = np.zeros(n, dtype=np.int64)
     fi = UNITY - di
     i = np.zeros((B, n), dtype=np.int64)
     v = np.zeros((B, n), dtype=np.int64)
     for t in range(T):
         for b in range(B):
-            _inputs(UT, exp, S, t, b, r, prev)
-            _inputs(UZT, exp_z, S, t, b, rz, prev)
+            _inputs(UT, exp, NO_ROWS, 0, S, t, b, r, acc, prev)
+            _inputs(UZT, exp_z, NO_ROWS, 0, S, t, b, rz, acc, prev)
             ib, vb, c, g = i[b], v[b], C[t, b], G[t, b]
             for k in range(n):
                 ib[k] = _clamp(_mul12(ib[k], fi[k]) + np.int64(c[k]) + r[k], lo, hi)
@@ -155,11 +162,12 @@ def scan_lava_cuba(C, UT, exp, d_u, dv, bias, S, tu, tv):
     T, B, n = C.shape
     r = np.zeros(n, dtype=np.int64)
     prev = np.zeros(n, dtype=np.int64)
+    acc = np.zeros(n, dtype=np.int64)
     u = np.zeros((B, n), dtype=np.int64)
     v = np.zeros((B, n), dtype=np.int64)
     for t in range(T):
         for b in range(B):
-            _inputs(UT, exp, S, t, b, r, prev)
+            _inputs(UT, exp, NO_ROWS, 0, S, t, b, r, acc, prev)
             ub, vb, c = u[b], v[b], C[t, b]
             for k in range(n):
                 x = _mul12(ub[k], UNITY - d_u) + np.int64(c[k]) + r[k]

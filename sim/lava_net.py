@@ -108,12 +108,13 @@ def _neuron(layer: QLayer, k: int, reset: dict):
     common = dict(shape=n, bias_mant=layer.bias_mant, bias_exp=layer.bias_exp, reset_offset=k + 1,
                   name=f"{'readout' if layer.kind == 'readout' else f'layer{k + 1}'}", **reset)
     if layer.kind == "readout":
-        return Readout(v_decay=layer.v_decay, i_decay=layer.i_decay, **common)
+        return Readout(v_decay=layer.v_decay, i_decay=layer.i_decay, vth_mant=layer.vth_mant, **common)
     bounds = dict(state_lo=layer.state_lo, state_hi=layer.state_hi)  # the state clamp (docs/fixed_point.md)
+    spiking = dict(reset=layer.reset, vth_mant=layer.vth_mant)
     if layer.kind == "lif":
-        return LIF(v_decay=layer.v_decay, reset=layer.reset, **bounds, **common)
+        return LIF(v_decay=layer.v_decay, **spiking, **bounds, **common)
     if layer.kind == "cuba-lif":
-        return CubaLIF(i_decay=layer.i_decay, v_decay=layer.v_decay, reset=layer.reset, **bounds, **common)
+        return CubaLIF(i_decay=layer.i_decay, v_decay=layer.v_decay, **spiking, **bounds, **common)
     if layer.kind == "spikgru":
         return SpikGRU(i_decay=layer.i_decay, bias_z_mant=layer.bias_z_mant, bias_z_exp=layer.bias_z_exp,
                        **bounds, **common)
@@ -141,7 +142,7 @@ def build_lava_network(net: QNetwork, counts: np.ndarray, record: bool = False) 
     for k, layer in enumerate(net.layers):
         neuron = _neuron(layer, k, reset)
         layer_conns = {}
-        for syn_name, syn in layer.synapses().items():
+        for syn_name, syn in layer.connections().items():
             recurrent = syn_name.startswith("rec")
             c = CountingDense(weights=syn.weight, weight_exp=syn.exp, recurrent=recurrent,
                               num_message_bits=0 if recurrent else prev_bits,

@@ -107,7 +107,7 @@ def tally_batch(net: QNetwork, counts, spikes: list[np.ndarray]) -> Tally:
     c.spikes = sources[1:]
     names = layer_names(net)
     for k, layer in enumerate(net.layers):
-        for syn_name, syn in layer.synapses().items():
+        for syn_name, syn in layer.connections().items():
             src = k + 1 if syn_name.startswith("rec") else k
             key = f"{names[k]}.{syn_name}"
             c.syn_events[key] = sources[src] * syn.weight.shape[0]

@@ -211,7 +211,7 @@ BAD_FILES = {
                            "layer 1: 'vDecay' holds 5000, outside the 12-bit decay range"),
     "exponent out of range": (_set("layer/3/weight_exp", np.int8(9)), "layer 3: 'weight_exp' holds 9"),
     "bias out of range": (_set("layer/3/bias", np.full(4, 5000, dtype=np.int16)), "layer 3: 'bias' holds 5000"),
-    "wrong threshold": (_set("layer/1/neuron/vThMant", np.int32(64)), "layer 1: 'vThMant' holds 64"),
+    "wrong threshold": (_set("layer/1/neuron/vThMant", np.int32(2048)), "layer 1: 'vThMant' holds 2048"),
     "readout not last": (_delete("layer/3"), "layer 2: the last layer must be a readout"),
     "meta inconsistent": (_attr("meta", '{"channels": 99}'), "meta channels = 99 but the layers say 10"),
     "meta not json": (_attr("meta", "{oops"), "'meta' is not JSON"),
@@ -293,7 +293,8 @@ def test_writer_refuses_what_stock_netx_cannot_hold(tmp_path):
 def _shape_net(kind, sizes, n_classes=10):
     """A network of the given shapes without memory (broadcast zero weights): for resource estimates."""
     z = lambda n, m: Synapse(np.broadcast_to(np.int64(0), (n, m)), 0)
-    layers = [QLayer(kind, z(n, m), z(n, n), ff_z=z(n, m) if kind == "spikgru" else None)
+    layers = [QLayer(kind, z(n, m), z(n, n), ff_z=z(n, m) if kind == "spikgru" else None,
+                     rec_z=z(n, n) if kind == "spikgru" else None)
               for m, n in zip(sizes[:-1], sizes[1:])]
     return QNetwork(layers + [QLayer("readout", z(n_classes, sizes[-1]))])
 
@@ -404,13 +405,14 @@ def test_export_cli_writes_file_and_prints_resources(tmp_path):
 def test_export_cli_warns_on_saturation(tmp_path):
     path = make_ckpt(tmp_path / "c.pt", "lif")
     ckpt = torch.load(path, weights_only=False)
-    ckpt["state_dict"]["hidden_layers.0.W"][0, :3] = 1000.0  # beyond 127 * 2**7 / 1024 = 15.9
+    # beyond 127 * 2**7 / 64 = 254 thresholds, the most the lowest threshold mantissa (fixed_point.VTH_MIN) holds
+    ckpt["state_dict"]["hidden_layers.0.W"][0, :3] = 10000.0
     save_checkpoint(path, {k: v for k, v in ckpt.items() if k not in ("format", "version")})
     res = _cli("export", path, "--out", tmp_path / "net.h5")
     assert res.exit_code == 0, res.output
     warning = [l for l in res.output.splitlines() if l.startswith("warning:")]
     assert len(warning) == 1 and "layer 0 W: 3 value(s) saturated" in warning[0]
-    assert "worst relative error 98.4 %" in warning[0]  # (1000 - 15.875) / 1000
+    assert "worst relative error 97.5 %" in warning[0]  # (10000 - 254) / 10000
     assert (tmp_path / "net.h5").exists()
 
 
