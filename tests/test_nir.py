@@ -16,6 +16,7 @@ from export import fixed_point as fx
 from export.netx_h5 import read_network
 from export.quantize import quantize_checkpoint
 from nir_io.graph import layers_of
+from nir_io.norse_reading import run_norse
 from nir_io.to_model import graph_to_model
 from sim.integer_net import run_batch
 from train.checkpoint import load_checkpoint, save_checkpoint
@@ -38,35 +39,6 @@ def braille_model(reset: str):
 
 def random_spikes(batch: int, rate: float, seed: int) -> torch.Tensor:
     return (torch.rand(batch, STEPS, 12, generator=torch.Generator().manual_seed(seed)) < rate).float()
-
-
-def norse_run(path: Path, reset: str, x: torch.Tensor) -> list[torch.Tensor]:
-    """Norse 1.1.0's own reading of the file (norse.torch.from_nir, forward Euler at dt): spikes of lif1.lif and lif2.
-
-    nirtorch's executor leaves out a recurrent edge's output on the first step (nothing cached yet), so the
-    Affine w_rec's bias would be missing at t = 0 where snnTorch, which trained the graph, adds it (its
-    RSynaptic applies recurrent(spk = 0) from the first step): the cache is seeded with w_rec(0) = its bias."""
-    import norse.torch as norse
-    from nirtorch.graph_executor import GraphExecutorState
-    from norse.torch.functional.reset import reset_subtract, reset_value
-
-    graph = nir.read(path)
-    net = norse.from_nir(graph, dt=DT, reset_method=reset_value if reset == "zero" else reset_subtract)
-    w_rec = graph.nodes["lif1.w_rec"]
-    seed = torch.as_tensor(getattr(w_rec, "bias", None) if hasattr(w_rec, "bias") else np.zeros(w_rec.weight.shape[0]),
-                           dtype=torch.float32)[None]
-    hidden, out = [], []
-    with torch.no_grad():
-        for b in range(x.shape[0]):
-            state = GraphExecutorState(state={}, cache={"lif1_w_rec": seed})
-            h, o = [], []
-            for t in range(x.shape[1]):
-                y, state = net(x[b, t][None], state)
-                h.append(state.cache["lif1_lif"][0].clone())
-                o.append(y[0].clone())
-            hidden.append(torch.stack(h))
-            out.append(torch.stack(o))
-    return [torch.stack(hidden), torch.stack(out)]
 
 
 # ------------------------------------------------------------------------------------------------ import
@@ -106,9 +78,9 @@ def test_float_forward_equals_norse_reading_of_the_file(reset):
     x = random_spikes(4, 0.1, seed=1)
     with torch.no_grad():
         _, ours = braille_model(reset)(x, return_hidden=True)
-    theirs = norse_run(BRAILLE[reset], reset, x)
+    theirs = run_norse(BRAILLE[reset], DT, reset, x)
     assert ours[0].sum() > 100 and ours[1].sum() > 10  # the networks are active
-    for a, b in zip(ours, theirs):
+    for a, b in zip(ours, [theirs["lif1.lif"], theirs["lif2"]]):
         assert torch.equal(a, b)
 
 
@@ -260,22 +232,15 @@ def test_round_trip_ours_nir_ours_gives_identical_outputs(kind, options, tmp_pat
 
 def test_exported_graph_runs_in_norse_as_ours(tmp_path):
     """Our Cuba-LIF (same-step subtract) to NIR, read by Norse: its hidden spikes equal ours."""
-    import norse.torch as norse
-    from norse.torch.functional.reset import reset_subtract
     src = _checkpoint(tmp_path, "cuba-lif", {"reset": "subtract", "clip": None})
     assert run_cli("export", src, "--target", "nir", "--out", tmp_path / "net.nir").exit_code == 0
-    net = norse.from_nir(nir.read(tmp_path / "net.nir"), dt=0.01, reset_method=reset_subtract)
     ours = model_from_checkpoint(load_checkpoint(src))
     x = (torch.rand(1, 80, 6, generator=torch.Generator().manual_seed(4)) < 0.3).float()
     with torch.no_grad():
         _, h = ours(x, return_hidden=True)
-        state, got = None, {"layer1": [], "layer2": []}
-        for t in range(x.shape[1]):
-            _, state = net(x[0, t][None], state)
-            for name in got:
-                got[name].append(state.cache[name][0].clone())
-    assert h[0][0].sum() > 20
-    assert torch.equal(torch.stack(got["layer1"]), h[0][0]) and torch.equal(torch.stack(got["layer2"]), h[1][0])
+    theirs = run_norse(tmp_path / "net.nir", 0.01, "subtract", x)
+    assert h[0].sum() > 20
+    assert torch.equal(theirs["layer1"], h[0]) and torch.equal(theirs["layer2"], h[1])
 
 
 @pytest.mark.parametrize("kind,options,words", [
