@@ -298,3 +298,17 @@ def test_qat_forward_equals_the_spec_on_an_imported_graph():
     got = run_fixed_point(model, x)
     assert all(np.array_equal(a, b.detach().numpy()) for a, b in zip(ref["spikes"], got["spikes"]))
     assert np.array_equal(ref["readout"], got["readout"].detach().numpy())
+
+
+def test_train_with_a_same_step_reset_then_export_to_nir(tmp_path):
+    """`train --reset subtract` trains (plain loop: the fused kernels know only the late reset) and the model
+    exports to NIR; the late-reset Cuba-LIF of the same run would be refused."""
+    res = run_cli("train", "--model", "cuba-lif", "--layers", 1, "--hidden", 16, "--data", "builtin", "--bin-hz", 50,
+                  "--epochs", 1, "--batch", 32, "--reset", "subtract", "--out", tmp_path / "run", "--quiet")
+    assert res.exit_code == 0, res.output
+    assert ModelConfig(**load_checkpoint(tmp_path / "run")["model"]).options["reset"] == "subtract"
+    assert run_cli("export", tmp_path / "run", "--target", "nir", "--out", tmp_path / "m.nir").exit_code == 0
+    graph = nir.read(tmp_path / "m.nir")
+    assert graph.metadata["reset"] == "subtract" and graph.metadata["dt"] == pytest.approx(1 / 50)
+    assert "--reset" in one_line_error(run_cli("train", "--model", "cuba-lif", "--lava-cuba", "--reset", "zero",
+                                               "--out", tmp_path / "x"))
