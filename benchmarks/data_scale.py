@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from machine import announce_load  # noqa: E402  (benchmarks/machine.py)
 
 EVENTS_MEAN = 3000
 
@@ -85,9 +85,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.measure:
         return measure(args.measure)
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
-    if os.getloadavg()[0] > (os.cpu_count() or 1) / 2:
-        print("warning: the machine is busy; rates and times below are not reliable", flush=True)
+    announce_load()
     rows = []
     for n in [int(x) for x in args.sizes.split(",")]:
         d = args.dir / f"n{n}"

@@ -13,7 +13,6 @@ whether Lava's spikes equal the fast engine's. No test data come with the graphs
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from machine import announce_load  # noqa: E402  (benchmarks/machine.py)
 
 from export.quantize import quantize_checkpoint  # noqa: E402
 from nir_io.norse_reading import run_norse  # noqa: E402
@@ -44,8 +44,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=500, help="random inputs per rate")
     ap.add_argument("--lava", type=int, default=4, help="samples run through Lava (0: skip)")
     args = ap.parse_args()
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; {args.samples} random inputs of {STEPS} "
-          f"steps per rate {RATES}")
+    announce_load(f"{args.samples} random inputs of {STEPS} steps per rate {RATES}")
     work = Path(tempfile.mkdtemp())
     for name, reset in GRAPHS.items():
         path = NIR_DIR / name

@@ -31,6 +31,7 @@ from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from machine import announce_load  # noqa: E402  (benchmarks/machine.py)
 
 from train.checkpoint import checkpoint_origin, load_checkpoint  # noqa: E402
 from train.datasets import eval_set_for  # noqa: E402
@@ -178,7 +179,7 @@ def main() -> None:
     ap.add_argument("--checkpoints", nargs="*", help="use these checkpoints instead of training small models")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
+    announce_load()
     tmp = Path(tempfile.mkdtemp(prefix="crosscheck-"))
     ckpts = args.checkpoints or []
     if not ckpts:

@@ -14,10 +14,16 @@ the spike trains of every layer on the N samples, compared with the fast engine'
 too.
 
 speedup = Lava seconds per sample / fast-engine seconds per sample on the same N samples (by default
-the whole test split; the fast engine's figure over the whole split is printed above it). The last line is
+the whole test split; the fast engine's figure over the whole split is printed above it). The fast engine
+runs first (one thread, compiled), best of 5, so that Lava's processes do not load the machine while it is
+timed. The last line is
     speedup=<x> spikes_equal=<True|False> counts_equal=<True|False>
 
+--scaling prints instead a table of both engines' time per sample against hidden size (64, 128, 256, 512)
+and input density, on random Bernoulli inputs (--scaling-samples each; Lava timed the same way).
+
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sim_speed.py [--samples N] [--model cuba-lif|lif|spikgru]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sim_speed.py --scaling
 """
 # Lava first: it fixes multiprocessing's start method when imported
 import lava.magma.runtime.message_infrastructure.multiprocessing  # noqa: F401  isort: skip
@@ -34,6 +40,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from machine import announce_load  # noqa: E402  (benchmarks/machine.py)
 from export.exporter import export_checkpoint  # noqa: E402
 from export.netx_h5 import read_network  # noqa: E402
 from sim.engine import run_fast  # noqa: E402
@@ -45,10 +52,10 @@ from train.models import ModelConfig, build_model  # noqa: E402
 N_IN, HIDDEN, LAYERS, CLASSES, BIN_HZ = 700, 128, 2, 6, 250.0
 
 
-def make_checkpoint(path: Path, kind: str, gain: float, seed: int = 0) -> Path:
-    """A freshly initialised 2x128 model whose weights are scaled by `gain` so that both layers fire."""
+def make_checkpoint(path: Path, kind: str, gain: float, seed: int = 0, hidden: int = HIDDEN) -> Path:
+    """A freshly initialised 2 x hidden model whose weights are scaled by `gain` so that both layers fire."""
     torch.manual_seed(seed)
-    cfg = ModelConfig(kind, N_IN, CLASSES, LAYERS, HIDDEN, {})
+    cfg = ModelConfig(kind, N_IN, CLASSES, LAYERS, hidden, {})
     model = build_model(cfg)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -69,6 +76,27 @@ def best_of(fn, repeats: int):
     return best, out
 
 
+def scaling(args) -> None:
+    """Time per sample of both engines against hidden size and input density (random Bernoulli inputs)."""
+    from sim.integer_net import Inputs, run_batch
+    rng = np.random.default_rng(0)
+    T, n = int(BIN_HZ), args.scaling_samples
+    print(f"{'hidden':>7}{'density':>9}{'rates l1/l2':>14}{'lava ms/sample':>16}{'fast ms/sample':>16}{'ratio':>8}")
+    for hidden, density in [(64, 0.01), (128, 0.01), (256, 0.01), (512, 0.01), (128, 0.003), (128, 0.03), (128, 0.1)]:
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = make_checkpoint(Path(tmp) / "model.pt", args.model, args.gain * (128 / hidden) ** 0.5, hidden=hidden)
+            net = read_network(export_checkpoint(ckpt, Path(tmp) / "net.h5", "loihi2").out)
+        counts = (rng.random((n, T, N_IN)) < density).astype(np.int64)
+        inputs = Inputs.from_dense(counts)
+        t_fast, out = best_of(lambda: run_batch(net, inputs), 5)
+        t0 = time.perf_counter()
+        run_lava(net, counts, progress=False)
+        t_lava = time.perf_counter() - t0
+        rates = "/".join(f"{float(s.mean()):.3f}" for s in out["spikes"])
+        print(f"{hidden:>7}{density:>9}{rates:>14}{1e3 * t_lava / n:>16.1f}{1e3 * t_fast / n:>16.3f}"
+              f"{t_lava / t_fast:>8.0f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=None, help="samples run in both engines, spread over the split (default: all)")
@@ -76,9 +104,13 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None, help="a trained 2x128 checkpoint instead of a scaled initial one")
     ap.add_argument("--data", default="builtin")
     ap.add_argument("--gain", type=float, default=4.0, help="weight scale of the initial model")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads of the fast engine")
+    ap.add_argument("--scaling", action="store_true", help="the hidden-size and density table instead")
+    ap.add_argument("--scaling-samples", type=int, default=20, help="random samples per row of --scaling")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    announce_load("fast engine: one thread (numba); Lava: its own processes")
+    if args.scaling:
+        scaling(args)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = args.checkpoint or make_checkpoint(Path(tmp) / "model.pt", args.model, args.gain)
         exported = export_checkpoint(ckpt, Path(tmp) / "net.h5", "loihi2")
@@ -91,14 +123,14 @@ def main() -> None:
     print(f"network: {', '.join(f'{l.kind} {l.n_in}->{l.n_out}' for l in net.layers)}; {n} of {len(split)} "
           f"{args.data} test samples x {T} steps")
 
+    # the fast engine first (nothing else running): the same samples, and the whole split
+    t_same, same = best_of(lambda: run_fast(net, split, index=index, progress=False, keep_traces=True), 5)
+    t_split, whole = best_of(lambda: run_fast(net, split, progress=False), 5)
     # Lava, timed as `simulate --engine lava` runs it
     counts = split.dense(index).numpy().astype(np.int64)
     t0 = time.perf_counter()
     lava = run_lava(net, counts, progress=False)
     t_lava = time.perf_counter() - t0
-    # the fast engine: the same samples, and the whole split
-    t_same, same = best_of(lambda: run_fast(net, split, index=index, progress=False, keep_traces=True), 3)
-    t_split, whole = best_of(lambda: run_fast(net, split, progress=False), 3)
     # Lava again with spike recorders, for the spike trains
     rec = run_lava(net, counts, record=True, progress=False)
 
@@ -111,8 +143,8 @@ def main() -> None:
           f"accuracy lava {100 * np.mean(lava.pred == same.labels):.1f} % fast {100 * same.accuracy:.1f} %")
     print(f"lava: {t_lava:.2f} s for {n} samples ({lava.lava_steps} steps, {lava.lava_steps / t_lava:.0f} steps/s, "
           f"build + compile + run) = {1e3 * per_lava:.1f} ms/sample")
-    print(f"fast, same {n} samples: {1e3 * t_same:.1f} ms = {1e3 * per_same:.3f} ms/sample "
-          f"(speedup {per_lava / per_same:.0f}x)")
+    print(f"fast, same {n} samples: {1e3 * t_same:.1f} ms = {1e3 * per_same:.3f} ms/sample, {1 / per_same:,.0f} "
+          f"samples/s, {T / per_same:,.0f} steps/s on one thread (speedup {per_lava / per_same:.0f}x)")
     print(f"fast, whole split ({len(split)} samples): {1e3 * t_split:.1f} ms = {1e3 * per_split:.3f} ms/sample")
     print(f"speedup={per_lava / per_same:.0f} spikes_equal={spikes_equal} counts_equal={counts_equal}")
 

@@ -30,6 +30,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from machine import announce_load  # noqa: E402  (benchmarks/machine.py)
 
 from train.stats import mean_ci  # noqa: E402
 
@@ -124,7 +125,7 @@ def main() -> None:
     ap.add_argument("--report-only", action="store_true", help="only collect what is there")
     args = ap.parse_args()
     models = [m for m in args.models.split(",") if m]
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; data {args.data}", flush=True)
+    announce_load(f"data {args.data}")
     if not args.report_only:
         run_cv(args, models)
     rows = collect(args, models)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from machine import announce_load  # noqa: E402  (benchmarks/machine.py)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,9 +39,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch", type=int, default=128)
     args = ap.parse_args()
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
-    if os.getloadavg()[0] > (os.cpu_count() or 1) / 2:
-        print("warning: the machine is busy; the ratio below is not reliable", flush=True)
+    announce_load()
     with tempfile.TemporaryDirectory() as tmp:
         one = run(1, Path(tmp) / "one", args)
         two = run(2, Path(tmp) / "two", args)

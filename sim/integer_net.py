@@ -3,10 +3,9 @@
 Same arithmetic as ``export.qnet.run_network`` (docs/fixed_point.md), organised for speed:
 
 * layer-major: a layer's feed-forward dendrites (W x, and Wz x for SpikGRU) depend only on the
-  layer below, so they are one matrix product over all samples and steps (the graded input as a
-  sparse matrix straight from the split's event indices), in float32 where every partial sum is an
-  integer below 2**24 (exact), else float64; shifts are multiplications by powers of two (floor for
-  negative exponents), saturation clamping;
+  layer below, so they are computed for all samples and steps first, event by event (an input
+  event or a spike costs its column of W; the graded input straight from the split's event
+  indices), compiled, in int64;
 * only the recurrent part (U s_{t-1}, Uz s_{t-1}: a spike costs its column) and the neuron update run
   step by step, compiled, in int64 (sim/integer_scan.py).
 
@@ -29,9 +28,6 @@ from export.qnet import QLayer, QNetwork, Synapse
 from sim import integer_scan as scan
 from train.data import ranges
 
-ACC_MIN, ACC_MAX = float(fx.ACC_MIN), float(fx.ACC_MAX)
-ACT = float(1 << fx.ACT_SHIFT)
-F32_EXACT = float(1 << 24)  # integers below this are exact in float32
 
 
 @dataclass
@@ -46,11 +42,6 @@ class Inputs:
     @property
     def events(self) -> int:
         return int(self.csr.data.sum(dtype=np.int64))
-
-    @property
-    def peak_sum(self) -> float:
-        """The largest input sum of one sample at one step (bounds the input dendrite)."""
-        return float(np.asarray(self.csr.sum(axis=1)).max()) if self.csr.nnz else 0.0
 
     @classmethod
     def from_dense(cls, counts: np.ndarray) -> "Inputs":
@@ -85,41 +76,31 @@ class Inputs:
 
 
 # ------------------------------------------------------------------------------------------ kernels
-def _shift_clip(acc: np.ndarray, exp: int) -> np.ndarray:
-    """In place: acc << exp (floor for exp < 0), saturated to 16 bits."""
-    if exp > 0:
-        acc *= float(1 << exp)
-    elif exp < 0:
-        acc *= 1.0 / float(1 << -exp)
-        np.floor(acc, out=acc)
-    np.clip(acc, ACC_MIN, ACC_MAX, out=acc)
-    return acc
+@dataclass
+class Spikes:
+    """A hidden layer's spikes over a batch: S [T, B, n] bool, and the same listed per row r = t * B + b
+    (idx[ptr[r]:ptr[r + 1]], what the next layer reads)."""
+
+    S: np.ndarray
+    ptr: np.ndarray
+    idx: np.ndarray
 
 
-def ff_dendrite(syn, x, peak_sum: float, out_dtype=np.float64) -> np.ndarray:
-    """fx.dendrite of a feed-forward connection over a whole batch, as [T, B, n] of out_dtype (a split weight:
-    both its connections, each saturated, summed; exact, the sums of two 16-bit values).
-
-    x: Inputs (graded counts) or float32 spikes [T, B, m]; peak_sum bounds the sum of inputs at one
-    step, so that float32 is used only where every partial sum is exact (below 2**24)."""
-    parts = syn.parts()
-    acc = _one_dendrite(parts[0], x, peak_sum, out_dtype)
-    for part in parts[1:]:
-        acc += _one_dendrite(part, x, peak_sum, out_dtype)
-    return acc
-
-
-def _one_dendrite(syn, x, peak_sum: float, out_dtype) -> np.ndarray:
-    w = syn.weight
-    top = float(np.abs(w).max()) if w.size else 0.0
-    dtype = np.float32 if top * peak_sum < F32_EXACT else np.float64
-    wt = w.T.astype(dtype)
-    if isinstance(x, Inputs):
-        acc = np.asarray(x.csr.astype(dtype) @ wt).reshape(x.T, x.B, -1)
-    else:
-        T, B, m = x.shape
-        acc = np.matmul(x.reshape(T * B, m).astype(dtype), wt).reshape(T, B, -1)
-    return _shift_clip(acc, syn.exp).astype(out_dtype, copy=False)
+def ff_dendrite(syn: Synapse, x) -> np.ndarray:
+    """fx.dendrite << 6 of a feed-forward connection over a whole batch, int64 [T, B, n], event by event (compiled):
+    x is Inputs (graded counts) or the Spikes of the layer below. A split weight: both its connections, each
+    saturated, summed."""
+    T, B = (x.T, x.B) if isinstance(x, Inputs) else x.S.shape[:2]
+    out = np.zeros((T * B, syn.weight.shape[0]), dtype=np.int64)
+    for part in syn.parts():
+        WT = np.ascontiguousarray(np.asarray(part.weight, dtype=np.int64).T)
+        if isinstance(x, Inputs):
+            csr = x.csr
+            scan.ff_counts(csr.indptr.astype(np.int64), csr.indices.astype(np.int64), csr.data.astype(np.int64), WT,
+                           int(part.exp), out)
+        else:
+            scan.ff_events(x.ptr, x.idx, WT, int(part.exp), out)
+    return out.reshape(T, B, -1)
 
 
 def _rec_t(syn: Synapse | None, n: int) -> tuple[np.ndarray, int]:
@@ -136,21 +117,19 @@ def _fine_t(syn: Synapse | None) -> tuple[np.ndarray, int]:
     return _rec_t(syn.fine, 0)
 
 
-def run_hidden(layer: QLayer, x, peak_sum: float, trace: dict | None = None) -> np.ndarray:
-    """One hidden layer over a whole batch: input x (Inputs, or spikes [T, B, m]) -> spikes [T, B, n] bool.
+def run_hidden(layer: QLayer, x, trace: dict | None = None) -> Spikes:
+    """One hidden layer over a whole batch: input x (Inputs, or the Spikes of the layer below) -> its Spikes.
 
     trace: if a dict, filled with the states [T, B, n] (int64) for checks. The feed-forward part of the input
-    (64 W x + bias, float32: below 2**23, exact) is one product over all steps; the rest is scan_hidden's."""
-    C = ff_dendrite(layer.ff, x, peak_sum, np.float32)
-    C *= ACT
+    (64 W x + bias) is computed for all steps first; the rest is scan_hidden's."""
+    C = ff_dendrite(layer.ff, x)
     if layer.kind != "lava-cuba":
-        C += fx.bias_value(layer.bias_mant, layer.bias_exp).astype(np.float32)
+        C += fx.bias_value(layer.bias_mant, layer.bias_exp)
     G = None
     if layer.kind == "spikgru":
-        G = ff_dendrite(layer.ff_z, x, peak_sum, np.float32)
-        G *= ACT
-        G += fx.bias_value(layer.bias_z_mant, layer.bias_z_exp).astype(np.float32)
-    return scan_hidden(layer, C, trace, G)
+        G = ff_dendrite(layer.ff_z, x)
+        G += fx.bias_value(layer.bias_z_mant, layer.bias_z_exp)
+    return _scan(layer, C, trace, G)
 
 
 def scan_hidden(layer: QLayer, C: np.ndarray, trace: dict | None = None, G: np.ndarray | None = None,
@@ -158,40 +137,47 @@ def scan_hidden(layer: QLayer, C: np.ndarray, trace: dict | None = None, G: np.n
     """The neuron updates of one hidden layer, step by step (sim.integer_scan, compiled): C [T, B, n] the feed-forward
     input << 6 (plus the bias, except for lava-cuba, whose bias joins v), G likewise for SpikGRU's gate; recurrent:
     the layer's own recurrent connections (False: none). Returns spikes [T, B, n] bool (trace: the states)."""
+    return _scan(layer, C, trace, G, recurrent).S
+
+
+def _scan(layer: QLayer, C: np.ndarray, trace: dict | None = None, G: np.ndarray | None = None,
+          recurrent: bool = True) -> Spikes:
     T, B, n = C.shape
     kind = layer.kind
     UT, exp = _rec_t(layer.rec if recurrent else None, n)
     S = np.zeros((T, B, n), dtype=np.bool_)
+    ptr, idx = np.zeros(T * B + 1, dtype=np.int64), np.zeros(T * B * n, dtype=np.int32)
+    events = (S, ptr, idx)
     names = {"lif": ("v",), "lava-cuba": ("i", "v")}.get(kind, ("i", "v"))
     tr = {name: np.zeros((T, B, n), dtype=np.int64) if trace is not None else scan.NO_TRACE for name in names}
     lo, hi = int(layer.state_lo), int(layer.state_hi)
     reset, theta = scan.RESET_CODES[layer.reset], int(layer.theta)
     UT2, exp2 = _fine_t(layer.rec if recurrent else None)
     if kind == "lif":
-        scan.scan_lif(C, UT, exp, UT2, exp2, np.asarray(layer.v_decay, np.int64), lo, hi, reset, theta, S, tr["v"])
+        scan.scan_lif(C, UT, exp, UT2, exp2, np.asarray(layer.v_decay, np.int64), lo, hi, reset, theta, *events,
+                      tr["v"])
     elif kind == "cuba-lif":
         scan.scan_cuba_lif(C, UT, exp, UT2, exp2, np.asarray(layer.i_decay, np.int64),
-                           np.asarray(layer.v_decay, np.int64), lo, hi, reset, theta, S, tr["i"], tr["v"])
+                           np.asarray(layer.v_decay, np.int64), lo, hi, reset, theta, *events, tr["i"], tr["v"])
     elif kind == "spikgru":
         UZT, exp_z = _rec_t(layer.rec_z if recurrent else None, n)
         scan.scan_spikgru(C, G, UT, exp, UZT, exp_z, np.asarray(layer.i_decay, np.int64), fx.SIGMOID_TABLE, lo, hi,
-                          S, tr["i"], tr["v"])
+                          *events, tr["i"], tr["v"])
     elif kind == "lava-cuba":
         bias = np.broadcast_to(fx.bias_value(layer.bias_mant, layer.bias_exp), (n,)).astype(np.int64)
-        scan.scan_lava_cuba(C, UT, exp, int(fx.lava_d(layer.du)), int(np.ravel(layer.v_decay)[0]), bias, S,
+        scan.scan_lava_cuba(C, UT, exp, int(fx.lava_d(layer.du)), int(np.ravel(layer.v_decay)[0]), bias, *events,
                             tr["i"], tr["v"])
     else:
         raise ValueError(f"no fast kernel for neuron kind {kind!r}")
     if trace is not None:
         trace.update(tr)
-    return S
+    return Spikes(S, ptr, idx)
 
 
-def run_readout(layer: QLayer, x: np.ndarray) -> np.ndarray:
-    """The leaky readout over a whole batch: spikes [T, B, m] -> o [T, B, K] (int64)."""
-    C = ff_dendrite(layer.ff, x, float(x.shape[2]))  # spikes in: float32 sums, exact
-    C *= ACT
-    C += fx.bias_value(layer.bias_mant, layer.bias_exp).astype(np.float64)
+def run_readout(layer: QLayer, x: Spikes) -> np.ndarray:
+    """The leaky readout over a whole batch: the last layer's Spikes -> o [T, B, K] (int64)."""
+    C = ff_dendrite(layer.ff, x)
+    C += fx.bias_value(layer.bias_mant, layer.bias_exp)
     return scan_readout(layer, C)
 
 
@@ -213,13 +199,12 @@ def run_batch(net: QNetwork, counts, record_states: bool = False) -> dict:
     inputs = counts if isinstance(counts, Inputs) else Inputs.from_dense(counts)
     if inputs.C != net.layers[0].n_in:
         raise ValueError(f"the samples have {inputs.C} channels, the network takes {net.layers[0].n_in}")
-    x, peak = inputs, inputs.peak_sum
+    x = inputs
     spikes, states = [], []
     for layer in net.hidden:
         tr = {} if record_states else None
-        x = run_hidden(layer, x, peak, tr)
-        peak = float(x.shape[-1])
-        spikes.append(x)
+        x = run_hidden(layer, x, tr)
+        spikes.append(x.S)
         states.append(tr)
     o = run_readout(net.readout, x)
     bt = lambda a, dt: np.ascontiguousarray(a.transpose(1, 0, 2)).astype(dt)
