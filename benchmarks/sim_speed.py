@@ -84,7 +84,7 @@ def scaling(args) -> None:
     print(f"{'hidden':>7}{'density':>9}{'rates l1/l2':>14}{'lava ms/sample':>16}{'fast ms/sample':>16}{'ratio':>8}")
     for hidden, density in [(64, 0.01), (128, 0.01), (256, 0.01), (512, 0.01), (128, 0.003), (128, 0.03), (128, 0.1)]:
         with tempfile.TemporaryDirectory() as tmp:
-            ckpt = make_checkpoint(Path(tmp) / "model.pt", args.model, args.gain * (128 / hidden) ** 0.5, hidden=hidden)
+            ckpt = make_checkpoint(Path(tmp) / "model.pt", args.model, args.gain, hidden=hidden)
             net = read_network(export_checkpoint(ckpt, Path(tmp) / "net.h5", "loihi2").out)
         counts = (rng.random((n, T, N_IN)) < density).astype(np.int64)
         inputs = Inputs.from_dense(counts)

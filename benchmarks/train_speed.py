@@ -4,16 +4,18 @@ One training step = forward, max-over-time cross-entropy, backward, Adam step,
 decay clamp. Networks: 700 inputs -> two recurrent layers of 128 -> leaky readout
 to 20 classes, 250 steps, Bernoulli input at 5 % density. Compared:
   ours  - train.layers with the fused kernels (fused=True)
-  loop  - the same layers as a plain per-timestep autograd loop (fused=False)
+  loop  - the plain loop a user would write: the input projection W x + b of all steps hoisted
+          into one matmul, then a per-timestep autograd loop of the recurrence and the neuron
+          (HoistedLoop; for Cuba-LIF and SpikGRU alike)
   slayer- lava-dl slayer block.cuba.Recurrent x2 + block.cuba.Affine readout
           (Cuba-LIF only; slayer works on [N, C, T]).
-Also checks that ours and the loop give the same gradients on the same batch
-(in float64, where a rounding difference cannot flip a spike).
+Also checks that ours and the step-function loop (fused=False, the tests' ground truth) give the same
+gradients on the same batch (in float64, where a rounding difference cannot flip a spike).
 The last line is `ratio_vs_loop=<x> ratio_vs_slayer=<y>` (Cuba-LIF samples/s ratios).
 
-One intra-op thread by default (--threads to change): on a small machine shared
-with other work, a second thread makes each of the thousands of small per-step
-ops wait for a busy core, and the figures of all three swing widely.
+One intra-op thread by default (--threads to change; run it with 1 and with 2): on a machine
+shared with other work, a second thread makes each of the thousands of small per-step ops wait
+for a busy core, and the figures of all three swing widely. It prints the load first.
 
     .venv/bin/python benchmarks/train_speed.py [--quick] [--threads N]
 """
@@ -29,7 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+from machine import announce_load  # noqa: E402  (benchmarks/machine.py)
 from train.layers import CubaLIFRecurrent, LeakyReadout, SpikGRURecurrent  # noqa: E402
+from train.neurons import VTH, clip, spike  # noqa: E402
 
 N_IN, HIDDEN, CLASSES, STEPS, DENSITY = 700, 128, 20, 250, 0.05
 GRAD_TOLERANCE = 1e-9  # relative, in float64
@@ -40,6 +44,37 @@ def ours(kind: str, fused: bool) -> nn.Sequential:
     rec = RECURRENT[kind]
     return nn.Sequential(rec(N_IN, HIDDEN, fused=fused), rec(HIDDEN, HIDDEN, fused=fused),
                          LeakyReadout(HIDDEN, CLASSES, fused=fused))
+
+
+class HoistedLoop(nn.Module):
+    """The fair plain loop: the same blocks' parameters, W x + b for all steps in one matmul, then one autograd
+    step at a time (i, v, the gate, the spike), and the readout's leak likewise."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+        self.blocks = ours(kind, fused=False)
+
+    def forward(self, x):
+        for block in self.blocks[:-1]:
+            a = F.linear(x, block.W, block.b)
+            az = F.linear(x, block.Wz, block.bz) if self.kind == 'spikgru' else None
+            s = i = v = a.new_zeros(a.shape[0], a.shape[2])
+            out = []
+            for t in range(a.shape[1]):
+                i = clip(block.alpha * i + a[:, t] + F.linear(s, block.U), block.opts)
+                decay = torch.sigmoid(az[:, t] + F.linear(s, block.Uz)) if az is not None else block.beta
+                v = clip(decay * v + (1 - decay) * i - VTH * s, block.opts)
+                s = spike(v, block.opts)
+                out.append(s)
+            x = torch.stack(out, 1)
+        readout = self.blocks[-1]
+        a = F.linear(x, readout.W, readout.b)
+        o, out = a.new_zeros(a.shape[0], a.shape[2]), []
+        for t in range(a.shape[1]):
+            o = readout.beta * o + a[:, t]
+            out.append(o)
+        return torch.stack(out, 1)
 
 
 class SlayerCuba(nn.Module):
@@ -111,6 +146,7 @@ def main() -> None:
     batch = args.batch or (16 if args.quick else 128)
     iters = args.iters or (2 if args.quick else 5)
     torch.set_num_threads(args.threads)
+    announce_load(f"{args.threads} intra-op thread(s)")
     torch.manual_seed(0)
     x = (torch.rand(batch, STEPS, N_IN) < DENSITY).float()
     y = torch.randint(CLASSES, (batch,))
@@ -119,7 +155,7 @@ def main() -> None:
 
     speed = {}
     for kind in RECURRENT:
-        nets = {'ours': ours(kind, True), 'loop': ours(kind, False)}
+        nets = {'ours': ours(kind, True), 'loop': HoistedLoop(kind)}
         if kind == 'cuba-lif':
             nets['slayer'] = SlayerCuba()
         for name, rate in samples_per_s(nets, x, y, iters).items():
