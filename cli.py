@@ -317,12 +317,15 @@ def finetune_cmd(checkpoint, out, epochs, lr, data, batch, device, quiet):
               "(the host clears each layer's recurrent synapse buffer between samples: exact).")
 @click.option("--raw-stream", is_flag=True, help="With --stock-netx: no clearing between samples (free-running "
               "stream; the previous sample's last spikes reach the next one).")
+@click.option("--threads", type=int, default=None, help="Fast engine: batches run side by side on this many "
+              "threads (default: every core; the results do not depend on it).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def simulate_cmd(network, data, split, limit, engine, backend, channels, stock_netx, raw_stream, as_json, quiet):
+def simulate_cmd(network, data, split, limit, engine, backend, channels, stock_netx, raw_stream, threads, as_json,
+                 quiet):
     """Run an exported NETWORK (.h5) over a dataset split: accuracy and measured MAC/AC per timestep."""
     from sim.simulate import format_simulate, simulate
-    r = simulate(network, data, split, limit, engine, backend, channels, not quiet, stock_netx, raw_stream)
+    r = simulate(network, data, split, limit, engine, backend, channels, not quiet, stock_netx, raw_stream, threads)
     _echo_json(r) if as_json else click.echo(format_simulate(r))
 
 

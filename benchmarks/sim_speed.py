@@ -14,10 +14,11 @@ the spike trains of every layer on the N samples, compared with the fast engine'
 too.
 
 speedup = Lava seconds per sample / fast-engine seconds per sample on the same N samples (by default
-the whole test split; the fast engine's figure over the whole split is printed above it). The fast engine
-runs first (one thread, compiled), best of 5, so that Lava's processes do not load the machine while it is
-timed. The last line is
-    speedup=<x> spikes_equal=<True|False> counts_equal=<True|False>
+the whole test split; the fast engine's figure over the whole split is printed above it), the fast engine on
+one thread; and again with the fast engine on every core (batches side by side, as `simulate` runs it; Lava
+uses every core too). The fast engine runs first (compiled), best of 5, so that Lava's processes do not load
+the machine while it is timed. The last line is
+    speedup=<one thread> speedup_<N>_threads=<N threads> spikes_equal=<True|False> counts_equal=<True|False>
 
 --scaling prints instead a table of both engines' time per sample against hidden size (64, 128, 256, 512)
 and input density, on random Bernoulli inputs (--scaling-samples each; Lava timed the same way).
@@ -43,7 +44,7 @@ import torch  # noqa: E402
 from machine import announce_load  # noqa: E402  (benchmarks/machine.py)
 from export.exporter import export_checkpoint  # noqa: E402
 from export.netx_h5 import read_network  # noqa: E402
-from sim.engine import run_fast  # noqa: E402
+from sim.engine import default_threads, run_fast  # noqa: E402
 from sim.lava_net import run_lava  # noqa: E402
 from sim.simulate import load_split, sample_index  # noqa: E402
 from train.checkpoint import save_checkpoint  # noqa: E402
@@ -107,7 +108,7 @@ def main() -> None:
     ap.add_argument("--scaling", action="store_true", help="the hidden-size and density table instead")
     ap.add_argument("--scaling-samples", type=int, default=20, help="random samples per row of --scaling")
     args = ap.parse_args()
-    announce_load("fast engine: one thread (numba); Lava: its own processes")
+    announce_load("fast engine: one thread, then every core (numba); Lava: its own processes")
     if args.scaling:
         scaling(args)
         return
@@ -124,7 +125,9 @@ def main() -> None:
           f"{args.data} test samples x {T} steps")
 
     # the fast engine first (nothing else running): the same samples, and the whole split
+    cores = default_threads()
     t_same, same = best_of(lambda: run_fast(net, split, index=index, progress=False, keep_traces=True), 5)
+    t_cores, on_cores = best_of(lambda: run_fast(net, split, index=index, progress=False, threads=cores), 5)
     t_split, whole = best_of(lambda: run_fast(net, split, progress=False), 5)
     # Lava, timed as `simulate --engine lava` runs it
     counts = split.dense(index).numpy().astype(np.int64)
@@ -136,7 +139,9 @@ def main() -> None:
 
     spikes_equal = all(np.array_equal(a, b) for a, b in zip(rec.spikes, same.spikes))
     counts_equal = lava.tally.equals(same.tally) and rec.tally.equals(same.tally)
-    preds_equal = bool(np.array_equal(lava.pred, same.pred) and np.array_equal(whole.pred[index], same.pred))
+    preds_equal = bool(np.array_equal(lava.pred, same.pred) and np.array_equal(whole.pred[index], same.pred)
+                       and np.array_equal(on_cores.pred, same.pred))
+    counts_equal = counts_equal and on_cores.tally.equals(same.tally)
     rates = [round(float(s.mean()), 4) for s in same.spikes]
     per_lava, per_same, per_split = t_lava / n, t_same / n, t_split / len(split)
     print(f"spikes per neuron per step: {rates}; predictions equal: {preds_equal}; "
@@ -145,8 +150,12 @@ def main() -> None:
           f"build + compile + run) = {1e3 * per_lava:.1f} ms/sample")
     print(f"fast, same {n} samples: {1e3 * t_same:.1f} ms = {1e3 * per_same:.3f} ms/sample, {1 / per_same:,.0f} "
           f"samples/s, {T / per_same:,.0f} steps/s on one thread (speedup {per_lava / per_same:.0f}x)")
+    per_cores = t_cores / n
+    print(f"fast, same {n} samples on {cores} threads (batches side by side): {1e3 * t_cores:.1f} ms = "
+          f"{1e3 * per_cores:.3f} ms/sample, {1 / per_cores:,.0f} samples/s (speedup {per_lava / per_cores:.0f}x)")
     print(f"fast, whole split ({len(split)} samples): {1e3 * t_split:.1f} ms = {1e3 * per_split:.3f} ms/sample")
-    print(f"speedup={per_lava / per_same:.0f} spikes_equal={spikes_equal} counts_equal={counts_equal}")
+    print(f"speedup={per_lava / per_same:.0f} speedup_{cores}_threads={per_lava / per_cores:.0f} "
+          f"spikes_equal={spikes_equal} counts_equal={counts_equal}")
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ def _sum_rows(WT, idx, lo, hi, acc):
             acc[k] += w[k]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def ff_counts(indptr, indices, data, WT, exp, out):
     """Feed-forward dendrites of graded input, event by event: for every row r (step t, sample b: r = t * B + b) of a
     CSR matrix of counts, out[r] += dendrite(sum of count * WT[channel]) << 6. WT [C, n] int64, out [R, n] int64."""
@@ -81,7 +81,7 @@ def ff_counts(indptr, indices, data, WT, exp, out):
         _deposit(acc, exp, out[r])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def ff_events(ptr, idx, WT, exp, out):
     """The same for the binary spikes of the layer below, as the scans list them (row r's spikes idx[ptr[r]:ptr[r+1]])."""
     acc = np.zeros(out.shape[1], dtype=np.int64)
@@ -133,7 +133,7 @@ def _record(S, t, b, row, ptr, idx):
 # Every scan: C [T, B, n] the feed-forward input << 6 (+ bias), steps in order, samples b of one step in turn (row
 # r = t * B + b); S [T, B, n] the spikes it writes, ptr [T * B + 1] / idx [T * B * n] the same spikes listed per
 # row (what the recurrent input and the next layer read: a spike costs its row of weights, silence costs nothing).
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def scan_lif(C, UT, exp, UT2, exp2, dv, lo, hi, reset, theta, S, ptr, idx, tv):
     """LIF: v = clamp(decay(v, dv) + C + rec - theta s_prev, lo, hi); S[t] = v > theta (reset: RESET_CODES;
     the same-step resets drop the - theta s_prev term; theta: the layer's threshold)."""
@@ -158,7 +158,7 @@ def scan_lif(C, UT, exp, UT2, exp2, dv, lo, hi, reset, theta, S, ptr, idx, tv):
             tv[t] = v
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def scan_cuba_lif(C, UT, exp, UT2, exp2, di, dv, lo, hi, reset, theta, S, ptr, idx, ti, tv):
     """Cuba-LIF: i = clamp(decay(i, di) + C + rec); v = clamp(decay(v, dv) + mul12(i, dv) - theta s_prev)
     (reset and theta as scan_lif)."""
@@ -185,7 +185,7 @@ def scan_cuba_lif(C, UT, exp, UT2, exp2, di, dv, lo, hi, reset, theta, S, ptr, i
             ti[t], tv[t] = i, v
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def scan_spikgru(C, G, UT, exp, UZT, exp_z, di, table, lo, hi, S, ptr, idx, ti, tv):
     """SpikGRU: i as Cuba-LIF; z = table[(G + rec_z) >> 12]; v = clamp(mul12(v, z) + mul12(i, 4096 - z) - THETA s)."""
     T, B, n = C.shape
@@ -213,7 +213,7 @@ def scan_spikgru(C, G, UT, exp, UZT, exp_z, di, table, lo, hi, S, ptr, idx, ti, 
             ti[t], tv[t] = i, v
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def scan_lava_cuba(C, UT, exp, d_u, dv, bias, S, ptr, idx, tu, tv):
     """Lava's CUBA: u = decay(u, d_u) + C + rec, wrapped at 24 bits; v = sat(decay(v, dv) + u + bias); S = v > THETA,
     then v = 0 where it spiked (hard reset)."""
@@ -240,7 +240,7 @@ def scan_lava_cuba(C, UT, exp, d_u, dv, bias, S, ptr, idx, tu, tv):
             tu[t], tv[t] = u, v
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def scan_current_readout(C, di, dv, out):
     """The readout with a current stage: i = sat(decay(i, di) + C); o = sat(decay(o, dv) + mul12(i, dv))."""
     T, B, K = C.shape
@@ -254,7 +254,7 @@ def scan_current_readout(C, di, dv, out):
                 out[t, b, k] = o
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def scan_readout(C, dv, out):
     """The leaky readout: o = sat(decay(o, dv) + C) at every step, into out [T, B, K]."""
     T, B, K = C.shape

@@ -28,7 +28,7 @@ from export.netx_h5 import read_network
 from export.qnet import QNetwork
 from lava_procs import LavaRunError
 from sim import lava_net
-from sim.engine import run_counts, run_fast
+from sim.engine import default_threads, run_counts, run_fast
 from sim.tally import Tally, counted_ops
 from train.errors import InputError
 
@@ -90,11 +90,11 @@ def sample_index(n_split: int, limit: int | None) -> np.ndarray:
 
 def run_engine(net: QNetwork, split, engine: str, index: np.ndarray, backend: str = "sim", progress: bool = True,
                path: str | Path | None = None, stock_netx: bool = False, netx: bool = False,
-               raw_stream: bool = False) -> dict:
+               raw_stream: bool = False, threads: int | None = None) -> dict:
     """One engine over the samples `index` of a split: predictions, labels, tally, seconds, notes.
 
     stock_netx: run the file in lava-dl's stock netx (raw_stream: without clearing the recurrent synapse buffers
-    between samples, see sim.lava_net.run_stock_netx)."""
+    between samples, see sim.lava_net.run_stock_netx); threads: the fast engine's (default: every core)."""
     index = np.asarray(index, dtype=np.int64)
     n = len(index)
     if n < 1:
@@ -103,7 +103,7 @@ def run_engine(net: QNetwork, split, engine: str, index: np.ndarray, backend: st
     if engine == "fast":
         if backend != "sim":
             raise InputError("--backend loihi2 runs Lava: use it with --engine lava")
-        res = run_fast(net, split, index=index, progress=progress)
+        res = run_fast(net, split, index=index, progress=progress, threads=threads or default_threads())
         return {"pred": res.pred, "labels": res.labels, "tally": res.tally, "seconds": res.seconds, "notes": notes}
     if engine != "lava":
         raise InputError(f"--engine {engine!r}: choose lava or fast")
@@ -130,7 +130,7 @@ def run_engine(net: QNetwork, split, engine: str, index: np.ndarray, backend: st
 
 def simulate(path: str | Path, data: str | None = None, split: str | None = None, limit: int | None = None,
              engine: str = "lava", backend: str = "sim", channels: int | None = None, progress: bool = True,
-             stock_netx: bool = False, raw_stream: bool = False) -> dict:
+             stock_netx: bool = False, raw_stream: bool = False, threads: int | None = None) -> dict:
     """Everything `cli.py simulate` prints, as a plain dict (no partial result: errors raise).
 
     data/split: as train.datasets.eval_set_for (a file: all its samples unless `split`)."""
@@ -140,6 +140,8 @@ def simulate(path: str | Path, data: str | None = None, split: str | None = None
         raise InputError(f"--backend {backend!r}: choose sim or loihi2")
     if limit is not None and limit < 1:
         raise InputError(f"--limit must be at least 1, got {limit}")
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads must be at least 1, got {threads}")
     if backend == "loihi2":
         lava_net.run_config("loihi2")  # says so in one line when lava-loihi is missing, before any work
     net, netx = load_net(path)
@@ -154,7 +156,7 @@ def simulate(path: str | Path, data: str | None = None, split: str | None = None
     index = sample_index(len(binned), limit)
     if raw_stream and not stock_netx:
         raise InputError("--raw-stream applies to --stock-netx runs only")
-    run = run_engine(net, binned, engine, index, backend, progress, path, stock_netx, netx, raw_stream)
+    run = run_engine(net, binned, engine, index, backend, progress, path, stock_netx, netx, raw_stream, threads)
     tally: Tally = run["tally"]
     rows = counted_ops(net, tally)
     mac, ac = sum(r["mac"] for r in rows), sum(r["ac"] for r in rows)

@@ -199,6 +199,11 @@ def test_inputs_from_split_equal_dense_and_counts_add_up():
     for idx in (np.arange(4), np.arange(4, 10)):
         parts.add(run_fast(net, split, index=idx, progress=False).tally)
     assert whole.tally.equals(parts)
+    threaded = run_fast(net, split, index=np.arange(10), batch=4, progress=False, keep_traces=True, threads=3)
+    single = run_fast(net, split, index=np.arange(10), batch=4, progress=False, keep_traces=True)
+    assert threaded.tally.equals(single.tally) and np.array_equal(threaded.pred, single.pred)
+    assert all(np.array_equal(a, b) for a, b in zip(threaded.spikes, single.spikes))
+    assert threaded.spikes[0].shape[0] == 10
     assert list(sample_index(60, 6)) == [0, 10, 20, 30, 40, 50] and list(sample_index(5, 20)) == [0, 1, 2, 3, 4]
 
 
