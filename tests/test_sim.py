@@ -310,6 +310,7 @@ def test_bad_files_and_options(trained, tmp_path):
              ((trained / "net.h5", "--engine", "lava", "--data", das), "takes 700"),
              ((trained / "net.h5", "--backend", "loihi2"), "lava-loihi"),
              ((trained / "net.h5", "--limit", "0"), "--limit"),
+             ((trained / "net.h5", "--engine", "fast", "--threads", "0"), "--threads must be at least 1"),
              ((trained / "net.h5", "--stock-netx"), "--stock-netx needs a --netx-compatible file"),
              ((text,), "not an HDF5 file"),
              ((tmp_path / "none.h5",), "no such file")]
