@@ -646,6 +646,16 @@ def test_find_source_errors(tmp_path):
         find_source(str(tmp_path / "absent"))
 
 
+def test_directory_ignores_other_hdf5_files_beside_the_data(tmp_path):
+    train, test = good_shd(tmp_path / "d_train.h5"), good_shd(tmp_path / "d_test.h5")
+    with h5py.File(tmp_path / "net.h5", "w") as h5:  # an exported network kept beside the data
+        h5.create_dataset("layers/0/weight", data=np.zeros((2, 2)))
+    assert find_source(str(tmp_path)).files == {"train": train, "test": test}
+    (tmp_path / "bad_train.h5").write_bytes(b"not hdf5")  # a broken split file is still an error
+    with pytest.raises(InputError, match="bad_train.h5"):
+        find_source(str(tmp_path))
+
+
 # --------------------------------------------------------------------------- built-in dataset
 
 def test_builtin_generate_deterministic():

@@ -64,6 +64,17 @@ def _shd_source(files: list[Path], name_hint: str, where: Path) -> Source:
     return Source(name, "shd", by_split)
 
 
+def _layout_in_directory(path: Path) -> str | None:
+    """A file's layout; None for an HDF5 file that is no dataset and whose name names no split (an exported
+    network or a report kept beside the data is not the data's business)."""
+    try:
+        return detect_layout(path)
+    except InputError:
+        if _split_of(path) is None:
+            return None
+        raise
+
+
 def find_source(spec: str) -> Source:
     """Resolves `--data` to the files of each split.
 
@@ -81,7 +92,7 @@ def find_source(spec: str) -> Source:
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in HDF5_SUFFIXES)
         if not files:
             raise InputError(f"{path}: no HDF5 files (.h5, .hdf5) in this directory")
-        das = [f for f in files if detect_layout(f) == "das"]
+        das = [f for f in files if _layout_in_directory(f) == "das"]
         if das:
             if len(das) > 1:
                 raise InputError(f"{path}: several N-TIDIGITS18 files ({', '.join(f.name for f in das)}); pass one")
