@@ -78,6 +78,29 @@ def test_kernel_matches_plain_loop(case, clip):
         torch.testing.assert_close(grads[name], grads_ref[name], rtol=1e-9, atol=1e-9, msg=name)
 
 
+@pytest.mark.parametrize('case', SPIKING + ('rnn',))
+def test_kernel_on_several_threads_matches_plain_loop(case, monkeypatch):
+    """The batch cut into chunks run side by side: the same outputs, the parameter gradients summed."""
+    from train import kernels
+    monkeypatch.setattr(kernels, 'MIN_CHUNK', 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        fused = randomized(CASES[case](NARROW))
+        loop = copy.deepcopy(fused)
+        loop.fused = False
+        x = spikes_in()
+        y, gx, grads = run(fused, x)
+        assert kernels._pool[1] == 3  # the chunked path ran
+    finally:
+        torch.set_num_threads(threads)
+    y_ref, gx_ref, grads_ref = run(loop, x)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-9, atol=1e-9)
+    for name in grads:
+        torch.testing.assert_close(grads[name], grads_ref[name], rtol=1e-9, atol=1e-9, msg=name)
+
+
 def test_clipping_is_exercised():
     layer = randomized(CubaLIFRecurrent(N_IN, N, clip=NARROW, fused=False))
     unclipped = copy.deepcopy(layer)

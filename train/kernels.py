@@ -5,7 +5,8 @@ graph of tiny ops. Here the input projection of all timesteps is one matmul
 (ordinary autograd, outside the loop: x [B, T, C] @ W^T) and the recurrence runs
 inside one autograd.Function whose forward and backward loops are TorchScript:
 no Python and no graph per step, one or two small matmuls and a few in-place
-element-wise ops on reused buffers. Forward saves the pre-clip states (their
+element-wise ops on reused buffers; with more than one intra-op thread, the batch is cut
+into one chunk per thread, run side by side. Forward saves the pre-clip states (their
 clamp gives the states, their clip masks and the surrogates again); backward
 walks time in reverse and accumulates every parameter gradient as it goes.
 Tensors stay batch-first [B, T, n] throughout, so nothing is transposed or copied
@@ -16,6 +17,8 @@ Python loop of the `neurons.py` step functions with ordinary autograd. It is the
 ground truth of the tests and the "plain loop" of the benchmark.
 """
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import List, Tuple
 
 import torch
@@ -65,6 +68,40 @@ def readout_reference(x: Tensor, p: ReadoutParams) -> Tensor:
 
 
 # ---------------------------------------------------------------- helpers
+MIN_CHUNK = 16  # samples: below this a thread's share of the batch is not worth its start
+_pool: tuple = (0, 0, None)  # (pid, workers, the pool)
+
+
+def _batch_parallel(fn, batched: Tuple[Tensor, ...], shared: tuple) -> List[tuple]:
+    """fn(*chunk of each batched tensor, *shared) over the batch cut into one chunk per intra-op thread, side by
+    side (the scripted loops release the GIL; their per-step ops are too small for torch to share between
+    threads). Samples are independent, so the chunks' outputs are the whole batch's; one chunk on one thread."""
+    global _pool
+    k = max(1, min(torch.get_num_threads(), batched[0].shape[0] // MIN_CHUNK))
+    if k == 1:
+        return [fn(*batched, *shared)]
+    if _pool[:2] != (os.getpid(), k):  # a new thread count, or a forked child (the parent's threads are gone)
+        _pool = (os.getpid(), k, ThreadPoolExecutor(k, thread_name_prefix="fused-kernel"))
+
+    def run(part):
+        with torch.no_grad():  # grad mode is per thread: the pool's threads would record graphs
+            return fn(*part, *shared)
+
+    return list(_pool[2].map(run, zip(*(x.chunk(k) for x in batched))))
+
+
+def _cat(outs: List[tuple]) -> tuple:
+    """The batch's outputs from its chunks' (batch-first tensors)."""
+    return tuple(torch.cat(z) if len(z) > 1 else z[0] for z in zip(*outs))
+
+
+def _grads(outs: List[tuple]) -> tuple:
+    """Backward over chunks: the first output (d input) is per sample, the parameter gradients add up."""
+    first = [o[0] for o in outs]
+    rest = [sum(z[1:], z[0]) for z in zip(*(o[1:] for o in outs))]
+    return (torch.cat(first) if len(first) > 1 else first[0], *rest)
+
+
 def _bounds(opts: SpikeOpts) -> Tuple[float, float, bool]:
     """(low, high, clipping on?) for the scripted loops."""
     if opts.clip is None:
@@ -139,7 +176,7 @@ def _spiking_function(fwd, bwd):
         @staticmethod
         def forward(ctx, a, U, decay, opts: SpikeOpts):
             lo, hi, _ = _bounds(opts)
-            out = fwd(a, U.t().contiguous(), decay, lo, hi, VTH)
+            out = _cat(_batch_parallel(fwd, (a,), (U.t().contiguous(), decay, lo, hi, VTH)))
             ctx.save_for_backward(*out, U, decay)
             ctx.opts = opts
             return out[0]
@@ -148,7 +185,9 @@ def _spiking_function(fwd, bwd):
         @once_differentiable
         def backward(ctx, gs):
             o = ctx.opts
-            return bwd(gs, *ctx.saved_tensors, *_bounds(o), VTH, o.scale, o.width) + (None,)
+            *states, U, decay = ctx.saved_tensors
+            outs = _batch_parallel(bwd, (gs, *states), (U, decay, *_bounds(o), VTH, o.scale, o.width))
+            return _grads(outs) + (None,)
 
     return Fn
 
@@ -227,7 +266,7 @@ class _CubaLIF(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, U, alpha, beta, bv, opts: SpikeOpts, lava: bool):
         lo, hi, _ = _bounds(opts)
-        s, ip, vp = _cuba_fwd(a, U.t().contiguous(), alpha, beta, bv, lo, hi, VTH, lava)
+        s, ip, vp = _cat(_batch_parallel(_cuba_fwd, (a,), (U.t().contiguous(), alpha, beta, bv, lo, hi, VTH, lava)))
         ctx.save_for_backward(s, ip, vp, U, alpha, beta)
         ctx.opts, ctx.lava = opts, lava
         return s
@@ -236,8 +275,9 @@ class _CubaLIF(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, gs):
         o, lava = ctx.opts, ctx.lava
-        da, dU, dalpha, dbeta, dbv = _cuba_bwd(gs, *ctx.saved_tensors, *_bounds(o), VTH, o.scale,
-                                               o.width, lava)
+        s, ip, vp, U, alpha, beta = ctx.saved_tensors
+        da, dU, dalpha, dbeta, dbv = _grads(_batch_parallel(
+            _cuba_bwd, (gs, s, ip, vp), (U, alpha, beta, *_bounds(o), VTH, o.scale, o.width, lava)))
         return da, dU, dalpha, dbeta, dbv if lava else None, None, None
 
 
@@ -338,14 +378,15 @@ def _rnn_bwd(gh: Tensor, h_all: Tensor, U: Tensor) -> Tuple[Tensor, Tensor]:
 class _RNN(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, U):
-        h = _rnn_fwd(a, U.t().contiguous())
+        h, = _cat(_batch_parallel(lambda x, UT: (_rnn_fwd(x, UT),), (a,), (U.t().contiguous(),)))
         ctx.save_for_backward(h, U)
         return h
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gh):
-        return _rnn_bwd(gh, *ctx.saved_tensors)
+        h, U = ctx.saved_tensors
+        return _grads(_batch_parallel(_rnn_bwd, (gh, h), (U,)))
 
 
 def rnn(x: Tensor, p: RNNParams) -> Tensor:
