@@ -138,10 +138,9 @@ def main() -> None:
     rec = run_lava(net, counts, record=True, progress=False)
 
     spikes_equal = all(np.array_equal(a, b) for a, b in zip(rec.spikes, same.spikes))
-    counts_equal = lava.tally.equals(same.tally) and rec.tally.equals(same.tally)
+    counts_equal = all(t.equals(same.tally) for t in (lava.tally, rec.tally, on_cores.tally))
     preds_equal = bool(np.array_equal(lava.pred, same.pred) and np.array_equal(whole.pred[index], same.pred)
                        and np.array_equal(on_cores.pred, same.pred))
-    counts_equal = counts_equal and on_cores.tally.equals(same.tally)
     rates = [round(float(s.mean()), 4) for s in same.spikes]
     per_lava, per_same, per_split = t_lava / n, t_same / n, t_split / len(split)
     print(f"spikes per neuron per step: {rates}; predictions equal: {preds_equal}; "

@@ -13,6 +13,7 @@ import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,8 +61,8 @@ def _run_batches(net: QNetwork, batches, n: int, keep_traces: bool, progress: bo
         out = run_batch(net, inputs)
         return inputs, out, predict(out["readout"]), tally_batch(net, inputs, out["spikes"])
 
-    with ThreadPoolExecutor(threads) if threads > 1 else _InOrder() as pool:
-        for inputs, out, pred, tally in pool.map(one, batches):
+    with ThreadPoolExecutor(threads) if threads > 1 else nullcontext() as pool:
+        for inputs, out, pred, tally in (pool.map if pool else map)(one, batches):
             preds.append(pred)
             total.add(tally)
             if keep_traces:
@@ -75,20 +76,6 @@ def _run_batches(net: QNetwork, batches, n: int, keep_traces: bool, progress: bo
                   "readout": np.concatenate(readouts)}
     pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)
     return pred, total, traces, time.perf_counter() - t0
-
-
-class _InOrder:
-    """One thread: map in the caller's thread (no pool)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    @staticmethod
-    def map(fn, items):
-        return map(fn, items)
 
 
 def run_counts(net: QNetwork, counts: np.ndarray, labels: np.ndarray | None = None, batch: int = 128,

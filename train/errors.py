@@ -14,6 +14,17 @@ class InputError(ValueError):
     """Bad input from the user: a file, a parameter or a sample that cannot be used."""
 
 
+def settings_from_dict(cls, fields: dict, what: str):
+    """cls(**fields), validated (settings stored as JSON: a recipe, a front end); unknown fields are one
+    InputError that starts with `what`."""
+    try:
+        settings = cls(**fields)
+    except TypeError as exc:
+        raise InputError(f"{what} ({exc})") from None
+    settings.validate()
+    return settings
+
+
 class Terminated(BaseException):
     """The process was asked to stop (SIGTERM, SIGHUP)."""
 

@@ -31,7 +31,7 @@ from scipy import fft as sp_fft
 from scipy import signal
 from scipy.io import wavfile
 
-from train.errors import InputError
+from train.errors import InputError, settings_from_dict
 
 LAYOUT_CHANNELS = {"shd": 700, "ntidigits": 64}
 
@@ -68,12 +68,7 @@ class Frontend:
     @classmethod
     def from_dict(cls, d: dict) -> "Frontend":
         d = {k: v for k, v in d.items() if k not in ("name", "version")}
-        try:
-            fe = cls(**d)
-        except TypeError as exc:
-            raise InputError(f"unknown front-end parameters ({exc})") from None
-        fe.validate()
-        return fe
+        return settings_from_dict(cls, d, "unknown front-end parameters")
 
 
 def _erb_space(fmin: float, fmax: float, n: int) -> np.ndarray:

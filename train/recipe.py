@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-from train.errors import InputError
+from train.errors import InputError, settings_from_dict
 
 
 @dataclass(frozen=True)
@@ -76,12 +76,7 @@ def recipe_from_dict(d: dict | None) -> Recipe:
     """A recipe as config.json stores it (absent in runs made before recipes: the study's)."""
     if not d:
         return Recipe()
-    try:
-        r = Recipe(**d)
-    except TypeError as exc:
-        raise InputError(f"unreadable recipe in the run config ({exc})") from None
-    r.validate()
-    return r
+    return settings_from_dict(Recipe, d, "unreadable recipe in the run config")
 
 
 def lr_at(recipe: Recipe, lr: float, epoch: int, epochs: int) -> float:
