@@ -2,7 +2,7 @@
 
 Bad input (`InputError`, an unreadable or unwritable location) and click's own usage errors become
 one line on stderr and exit code 2, never a traceback; Ctrl-C is one line and exit code 130, SIGTERM
-and SIGHUP one line and 128 + the signal (train.errors: every `finally` runs first).
+and SIGHUP one line and 128 + the signal (common.errors: every `finally` runs first).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from train.errors import InputError, Terminated, terminate_on_signals
+from common.errors import InputError, Terminated, terminate_on_signals
 
 
 class OneLineErrors(click.Group):
@@ -60,7 +60,7 @@ def data():
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def data_info(path, channels, duration, as_json):
     """Samples, classes, speakers, spikes per sample, durations and odd values of PATH."""
-    from train.inspect_data import describe, format_info
+    from audio.inspect_data import describe, format_info
     rows = describe(path, channels, duration)
     _echo_json(rows) if as_json else click.echo(format_info(rows))
 
@@ -74,7 +74,7 @@ def data_info(path, channels, duration, as_json):
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 def data_plot(path, index, split, channels, out, force):
     """Save a spike raster (channels vs time) of one sample."""
-    from train.inspect_data import plot_sample
+    from audio.inspect_data import plot_sample
     click.echo(plot_sample(path, index, out, split, channels, force))
 
 
@@ -150,8 +150,8 @@ def _training_options(f):
 def data_convert(inputs, out, layout, label_regex, speaker_regex, include, classes, split, workers, rate, fmin, fmax,
                  envelope_hz, resolution, floor, max_rate, no_normalize, force, quiet):
     """Recordings (wav files or directories) -> spikes through a gammatone front end -> one HDF5 file."""
-    from train.convert import convert, format_convert
-    from train.frontend import LAYOUT_CHANNELS, Frontend
+    from audio.convert import convert, format_convert
+    from audio.frontend import LAYOUT_CHANNELS, Frontend
     fe = Frontend(LAYOUT_CHANNELS[layout], rate, fmin, fmax, envelope_hz, resolution, floor, max_rate, not no_normalize)
     r = convert(list(inputs), out, layout, fe, label_regex, speaker_regex, include,
                 [c for c in classes.split(",") if c] if classes else None, split, workers, not quiet, force)

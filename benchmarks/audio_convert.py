@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """The audio front end's speed: every recording under a directory (default: the 2500 shared FSDD recordings)
-through `data convert` (train.convert.convert, gammatone filterbank -> envelope -> compression -> integrate and
+through `data convert` (audio.convert.convert, gammatone filterbank -> envelope -> compression -> integrate and
 fire), in the SHD layout (700 channels) and in the N-TIDIGITS18 layout (64), with --workers processes.
 The output goes to a temporary directory and is deleted. The last line:
 
@@ -18,9 +18,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from audio.convert import convert  # noqa: E402
 from machine import announce_load  # noqa: E402  (benchmarks/machine.py)
-
-from train.convert import convert  # noqa: E402
 
 
 def main() -> None:

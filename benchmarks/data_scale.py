@@ -3,7 +3,7 @@
 generated samples (75,466 is SSC's training split), each sample SHD/SSC-like (a few thousand events over 1 s,
 float16 times, uint16 channels, as SHD stores them).
 
-Each size is loaded in a fresh process (train.datasets.load_dataset, as training does: read, split, bin), which
+Each size is loaded in a fresh process (audio.datasets.load_dataset, as training does: read, split, bin), which
 reports its wall time and its peak resident memory; then the training loader (train.loader.epoch_batches, jitter
 on, batch 512 as the study uses for SSC) makes batches for a few seconds, in process and with 2 DataLoader workers.
 The last line:
@@ -56,8 +56,8 @@ def write(path: Path, n: int, seed: int = 0) -> int:
 
 def measure(directory: str) -> dict:
     """In this process: load the dataset, then make training batches; prints one JSON line."""
-    from train.binning import Augment
-    from train.datasets import load_dataset
+    from audio.binning import Augment
+    from audio.datasets import load_dataset
     from train.loader import epoch_batches
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     t0 = time.perf_counter()

@@ -31,10 +31,9 @@ from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from audio.datasets import eval_set_for  # noqa: E402
 from machine import announce_load  # noqa: E402  (benchmarks/machine.py)
-
 from train.checkpoint import checkpoint_origin, load_checkpoint  # noqa: E402
-from train.datasets import eval_set_for  # noqa: E402
 from train.evaluate import run_split  # noqa: E402
 from train.models import SPIKING, model_from_checkpoint  # noqa: E402
 from train.neurobench_defs import CONNECTIONS  # noqa: E402

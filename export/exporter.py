@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import InputError
 from export import fixed_point as fx
 from export import resources
 from export.netx_h5 import FORMAT, FORMAT_VERSION, write_network
 from export.netx_stock import NETX_INPUT_MESSAGE_BITS, NETX_RESET_OFFSET, netx_warmup_spikes, quantize_for_netx
 from export.qnet import QNetwork
 from export.quantize import QuantReport, quantize_checkpoint
-from train.errors import InputError
 
 TARGETS = ("loihi2",)
 ANN_KINDS = ("rnn", "gru")
@@ -42,7 +42,7 @@ def saturation_warnings(report: QuantReport) -> list[str]:
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "loihi2", netx_compatible: bool = False,
                       chips: int = 1, force: bool = False, split_weights: bool = False) -> ExportResult:
-    from train.atomic import check_output
+    from common.atomic import check_output
     from train.checkpoint import load_checkpoint
     from train.models import MODEL_KINDS, ModelConfig
 

@@ -6,14 +6,15 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from common.atomic import atomic_path
+from common.errors import InputError
+from common.rundir import require_fresh, run_lock
 from export.qat import FixedPointNet
-from train.atomic import atomic_path
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.distributed import resolve_device
-from train.errors import InputError
 from train.models import SPIKING, ModelConfig, model_from_checkpoint
-from train.rundir import require_fresh, run_lock
 from train.trainer import TrainConfig, accuracy, load_data, model_config, train
+
 
 def finetune(init_checkpoint: str | Path, out_dir: str | Path, epochs: int = 10, lr: float = 1e-4,
              data: str | None = None, batch: int | None = None, progress: bool = True, device: str = "cpu") -> dict:

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
+from common.errors import InputError
 from export import fixed_point as fx
 from export.h5_fields import Where, check_keys, get_int, get_ints, get_str, put_ints, put_str
-from export.netx_stock import NETX_BIAS_EXP, NETX_EXP_MAX, NETX_EXP_MIN, NETX_W_MAX, NETX_W_MIN, READOUT_I_DECAY, \
-    READOUT_VTH_MANT, REF_DELAY
+from export.netx_stock import (NETX_BIAS_EXP, NETX_EXP_MAX, NETX_EXP_MIN, NETX_W_MAX, NETX_W_MIN, READOUT_I_DECAY,
+                               READOUT_VTH_MANT, REF_DELAY)
 from export.qnet import QLayer, Synapse
-from train.errors import InputError
 
 
 @dataclass(frozen=True)

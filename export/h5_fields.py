@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from train.errors import InputError
+from common.errors import InputError
 
 
 def put_str(g: h5py.Group, key: str, value: str) -> None:

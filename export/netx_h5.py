@@ -59,12 +59,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from common.atomic import atomic_path
+from common.errors import InputError
 from export.h5_blocks import BLOCKS, block_for, by_file
 from export.h5_fields import Where, check_keys, get_ints, get_str, json_default, put_ints, put_str
 from export.netx_stock import NETX_INPUT_MESSAGE_BITS, NETX_RESET_OFFSET
 from export.qnet import QNetwork
-from train.atomic import atomic_path
-from train.errors import InputError
 
 FORMAT = "spikaudio-netx"
 FORMAT_VERSION = 1

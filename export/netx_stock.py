@@ -38,9 +38,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from common.errors import InputError
 from export import fixed_point as fx
 from export.qnet import QLayer, QNetwork, Synapse
-from train.errors import InputError
 
 # stock netx (lava-dl 0.6.0 netx/hdf5.py, netx/utils.py) and Lava's LIF
 NETX_W_MIN, NETX_W_MAX = -256, 254  # optimize_weight_bits clips to this range

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from common.errors import InputError
 from export import fixed_point as fx
 from export.qnet import QLayer, QNetwork, Synapse
 from train.checkpoint import checkpoint_origin
-from train.errors import InputError
 from train.models import SPIKING, ModelConfig, model_from_checkpoint
 from train.neurons import DEFAULT_CLIP
 

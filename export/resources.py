@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.errors import InputError
 from export import fixed_point as fx
 from export.qnet import QNetwork
-from train.errors import InputError
 
 # Intel, Loihi 2 brief (2021): 128 neuro cores, up to 8192 neurons per core,
 # up to 1 million neurons and 120 million synapses per chip.

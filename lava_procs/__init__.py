@@ -22,8 +22,8 @@ from lava.magma.core.run_conditions import RunSteps
 from lava.magma.core.run_configs import Loihi2SimCfg, RunConfig
 from lava.magma.runtime.mgmt_token_enums import MGMT_RESPONSE, enum_equal
 
-from lava_procs.process import (NEURON_OPS, READOUT_UNSET, CountingDense, CubaLIF, LavaCubaLIF,
-                                LIF, Readout, SampleSource, SpikGRU)
+from lava_procs.process import (LIF, NEURON_OPS, READOUT_UNSET, CountingDense, CubaLIF, LavaCubaLIF, Readout,
+                                SampleSource, SpikGRU)
 
 __all__ = ["LIF", "CubaLIF", "SpikGRU", "LavaCubaLIF", "Readout", "CountingDense", "SampleSource",
            "NEURON_OPS", "READOUT_UNSET", "LavaRunError", "run_steps", "shutdown",
@@ -41,7 +41,7 @@ def _children_die_with_parent() -> None:
     import signal
     import sys
 
-    from train.errors import quiet_child_signals
+    from common.errors import quiet_child_signals
 
     if not sys.platform.startswith("linux"):
         return
@@ -55,7 +55,7 @@ def _children_die_with_parent() -> None:
         parent["pid"] = os.getpid()
 
     def in_child():
-        quiet_child_signals()  # not the parent's handlers (train.errors): stop quietly
+        quiet_child_signals()  # not the parent's handlers (common.errors): stop quietly
         prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
         if os.getppid() != parent["pid"]:  # the parent died before prctl took effect
             os._exit(1)

@@ -23,9 +23,9 @@ from pathlib import Path
 import nir
 import numpy as np
 
-from train.atomic import atomic_path, check_output
+from common.atomic import atomic_path, check_output
+from common.errors import InputError
 from train.checkpoint import load_checkpoint
-from train.errors import InputError
 from train.models import ModelConfig, model_from_checkpoint
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import nir
 import numpy as np
 
-from train.errors import InputError
+from common.errors import InputError
 
 SYNAPSES = (nir.Affine, nir.Linear)
 SPIKING = (nir.LIF, nir.CubaLIF)

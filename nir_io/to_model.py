@@ -30,12 +30,12 @@ import nir
 import numpy as np
 import torch
 
+from common.atomic import atomic_path
+from common.errors import InputError
+from common.rundir import run_lock
 from nir_io.graph import READOUTS, Layer, layers_of
-from train.atomic import atomic_path
 from train.checkpoint import save_checkpoint
-from train.errors import InputError
 from train.models import ModelConfig, build_model
-from train.rundir import run_lock
 
 KINDS = {nir.LIF: "lif", nir.CubaLIF: "cuba-lif"}
 IMPORT_RESETS = ("zero", "subtract")  # NIR's resets happen in the step of the spike

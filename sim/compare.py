@@ -29,12 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import InputError
 from export.resources import estimate
 from sim.engine import run_fast
 from sim.hardware import LOIHI_SOURCE, explain, hardware_ops, loihi_energy_pj
-from sim.tally import counted_ops, layer_names
 from sim.simulate import LAVA_DEFAULT_LIMIT, load_net, load_split, run_engine, sample_index
-from train.errors import InputError
+from sim.tally import counted_ops, layer_names
 from train.ops import model_ops
 
 E_MAC_PJ = 4.6  # Horowitz 2014, 45 nm, 32-bit float: mult 3.7 + add 0.9

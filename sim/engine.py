@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.progress import progress_bar
 from export.qnet import QNetwork, predict
 from sim.integer_net import Inputs, run_batch
 from sim.tally import Tally, tally_batch
-from train.progress import progress_bar
 
 
 @dataclass
@@ -93,7 +93,7 @@ def run_counts(net: QNetwork, counts: np.ndarray, labels: np.ndarray | None = No
 
 def run_fast(net: QNetwork, split, limit: int | None = None, batch: int = 128, keep_traces: bool = False,
              progress: bool = True, index: np.ndarray | None = None, threads: int = 1) -> SimResult:
-    """All (or the first `limit`, or those of `index`) samples of a binned split (train.binning.BinnedSet)
+    """All (or the first `limit`, or those of `index`) samples of a binned split (audio.binning.BinnedSet)
     through the network, batched (`threads` batches at a time); inputs straight from the split's event indices."""
     if index is None:
         index = np.arange(len(split) if limit is None else min(limit, len(split)))

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from train.binning import BinSpec, bin_spikes
-from train.data import SpikeSet
-from train.errors import InputError
-from train.frontend import Frontend, read_wav, spikes_of
+from audio.binning import BinSpec, bin_spikes
+from audio.frontend import Frontend, read_wav, spikes_of
+from audio.spike_files import SpikeSet
+from common.errors import InputError
 
 E_MAC_PJ, E_AC_PJ = 4.6, 0.9  # the study's 45 nm figures (sim.compare)
 
@@ -139,7 +139,7 @@ def _plot(r: dict, item: dict, names: list[str], out: Path, index: int | None) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from train.atomic import atomic_path
+    from common.atomic import atomic_path
     if index is not None:
         out = out.with_name(f"{out.stem}_{index}{out.suffix}")
     layers = len(r["hidden"])

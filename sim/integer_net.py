@@ -23,11 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from audio.spike_files import ranges
 from export import fixed_point as fx
 from export.qnet import QLayer, QNetwork, Synapse
 from sim import integer_scan as scan
-from train.data import ranges
-
 
 
 @dataclass
@@ -57,7 +56,7 @@ class Inputs:
 
     @classmethod
     def from_split(cls, split, index: np.ndarray) -> "Inputs":
-        """Samples `index` of a binned split (train.binning.BinnedSet), straight from its event indices."""
+        """Samples `index` of a binned split (audio.binning.BinnedSet), straight from its event indices."""
         index = np.asarray(index, dtype=np.int64)
         B, T, C = len(index), split.spec.n_steps, split.spec.n_channels
         starts, stops = split.offsets[index], split.offsets[index + 1]

@@ -36,12 +36,12 @@ import numpy as np
 from lava.magma.core.run_configs import Loihi2SimCfg, RunConfig
 from lava.proc.io.sink import RingBuffer as Sink
 
+from common.errors import InputError
+from common.progress import progress_bar
 from export.qnet import QLayer, QNetwork
-from lava_procs import (CountingDense, CubaLIF, LavaCubaLIF, LavaRunError, LIF, Readout, SampleSource, SpikGRU,
+from lava_procs import (LIF, CountingDense, CubaLIF, LavaCubaLIF, LavaRunError, Readout, SampleSource, SpikGRU,
                         lava_session, run_steps)
 from sim.tally import Tally, layer_names
-from train.errors import InputError
-from train.progress import progress_bar
 
 BACKENDS = ("sim", "loihi2")
 # lava-loihi's packages: the Loihi 2 compiler and the NeuroCore ProcessModels (not on PyPI)

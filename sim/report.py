@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from train.atomic import atomic_path
-from train.errors import InputError
+from common.atomic import atomic_path
+from common.errors import InputError
 
 FORMATS = (".html", ".md")
 
@@ -50,8 +50,8 @@ def _fixed_point_ops(run_dir: Path, progress: bool) -> list[dict]:
     per sample and accuracy."""
     from export.netx_h5 import read_network
     from sim.engine import run_fast
-    from sim.tally import counted_ops
     from sim.simulate import load_split
+    from sim.tally import counted_ops
 
     out = []
     for h5 in sorted(run_dir.glob("*.h5")):
@@ -72,8 +72,8 @@ def _fixed_point_ops(run_dir: Path, progress: bool) -> list[dict]:
 def collect(root: str | Path, progress: bool = True, limit: int | None = None) -> dict:
     """Every model under root evaluated on its own test set (a held-out speaker's, for a speaker-held-out run);
     grouped rows for the tables and the figures."""
+    from audio.speakers import SEEN
     from train.evaluate import evaluate
-    from train.speakers import SEEN
     from train.stats import group_accuracy
 
     root = Path(root)
@@ -242,7 +242,7 @@ def render_html(res: dict, png: bytes) -> str:
 def report(root: str | Path, out: str | Path, progress: bool = True, limit: int | None = None,
            force: bool = False) -> dict:
     """Collects, renders and writes the report (atomically); returns {'out', 'figure', 'rows', 'runs'}."""
-    from train.atomic import check_output
+    from common.atomic import check_output
 
     out = Path(out)
     if out.suffix.lower() not in FORMATS:

@@ -24,13 +24,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from common.errors import InputError
 from export.netx_h5 import read_network
 from export.qnet import QNetwork
 from lava_procs import LavaRunError
 from sim import lava_net
 from sim.engine import default_threads, run_counts, run_fast
 from sim.tally import Tally, counted_ops
-from train.errors import InputError
 
 ENGINES = ("lava", "fast")
 LAVA_DEFAULT_LIMIT = 20  # the Lava simulator runs a few hundred to ~1000 steps/s: a whole split takes minutes
@@ -50,12 +50,12 @@ def load_net(path: str | Path) -> tuple[QNetwork, bool]:
 
 
 def network_origin(net: QNetwork) -> dict:
-    """Where the network's samples came from (export records train.datasets.origin_of; older files: the bin
+    """Where the network's samples came from (export records audio.datasets.origin_of; older files: the bin
     rate and window, and the dataset only when it was the built-in one)."""
     meta = net.meta or {}
     if meta.get("origin"):
         return meta["origin"]
-    from train.datasets import origin_of
+    from audio.datasets import origin_of
     return origin_of("builtin" if meta.get("dataset") == "builtin" else None,
                      spec={"bin_hz": meta.get("bin_hz"), "duration": meta.get("duration")},
                      layout="das" if meta.get("dataset") == "das" else None)
@@ -63,10 +63,10 @@ def network_origin(net: QNetwork) -> dict:
 
 def load_split(net: QNetwork, data: str | None, split: str | None = None, channels: int | None = None,
                path: str | Path = "network"):
-    """(EvalSet, its binned samples) the network runs on (train.datasets.eval_set_for): `data` (a file: all its
+    """(EvalSet, its binned samples) the network runs on (audio.datasets.eval_set_for): `data` (a file: all its
     samples unless `split`), or the network's own test set; bin rate and window are the ones it was trained with,
     the channel count the network's (or `channels`)."""
-    from train.datasets import eval_set_for
+    from audio.datasets import eval_set_for
 
     n_in = net.layers[0].n_in
     ev = eval_set_for(network_origin(net), data, split, channels if channels is not None else n_in)
@@ -133,7 +133,7 @@ def simulate(path: str | Path, data: str | None = None, split: str | None = None
              stock_netx: bool = False, raw_stream: bool = False, threads: int | None = None) -> dict:
     """Everything `cli.py simulate` prints, as a plain dict (no partial result: errors raise).
 
-    data/split: as train.datasets.eval_set_for (a file: all its samples unless `split`)."""
+    data/split: as audio.datasets.eval_set_for (a file: all its samples unless `split`)."""
     if engine not in ENGINES:
         raise InputError(f"--engine {engine!r}: choose lava or fast")
     if backend not in lava_net.BACKENDS:

@@ -13,6 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import InputError
+from conftest import one_line_error as _one_line_error
+from conftest import run_cli as _cli
 from export import fixed_point as fx
 from export import resources
 from export.h5_fields import normalize_meta
@@ -21,9 +24,7 @@ from export.netx_stock import NETX_EXP_MAX, NETX_EXP_MIN, netx_warmup_spikes, qu
 from export.qnet import QLayer, QNetwork, Synapse, run_network
 from export.quantize import quantize_checkpoint
 from train.checkpoint import load_checkpoint, save_checkpoint
-from train.errors import InputError
 from train.models import ModelConfig, build_model, model_from_checkpoint
-from conftest import run_cli as _cli, one_line_error as _one_line_error
 
 BIG = 1 << 20
 

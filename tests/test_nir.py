@@ -258,7 +258,7 @@ def test_layers_of_rejects_branches():
     g = nir.read(BRAILLE["subtract"])
     g2 = nir.NIRGraph(nodes={**g.nodes, "fc3": nir.Linear(weight=np.ones((7, 12)))},
                       edges=g.edges + [("input", "fc3"), ("fc3", "lif2")], type_check=False)
-    from train.errors import InputError
+    from common.errors import InputError
     with pytest.raises(InputError, match="feeds 2 nodes"):
         layers_of(g2)
 

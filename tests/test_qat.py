@@ -7,20 +7,21 @@ import numpy as np
 import pytest
 import torch
 
+from audio.datasets import load_dataset
+from common.errors import InputError
+from conftest import one_line_error as _one_line_error
+from conftest import run_cli as _cli
 from export import fixed_point as fx
 from export.finetune import finetune, format_finetune
 from export.qat import FixedPointNet, run_fixed_point
 from export.qnet import predict, run_network
 from export.quantize import quantize_checkpoint, quantize_model
 from train.checkpoint import load_checkpoint
-from train.datasets import load_dataset
-from train.errors import InputError
 from train.evaluate import evaluate
 from train.loss import max_over_time_loss
 from train.models import ModelConfig, build_model, model_from_checkpoint
 from train.neurons import DEFAULT_CLIP
 from train.trainer import TrainConfig, load_data, train
-from conftest import run_cli as _cli, one_line_error as _one_line_error
 
 KINDS = {"lif": {}, "cuba-lif": {}, "spikgru": {}, "lava-cuba": {"lava_cuba": True}}
 N_IN, HIDDEN, CLASSES, T = 40, 24, 5, 250

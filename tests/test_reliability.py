@@ -17,8 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from train.errors import InputError
-
+from common.errors import InputError
 from conftest import REPO, one_line_error, run_cli, write_das_file, write_shd_file
 
 TINY = ["--model", "cuba-lif", "--layers", "1", "--hidden", "8", "--bin-hz", "25", "--batch", "32"]
@@ -119,8 +118,9 @@ def test_two_runs_on_one_directory(tmp_path, _builtin_cache_dir):
 def test_resume_without_checkpoint_says_so(tmp_path):
     run = tmp_path / "r"
     run.mkdir()
-    from train.trainer import config_from_options
     from dataclasses import asdict
+
+    from train.trainer import config_from_options
     (run / "config.json").write_text(json.dumps(asdict(config_from_options(
         model="lif", layers=1, hidden=8, bin_hz=25, batch=32, epochs=1))))
     res = run_cli("train", "--resume", run, "--quiet")
@@ -244,8 +244,8 @@ def real_files(tmp_path_factory, tiny_net):
 
 
 def _read(kind: str, path: Path):
+    from audio.spike_files import read_das, read_shd
     from export.netx_h5 import read_network
-    from train.data import read_das, read_shd
     return {"shd": lambda: read_shd(path), "das": lambda: read_das(path, "train"), "net": lambda: read_network(path)}[kind]()
 
 

@@ -17,6 +17,9 @@ import pytest
 import torch
 
 import sim.lava_net as lava_net  # first: Lava fixes multiprocessing's start method when imported
+from conftest import one_line_error as _one_line_error
+from conftest import run_cli as _cli
+from conftest import write_das_file
 from export import fixed_point as fx
 from export.netx_h5 import read_network
 from export.qat import run_fixed_point
@@ -26,15 +29,11 @@ from lava_procs import CubaLIF
 from lava_procs.models import PyCubaLIFModelFixed
 from sim.engine import run_fast
 from sim.integer_net import Inputs, run_batch
-from sim.tally import Tally, counted_ops, tally_batch
 from sim.simulate import load_split, sample_index
+from sim.tally import Tally, counted_ops, tally_batch
 from train.checkpoint import load_checkpoint
 from train.models import ModelConfig, build_model, model_from_checkpoint
 from train.ops import model_ops
-
-from conftest import write_das_file
-from conftest import run_cli as _cli, one_line_error as _one_line_error
-
 
 pytestmark = pytest.mark.usefixtures("no_lava_process_left")
 
@@ -187,7 +186,7 @@ def test_fast_engine_equals_run_network_on_wild_networks(kind):
 
 
 def test_inputs_from_split_equal_dense_and_counts_add_up():
-    from train.datasets import load_dataset
+    from audio.datasets import load_dataset
     split = load_dataset("builtin", bin_hz=50).test
     index = np.array([0, 5, 7, 30])
     a, b = Inputs.from_split(split, index), Inputs.from_dense(split.dense(index).numpy())

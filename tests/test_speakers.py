@@ -8,18 +8,17 @@ import numpy as np
 import pytest
 import torch
 
+from audio.binning import Augment, BinSpec, augment_events
+from audio.datasets import find_source, load_dataset, read_pool
+from audio.speakers import present_speakers, resolve_speaker, speaker_split
+from audio.spike_files import concat, read_shd
+from common.errors import InputError
+from conftest import SHARED_DATA, one_line_error, run_cli, write_das_file, write_shd_file
 from train import trainer
-from train.binning import Augment, BinSpec, augment_events
 from train.checkpoint import load_checkpoint
-from train.data import concat, read_shd
-from train.datasets import find_source, load_dataset, read_pool
-from train.errors import InputError
 from train.recipe import Recipe, make_recipe
-from train.speakers import present_speakers, resolve_speaker, speaker_split
 from train.stats import format_summary, mean_ci, summarize
 from train.trainer import config_from_options, train
-
-from conftest import SHARED_DATA, one_line_error, run_cli, write_das_file, write_shd_file
 
 FSDD_SHD = SHARED_DATA / "fsdd-shd"
 FSDD_DAS = SHARED_DATA / "fsdd-das" / "fsdd-das.hdf5"

@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import InputError
+from conftest import one_line_error as _one_line_error
+from conftest import run_cli as _cli
 from train import trainer
 from train.checkpoint import load_checkpoint, save_checkpoint
-from train.errors import InputError
 from train.evaluate import evaluate
 from train.ops import layer_ops, model_ops, totals
 from train.stats import mean_ci
 from train.trainer import TrainConfig, TrainingDiverged, train
-from conftest import run_cli as _cli, one_line_error as _one_line_error
 
 REPO = Path(__file__).resolve().parents[1]
 # small and fast: 25 steps of 40 ms, 16 neurons
@@ -145,7 +146,7 @@ def test_eval_rates_and_ops_match_an_independent_count(tmp_path):
           tmp_path, progress=False)
     r = evaluate(str(tmp_path / "best.pt"), split="test")
     # recount activity with the model itself, sample by sample
-    from train.datasets import load_dataset
+    from audio.datasets import load_dataset
     from train.models import model_from_checkpoint
     ckpt = load_checkpoint(tmp_path / "best.pt")
     model = model_from_checkpoint(ckpt)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from train.atomic import atomic_path
-from train.errors import InputError
+from common.atomic import atomic_path
+from common.errors import InputError
 
 FORMAT = "spikaudio-checkpoint"
 VERSION = 1
@@ -63,8 +63,8 @@ def load_checkpoint(path: str | Path, expect_kind: str | None = None) -> dict:
 
 
 def checkpoint_origin(ckpt: dict) -> dict:
-    """train.datasets.origin_of for a loaded checkpoint (older checkpoints: what they record)."""
-    from train.datasets import origin_of
+    """audio.datasets.origin_of for a loaded checkpoint (older checkpoints: what they record)."""
+    from audio.datasets import origin_of
     tc, data = ckpt.get("train_config", {}), ckpt.get("data", {})
     layout = data.get("layout") or ("das" if data.get("name") == "das" else "shd")
     return origin_of(tc.get("data", "builtin"), tc.get("seed", 0), tc.get("holdout_speaker"),

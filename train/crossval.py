@@ -13,12 +13,12 @@ import re
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from train.atomic import atomic_path
-from train.data import SpikeSet
-from train.datasets import LAYOUTS, find_source, read_pool
-from train.errors import InputError
-from train.rundir import run_lock, run_parts
-from train.speakers import present_speakers, resolve_speaker
+from audio.datasets import LAYOUTS, find_source, read_pool
+from audio.speakers import present_speakers, resolve_speaker
+from audio.spike_files import SpikeSet
+from common.atomic import atomic_path
+from common.errors import InputError
+from common.rundir import run_lock, run_parts
 from train.trainer import TrainConfig, train
 
 BY = ("speaker",)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from train.errors import InputError
+from common.errors import InputError
 
 DEVICES = "auto, cpu, cuda or cuda:N"
 

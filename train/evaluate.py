@@ -11,10 +11,10 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
+from audio.datasets import eval_set_for
+from common.errors import InputError
 from train.checkpoint import checkpoint_origin, load_checkpoint
 from train.distributed import resolve_device
-from train.datasets import eval_set_for
-from train.errors import InputError
 from train.loss import predict
 from train.models import SPIKING, ModelConfig, model_from_checkpoint
 from train.neurobench_defs import Accumulator

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from train.binning import Augment, BinnedSet
-from train.errors import quiet_child_signals
+from audio.binning import Augment, BinnedSet
+from common.errors import quiet_child_signals
 
 
 class EpochBatches(Dataset):

@@ -10,10 +10,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from train.errors import InputError
+from common.errors import InputError
+from train.layers import CubaLIFRecurrent, GRUStack, LeakyReadout, LIFRecurrent, RNNRecurrent, SpikGRURecurrent
 from train.neurons import RESETS
-from train.layers import (CubaLIFRecurrent, GRUStack, LeakyReadout, LIFRecurrent, RNNRecurrent,
-                          SpikGRURecurrent)
 
 RECURRENT = {"lif": LIFRecurrent, "cuba-lif": CubaLIFRecurrent, "spikgru": SpikGRURecurrent, "rnn": RNNRecurrent}
 MODEL_KINDS = ("lif", "cuba-lif", "spikgru", "rnn", "gru")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-from train.errors import InputError, settings_from_dict
+from common.errors import InputError, settings_from_dict
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from train.errors import InputError
-from train.speakers import HELD_OUT, SEEN
+from audio.speakers import HELD_OUT, SEEN
+from common.errors import InputError
 
 
 def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:

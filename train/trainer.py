@@ -21,19 +21,19 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from train.atomic import atomic_path
-from train.binning import Augment
+from audio.binning import Augment
+from audio.datasets import Dataset, load_dataset
+from audio.speakers import AUTO
+from common.atomic import atomic_path
+from common.errors import InputError
+from common.progress import progress_bar
+from common.rundir import require_fresh, run_lock
 from train.checkpoint import load_checkpoint, save_checkpoint
-from train.datasets import Dataset, load_dataset
 from train.distributed import Context, describe, resolve_device, setup
-from train.errors import InputError
 from train.loader import epoch_batches
 from train.loss import max_over_time_loss, predict
 from train.models import MODEL_KINDS, ModelConfig, build_model
-from train.progress import progress_bar
 from train.recipe import Recipe, lr_at, recipe_from_dict
-from train.rundir import require_fresh, run_lock
-from train.speakers import AUTO
 
 
 class TrainingDiverged(InputError):
@@ -56,7 +56,7 @@ class TrainConfig:
     channels: int | None = None
     options: dict = field(default_factory=dict)  # layer options, see train.models.ModelConfig
     recipe: dict = field(default_factory=dict)  # train.recipe.Recipe as a dict; empty: the study's
-    holdout_speaker: str | None = None  # the speaker-held-out protocol (train.speakers); None: the dataset's splits
+    holdout_speaker: str | None = None  # the speaker-held-out protocol (audio.speakers); None: the dataset's splits
     valid_speaker: str = AUTO
     device: str = "cpu"  # train.distributed.resolve_device: auto, cpu, cuda, cuda:N
     workers: int = 0  # DataLoader processes binning batches (0: in this process)
@@ -87,7 +87,7 @@ class TrainConfig:
 def check_memory(cfg: TrainConfig) -> None:
     """Refuses, before anything is allocated, a model whose parameters, optimiser state and one batch's
     activations cannot fit in this machine's memory (a rough lower bound: 4 bytes per value)."""
-    from train.datasets import LAYOUTS
+    from audio.datasets import LAYOUTS
     n_in = cfg.channels or LAYOUTS["shd"]["n_channels"]
     steps = int(round((cfg.duration or 1.25) * (cfg.bin_hz or 250)))
     gates = 3 if cfg.model in ("gru", "spikgru") else 1

@@ -2,7 +2,7 @@
 
 `atomic_path` writes to a temp file beside the target and renames it onto the target only when the
 block succeeds; the temp file is removed on every exit the process can handle (errors, Ctrl-C, SIGTERM
-via train.errors.Terminated), and one left by a killed process (SIGKILL) is removed by the next write
+via common.errors.Terminated), and one left by a killed process (SIGKILL) is removed by the next write
 of the same target (its name carries the writer's pid). `check_output` refuses an output that is one
 of the inputs, or that exists when --force is not given.
 """
@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from train.errors import InputError
+from common.errors import InputError
 
 
 def _pid_alive(pid: int) -> bool:

@@ -1,4 +1,4 @@
-"""`cli.py data convert`: wav recordings -> spikes through the auditory front end (train.frontend) -> one HDF5
+"""`cli.py data convert`: wav recordings -> spikes through the auditory front end (audio.frontend) -> one HDF5
 file in the SHD/SSC layout (700 channels) or the N-TIDIGITS18 layout (64 channels).
 
 Labels and speakers come from the file names (regular expressions, first group); every name is checked and
@@ -17,11 +17,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from train.atomic import atomic_path, check_output
-from train.data import DAS_CLASSES
-from train.errors import InputError, quiet_child_signals
-from train.frontend import LAYOUT_CHANNELS, Frontend, label_and_speaker, read_wav, spikes_of
-from train.progress import progress_bar
+from audio.frontend import LAYOUT_CHANNELS, Frontend, label_and_speaker, read_wav, spikes_of
+from audio.spike_files import DAS_CLASSES
+from common.atomic import atomic_path, check_output
+from common.errors import InputError, quiet_child_signals
+from common.progress import progress_bar
 
 DEFAULT_LABEL_REGEX = r"^([^_]+)_"  # <digit>_<speaker>_<take>.wav
 DEFAULT_SPEAKER_REGEX = r"^[^_]+_([^_]+)_"

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from train.data import SpikeSet
-from train.errors import InputError
+from audio.spike_files import SpikeSet
+from common.errors import InputError
 
 SEEN = "seen-speakers"
 HELD_OUT = "speaker-held-out"

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from train.convert import convert
-from train.data import read_das, read_shd
-from train.frontend import Frontend, frontend_of_file, read_wav, spikes_of
-
+from audio.convert import convert
+from audio.frontend import Frontend, frontend_of_file, read_wav, spikes_of
+from audio.spike_files import read_das, read_shd
 from conftest import SHARED_DATA, one_line_error, run_cli
 
 WAV = SHARED_DATA / "fsdd-wav"
@@ -104,8 +103,8 @@ def wav_model(tmp_path_factory, recordings):
 
 
 def test_infer_agrees_with_eval_and_simulate(wav_model, recordings, tmp_path):
+    from audio.datasets import eval_set_for
     from train.checkpoint import checkpoint_origin, load_checkpoint
-    from train.datasets import eval_set_for
     from train.evaluate import run_split
     from train.models import model_from_checkpoint
     ckpt = load_checkpoint(wav_model / "run" / "best.pt")

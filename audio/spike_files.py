@@ -20,7 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from train.errors import InputError
+from common.errors import InputError
 
 SHD_CHANNELS = 700
 DAS_CHANNELS = 64

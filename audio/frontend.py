@@ -31,7 +31,7 @@ from scipy import fft as sp_fft
 from scipy import signal
 from scipy.io import wavfile
 
-from train.errors import InputError, settings_from_dict
+from common.errors import InputError, settings_from_dict
 
 LAYOUT_CHANNELS = {"shd": 700, "ntidigits": 64}
 

@@ -13,13 +13,13 @@ import torch
 from click.testing import CliRunner
 
 import cli
+from audio import builtin_set as synthetic
+from audio.binning import BinSpec, bin_spikes, jitter
+from audio.datasets import find_source, load_dataset, validation_split
+from audio.inspect_data import describe, format_info
+from audio.spike_files import DAS_CLASSES, SpikeSet, detect_layout, parse_das_id, read_das, read_shd
+from common.errors import InputError
 from conftest import SHARED_DATA, write_das_file, write_shd_file
-from train import synthetic
-from train.binning import BinSpec, bin_spikes, jitter
-from train.data import DAS_CLASSES, SpikeSet, detect_layout, parse_das_id, read_das, read_shd
-from train.datasets import find_source, load_dataset, validation_split
-from train.errors import InputError
-from train.inspect_data import describe, format_info
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import numpy as np
 
-from train.atomic import atomic_path
-from train.data import SpikeSet, detect_layout
-from train.datasets import LAYOUTS, Source, find_source, read_split
-from train.errors import InputError
+from audio.datasets import LAYOUTS, Source, find_source, read_split
+from audio.spike_files import SpikeSet, detect_layout
+from common.atomic import atomic_path
+from common.errors import InputError
 
 
 def _source_for_info(spec: str) -> Source:
@@ -74,7 +74,7 @@ def plot_sample(spec: str, index: int, out: str | Path, split: str = "train", n_
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from train.atomic import check_output
+    from common.atomic import check_output
 
     out = check_output(out, [spec] if spec != "builtin" else [], force)
     fmt = out.suffix.lstrip(".").lower()

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from train.binning import BinnedSet, BinSpec, bin_spikes
-from train.data import DAS_CHANNELS, SHD_CHANNELS, SpikeSet, concat, das_splits, detect_layout, read_das, read_shd
-from train.errors import InputError
-from train.speakers import AUTO, HELD_OUT, SEEN_SPEAKERS, speaker_split_index
-from train.synthetic import ensure_builtin
+from audio.binning import BinnedSet, BinSpec, bin_spikes
+from audio.builtin_set import ensure_builtin
+from audio.speakers import AUTO, HELD_OUT, SEEN_SPEAKERS, speaker_split_index
+from audio.spike_files import (DAS_CHANNELS, SHD_CHANNELS, SpikeSet, concat, das_splits, detect_layout, read_das,
+                               read_shd)
+from common.errors import InputError
 
 LAYOUTS = {
     "shd": dict(bin_hz=250.0, duration=1.0, n_channels=SHD_CHANNELS, valid_fraction=0.1),
@@ -143,7 +144,7 @@ class Dataset:
     @property
     def frontend(self) -> dict | None:
         """The audio front end that made the training file's spikes (`data convert`), None if made elsewhere."""
-        from train.frontend import frontend_of_file
+        from audio.frontend import frontend_of_file
         first = next(iter(self.source.files.values()))
         fe = frontend_of_file(first) if self.name != "builtin" else None
         return fe.as_dict() if fe else None
@@ -193,7 +194,7 @@ def load_dataset(spec: str, *, bin_hz: float | None = None, duration: float | No
                  valid_speaker: str = AUTO) -> Dataset:
     """Reads, splits and bins a dataset; options default to the layout's (SHD 250 Hz/1 s/700, DAS 200 Hz/1.25 s/64).
 
-    holdout_speaker: the speaker-held-out protocol (train.speakers): every sample of that speaker (all
+    holdout_speaker: the speaker-held-out protocol (audio.speakers): every sample of that speaker (all
     files) is the test split, `valid_speaker` picks the validation samples among the other speakers."""
     source = find_source(spec)
     d = LAYOUTS[source.layout]

@@ -13,8 +13,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from train.data import SpikeSet, ranges
-from train.errors import InputError
+from audio.spike_files import SpikeSet, ranges
+from common.errors import InputError
 
 
 @dataclass(frozen=True)

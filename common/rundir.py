@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from train.errors import InputError
+from common.errors import InputError
 
 LOCK = ".lock"
 _HELD: set[Path] = set()
