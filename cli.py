@@ -117,6 +117,10 @@ def _training_options(f):
                      help="auto (CUDA when present), cpu, cuda or cuda:N. Several processes: torchrun (README)."),
         click.option("--workers", type=int, default=0, show_default=True,
                      help="DataLoader processes binning the batches (0: in the training process)."),
+        click.option("--input-projection", type=click.Choice(["auto", "dense", "sparse"]), default="auto",
+                     show_default=True,
+                     help="The first layer's input projection: one dense matmul, or from the batch's events "
+                          "(sparse); auto: sparse on the CPU for sparse inputs. Same results either way."),
         click.option("--valid-speaker", default="auto", show_default=True,
                      help="With a held-out speaker: the validation speaker (name or id), 'auto' (the next one by name) "
                           "or 'random' (a share of the other speakers' samples)."),

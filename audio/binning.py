@@ -3,7 +3,9 @@
 A binned split keeps, per event, one flat index `step * n_channels + channel`
 (events after the cut are gone); a batch is densified from those indices with one
 `index_add_`, so a whole SHD split bins in well under a second and never has to
-sit in memory as a dense [samples, steps, channels] tensor.
+sit in memory as a dense [samples, steps, channels] tensor. A batch can also stay
+events (`EventBatch`: its nonzero counts, for train.projection's event-driven input
+projection); both forms come from the same augmented events.
 """
 from __future__ import annotations
 
@@ -46,6 +48,62 @@ class Augment:
 
 
 @dataclass
+class EventBatch:
+    """Spike counts [B, T, C] kept as their nonzero entries: row r = sample * T + step holds the channels
+    channel[offsets[r]:offsets[r + 1]] (increasing) with those counts. dense() is the tensor BinnedSet.dense
+    gives for the same events."""
+
+    channel: torch.Tensor  # int64 [E]
+    count: torch.Tensor  # float32 [E]
+    offsets: torch.Tensor  # int64 [B * T]
+    shape: torch.Size  # (B, T, C)
+
+    @classmethod
+    def from_events(cls, flat: np.ndarray, owner: np.ndarray, n_samples: int, spec: BinSpec) -> "EventBatch":
+        """From a batch's events (flat step * C + channel, owner = sample in the batch); an event repeated in
+        one bin counts twice."""
+        T, C = spec.n_steps, spec.n_channels
+        key, count = np.unique(owner.astype(np.int64) * (T * C) + flat, return_counts=True)
+        row, channel = np.divmod(key, C)
+        offsets = np.searchsorted(row, np.arange(n_samples * T))
+        return cls(torch.from_numpy(channel), torch.from_numpy(count.astype(np.float32)),
+                   torch.from_numpy(offsets.astype(np.int64)), torch.Size((n_samples, T, C)))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.count.device
+
+    def rows(self) -> torch.Tensor:
+        """Each event's row (sample * T + step)."""
+        sizes = torch.diff(self.offsets, append=self.offsets.new_tensor([len(self.channel)]))
+        return torch.repeat_interleave(torch.arange(len(self.offsets), device=self.device), sizes)
+
+    def __getitem__(self, part: slice) -> "EventBatch":
+        """Samples part.start:part.stop (a torchrun rank's share of a batch)."""
+        start, stop, step = part.indices(len(self))
+        if step != 1:
+            raise ValueError("an EventBatch slices contiguous samples only")
+        stop = max(start, stop)
+        T = self.shape[1]
+        bounds = torch.cat([self.offsets, self.offsets.new_tensor([len(self.channel)])])
+        first, last = int(bounds[start * T]), int(bounds[stop * T])
+        return EventBatch(self.channel[first:last], self.count[first:last],
+                          self.offsets[start * T:stop * T] - first, torch.Size((stop - start, *self.shape[1:])))
+
+    def to(self, device: torch.device | str) -> "EventBatch":
+        return EventBatch(self.channel.to(device), self.count.to(device), self.offsets.to(device), self.shape)
+
+    def dense(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        B, T, C = self.shape
+        out = torch.zeros(B * T, C, dtype=dtype, device=self.device)
+        out.index_put_((self.rows(), self.channel), self.count.to(dtype))
+        return out.view(B, T, C)
+
+
+@dataclass
 class BinnedSet:
     """Binned events of a split: flat[offsets[i]:offsets[i+1]] are sample i's (step, channel) indices."""
 
@@ -68,11 +126,14 @@ class BinnedSet:
         offsets = np.concatenate([[0], np.cumsum(stops - starts)]).astype(np.int64)
         return BinnedSet(self.flat[ranges(starts, stops)], offsets, self.labels[index], self.spec, self.class_names)
 
-    def dense(self, index: np.ndarray, jitter_sigma: float = 0.0, rng: np.random.Generator | None = None,
-              augment: Augment | None = None) -> torch.Tensor:
-        """Spike counts [len(index), n_steps, n_channels] as float32, optionally channel-jittered or augmented
-        (`augment` replaces `jitter_sigma`)."""
-        index = np.asarray(index, dtype=np.int64)
+    @property
+    def density(self) -> float:
+        """Input events per channel per step (a count of 3 is 3 events): at most the share of nonzero inputs."""
+        return len(self.flat) / max(1, len(self) * self.spec.n_steps * self.spec.n_channels)
+
+    def _events(self, index: np.ndarray, jitter_sigma: float, rng: np.random.Generator | None,
+                augment: Augment | None) -> tuple[np.ndarray, np.ndarray]:
+        """The batch's events (flat, owner = position in index), augmented (`augment` replaces `jitter_sigma`)."""
         starts, stops = self.offsets[index], self.offsets[index + 1]
         flat = self.flat[ranges(starts, stops)]
         owner = np.repeat(np.arange(len(index)), stops - starts)
@@ -81,18 +142,35 @@ class BinnedSet:
             if rng is None:
                 raise ValueError("jitter and augmentation need a random generator (rng)")
             flat, owner = augment_events(flat, owner, len(index), self.spec, aug, rng)
+        return flat, owner
+
+    def events(self, index: np.ndarray, jitter_sigma: float = 0.0, rng: np.random.Generator | None = None,
+               augment: Augment | None = None) -> EventBatch:
+        """The batch `dense` gives (the same arguments, the same draws from rng), as an EventBatch."""
+        index = np.asarray(index, dtype=np.int64)
+        return EventBatch.from_events(*self._events(index, jitter_sigma, rng, augment), len(index), self.spec)
+
+    def dense(self, index: np.ndarray, jitter_sigma: float = 0.0, rng: np.random.Generator | None = None,
+              augment: Augment | None = None) -> torch.Tensor:
+        """Spike counts [len(index), n_steps, n_channels] as float32, optionally channel-jittered or augmented
+        (`augment` replaces `jitter_sigma`)."""
+        index = np.asarray(index, dtype=np.int64)
+        flat, owner = self._events(index, jitter_sigma, rng, augment)
         size = self.spec.n_steps * self.spec.n_channels
         out = torch.zeros(len(index) * size, dtype=torch.float32)
         out.index_add_(0, torch.from_numpy(owner * size + flat), torch.ones(len(flat), dtype=torch.float32))
         return out.view(len(index), self.spec.n_steps, self.spec.n_channels)
 
     def batches(self, batch_size: int, shuffle: bool = False, rng: np.random.Generator | None = None,
-                jitter_sigma: float = 0.0, augment: Augment | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(counts [B, T, C], labels [B]) batches; shuffle, jitter and augmentation draw from `rng`."""
+                jitter_sigma: float = 0.0, augment: Augment | None = None,
+                events: bool = False) -> Iterator[tuple[torch.Tensor | EventBatch, torch.Tensor]]:
+        """(counts [B, T, C], labels [B]) batches, the counts as an EventBatch if `events`; shuffle, jitter and
+        augmentation draw from `rng`."""
         order = rng.permutation(len(self)) if shuffle else np.arange(len(self))
+        make = self.events if events else self.dense
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            yield self.dense(idx, jitter_sigma, rng, augment), torch.from_numpy(self.labels[idx])
+            yield make(idx, jitter_sigma, rng, augment), torch.from_numpy(self.labels[idx])
 
 
 def jitter(flat: np.ndarray, owner: np.ndarray, n_channels: int, sigma: float,

@@ -1,8 +1,9 @@
 """Fused full-sequence layer kernels with hand-written backpropagation through time.
 
 Why: a per-timestep autograd loop spends most of its time creating and walking a
-graph of tiny ops. Here the input projection of all timesteps is one matmul
-(ordinary autograd, outside the loop: x [B, T, C] @ W^T) and the recurrence runs
+graph of tiny ops. Here the input projection of all timesteps is one operation
+(ordinary autograd, outside the loop: train.projection, x [B, T, C] @ W^T, or its
+event-driven form for an EventBatch) and the recurrence runs
 inside one autograd.Function whose forward and backward loops are TorchScript:
 no Python and no graph per step, one or two small matmuls and a few in-place
 element-wise ops on reused buffers; with more than one intra-op thread, the batch is cut
@@ -12,7 +13,10 @@ walks time in reverse and accumulates every parameter gradient as it goes.
 Tensors stay batch-first [B, T, n] throughout, so nothing is transposed or copied
 at the boundaries.
 
-Each kind also has a `*_reference` function: the same equations as a plain
+The GRU kernel follows torch's nn.GRU equations and parameters (gate order r, z, n),
+tested equal to nn.GRU.
+
+Each spiking kind and the RNN also have a `*_reference` function: the same equations as a plain
 Python loop of the `neurons.py` step functions with ordinary autograd. It is the
 ground truth of the tests and the "plain loop" of the benchmark.
 """
@@ -22,7 +26,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import List, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
@@ -30,6 +33,7 @@ from .neurons import (VTH, CubaLIFParams, CubaLIFState, LIFParams, LIFState, Rea
                       ReadoutState, RNNParams, RNNState, SpikeOpts, SpikGRUParams, cuba_lif_step,
                       lava_cuba_step, lif_step, readout_step, rnn_step, spikgru_step, triangle,
                       zero_state)
+from .projection import dense_input, project
 
 
 # ---------------------------------------------------------------- plain loop
@@ -47,23 +51,28 @@ def _zeros(state_cls, x: Tensor, n: int):
 
 
 def lif_reference(x: Tensor, p: LIFParams, opts: SpikeOpts) -> Tensor:
+    x = dense_input(x, p.W)
     return loop_steps(lif_step, x, _zeros(LIFState, x, p.W.shape[0]), p, opts)
 
 
 def cuba_lif_reference(x: Tensor, p: CubaLIFParams, opts: SpikeOpts, lava: bool = False) -> Tensor:
     step = lava_cuba_step if lava else cuba_lif_step
+    x = dense_input(x, p.W)
     return loop_steps(step, x, _zeros(CubaLIFState, x, p.W.shape[0]), p, opts)
 
 
 def spikgru_reference(x: Tensor, p: SpikGRUParams, opts: SpikeOpts) -> Tensor:
+    x = dense_input(x, p.W)
     return loop_steps(spikgru_step, x, _zeros(CubaLIFState, x, p.W.shape[0]), p, opts)
 
 
 def rnn_reference(x: Tensor, p: RNNParams) -> Tensor:
+    x = dense_input(x, p.W)
     return loop_steps(rnn_step, x, _zeros(RNNState, x, p.W.shape[0]), p)
 
 
 def readout_reference(x: Tensor, p: ReadoutParams) -> Tensor:
+    x = dense_input(x, p.W)
     return loop_steps(readout_step, x, _zeros(ReadoutState, x, p.W.shape[0]), p)
 
 
@@ -196,7 +205,7 @@ _LIF = _spiking_function(_lif_fwd, _lif_bwd)
 
 
 def lif(x: Tensor, p: LIFParams, opts: SpikeOpts) -> Tensor:
-    return _LIF.apply(F.linear(x, p.W, p.b), p.U, p.beta, opts)
+    return _LIF.apply(project(x, p.W, p.b), p.U, p.beta, opts)
 
 
 # ---------------------------------------------------------------- Cuba-LIF
@@ -285,9 +294,9 @@ def cuba_lif(x: Tensor, p: CubaLIFParams, opts: SpikeOpts, lava: bool = False) -
     """lava=True: Lava's CUBA (see neurons.lava_cuba_step); alpha, beta shape [1], b on v."""
     n = p.W.shape[0]
     if lava:
-        a, alpha, beta, bv = F.linear(x, p.W), p.alpha.expand(n), p.beta.expand(n), p.b
+        a, alpha, beta, bv = project(x, p.W), p.alpha.expand(n), p.beta.expand(n), p.b
     else:
-        a, alpha, beta, bv = F.linear(x, p.W, p.b), p.alpha, p.beta, p.b.new_zeros(n)
+        a, alpha, beta, bv = project(x, p.W, p.b), p.alpha, p.beta, p.b.new_zeros(n)
     return _CubaLIF.apply(a, p.U, alpha, beta, bv, opts, lava)
 
 
@@ -349,7 +358,7 @@ _SpikGRU = _spiking_function(_spikgru_fwd, _spikgru_bwd)
 
 
 def spikgru(x: Tensor, p: SpikGRUParams, opts: SpikeOpts) -> Tensor:
-    a = F.linear(x, torch.cat([p.W, p.Wz]), torch.cat([p.b, p.bz]))
+    a = project(x, torch.cat([p.W, p.Wz]), torch.cat([p.b, p.bz]))  # one pass over the stacked table
     return _SpikGRU.apply(a, torch.cat([p.U, p.Uz]), p.alpha, opts)
 
 
@@ -390,7 +399,71 @@ class _RNN(torch.autograd.Function):
 
 
 def rnn(x: Tensor, p: RNNParams) -> Tensor:
-    return _RNN.apply(F.linear(x, p.W, p.b), p.U)
+    return _RNN.apply(project(x, p.W, p.b), p.U)
+
+
+# ---------------------------------------------------------------- GRU (torch's equations)
+@torch.jit.script
+def _gru_fwd(gi: Tensor, WT: Tensor, bh: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """gi = W_ih x + b_ih [B, T, 3H] (r | z | n); WT = W_hh^T, bh = b_hh. r, z = sigmoid(gi + W_hh h + b_hh),
+    n = tanh(gi_n + r (W_hn h + b_hn)), h' = (1 - z) n + z h. Saves rz, n and W_hn h + b_hn for backward."""
+    B, T, H = gi.shape[0], gi.shape[1], WT.shape[0]
+    h_all, n_all, hn_all = gi.new_empty(B, T, H), gi.new_empty(B, T, H), gi.new_empty(B, T, H)
+    rz_all = gi.new_empty(B, T, 2 * H)
+    h, gh = gi.new_zeros(B, H), gi.new_empty(B, 3 * H)
+    for t in range(T):
+        torch.addmm(bh, h, WT, out=gh)
+        g, hn = gi[:, t], hn_all[:, t]
+        rz = torch.add(g[:, :2 * H], gh[:, :2 * H], out=rz_all[:, t]).sigmoid_()
+        hn.copy_(gh[:, 2 * H:])
+        n = torch.addcmul(g[:, 2 * H:], rz[:, :H], hn, out=n_all[:, t]).tanh_()
+        h = torch.sub(h, n, out=h_all[:, t]).mul_(rz[:, H:]).add_(n)
+    return h_all, rz_all, n_all, hn_all
+
+
+@torch.jit.script
+def _gru_bwd(gh_out: Tensor, h_all: Tensor, rz_all: Tensor, n_all: Tensor, hn_all: Tensor,
+             W: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Gradients w.r.t. gi [B, T, 3H], W_hh and b_hh."""
+    B, T, H = h_all.shape
+    dgi_all = h_all.new_empty(B, T, 3 * H)
+    dW, db = h_all.new_zeros(3 * H, H), h_all.new_zeros(B, 3 * H)
+    dgh, dh, tmp, zero = h_all.new_empty(B, 3 * H), h_all.new_zeros(B, H), h_all.new_empty(B, H), h_all.new_zeros(B, H)
+    for t in range(T - 1, -1, -1):
+        dh.add_(gh_out[:, t])  # dh held d/dh_t through step t + 1
+        h_prev = h_all[:, t - 1] if t > 0 else zero
+        r, z, n, dgi = rz_all[:, t, :H], rz_all[:, t, H:], n_all[:, t], dgi_all[:, t]
+        dnp = torch.mul(dh, z, out=dgi[:, 2 * H:]).neg_().add_(dh).mul_(torch.mul(n, n, out=tmp).neg_().add_(1))
+        dzp = torch.sub(h_prev, n, out=dgi[:, H:2 * H]).mul_(dh).mul_(z)
+        dzp.addcmul_(dzp, z, value=-1.0)
+        drp = torch.mul(dnp, hn_all[:, t], out=dgi[:, :H]).mul_(r)
+        drp.addcmul_(drp, r, value=-1.0)
+        dgh[:, :2 * H].copy_(dgi[:, :2 * H])
+        torch.mul(dnp, r, out=dgh[:, 2 * H:])
+        db.add_(dgh)
+        if t > 0:
+            dW.addmm_(dgh.t(), h_prev)
+        dh.mul_(z).addmm_(dgh, W)
+    return dgi_all, dW, db.sum(0)
+
+
+class _GRU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, gi, W, b):
+        h, *saved = _cat(_batch_parallel(_gru_fwd, (gi,), (W.t().contiguous(), b)))
+        ctx.save_for_backward(h, *saved, W)
+        return h
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gh):
+        *states, W = ctx.saved_tensors
+        return _grads(_batch_parallel(_gru_bwd, (gh.contiguous(), *states), (W,)))
+
+
+def gru(x: Tensor, W_ih: Tensor, W_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> Tensor:
+    """One GRU layer, initial state 0: x [B, T, n_in] (or an EventBatch) -> h [B, T, H]."""
+    return _GRU.apply(project(x, W_ih, b_ih), W_hh, b_hh)
 
 
 # ---------------------------------------------------------------- leaky readout
@@ -425,7 +498,7 @@ class _Leaky(torch.autograd.Function):
 
 def readout(x: Tensor, p: ReadoutParams) -> Tensor:
     """The current stage, when there is one, is the same scan with alpha, feeding o through (1 - beta)."""
-    a = F.linear(x, p.W, p.b)
+    a = project(x, p.W, p.b)
     if p.alpha is not None:
         a = (1 - p.beta) * _Leaky.apply(a, p.alpha)
     return _Leaky.apply(a, p.beta)

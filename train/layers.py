@@ -3,8 +3,9 @@
 A block owns its parameters and options and hands them to `kernels.py`: the
 fused kernel when `fused` (default) or the plain per-timestep loop otherwise; both
 compute the same equations (DESIGN "The models"). Every block maps x [B, T, n_in]
-to [B, T, n_out], has a `kind` string, `clamp_()` to call after each optimiser
-step and `export_params()` for the export stage.
+(or an audio.binning.EventBatch, which the fused kernels project event by event:
+train.projection) to [B, T, n_out], has a `kind` string, `uses_fused`, `clamp_()` to
+call after each optimiser step and `export_params()` for the export stage.
 
 Spiking blocks clip i and v to `clip` (default [-4, 4], `neurons.DEFAULT_CLIP`;
 None disables clipping) at every step and use a triangle surrogate of height
@@ -19,7 +20,10 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from audio.binning import EventBatch
 
 from . import kernels
 from .neurons import (DEFAULT_CLIP, RESETS, VTH, CubaLIFParams, LIFParams, ReadoutParams, RNNParams,
@@ -41,6 +45,12 @@ def _decay(n: int) -> nn.Parameter:
 
 class _Block(nn.Module):
     kind = ''
+    fused = True
+
+    @property
+    def uses_fused(self) -> bool:
+        """Whether forward runs the fused kernel (which takes an EventBatch without densifying it)."""
+        return self.fused
 
     def clamp_(self) -> None:
         """Clip the decays to [0, 1]; call after every optimiser step."""
@@ -194,14 +204,29 @@ class LeakyReadout(_Block):
 class GRUStack(_Block):
     """GRU baseline: torch GRU layers (batch_first) and a linear readout applied at
     every step; returns the readout [B, T, n_out]. Parameters export under torch's
-    names (gru.weight_ih_l0, ..., readout.weight, readout.bias)."""
+    names (gru.weight_ih_l0, ..., readout.weight, readout.bias).
+
+    `recurrence` runs torch's nn.GRU (cuDNN on a GPU), or, on the CPU (with `fused`) and for an EventBatch, the
+    fused kernel on the same parameters and equations (kernels.gru), torch's dropout between layers included."""
     kind = 'gru'
 
-    def __init__(self, n_in: int, n_out: int, *, hidden: int = 128, num_layers: int = 1):
+    def __init__(self, n_in: int, n_out: int, *, hidden: int = 128, num_layers: int = 1, fused: bool = True):
         super().__init__()
+        self.fused = fused
         self.gru = nn.GRU(n_in, hidden, num_layers, batch_first=True)
         self.readout = nn.Linear(hidden, n_out)
 
-    def forward(self, x: Tensor) -> Tensor:
-        h, _ = self.gru(x)
-        return self.readout(h)
+    def recurrence(self, x: Tensor | EventBatch) -> Tensor:
+        """The last GRU layer's h [B, T, hidden]."""
+        if isinstance(x, Tensor) and not (self.fused and x.device.type == 'cpu'):
+            return self.gru(x)[0]
+        g = self.gru
+        for l in range(g.num_layers):
+            if l and g.dropout > 0 and self.training:  # as nn.GRU draws it: on the time-major layer output
+                x = F.dropout(x.transpose(0, 1).contiguous(), g.dropout, True).transpose(0, 1)
+            x = kernels.gru(x, *(getattr(g, f'{name}_l{l}') for name in ('weight_ih', 'weight_hh', 'bias_ih',
+                                                                          'bias_hh')))
+        return x
+
+    def forward(self, x: Tensor | EventBatch) -> Tensor:
+        return self.readout(self.recurrence(x))

@@ -135,8 +135,14 @@ class RecurrentNet(nn.Module):
         for p in r.parameters():
             p.requires_grad_(False)
 
+    @property
+    def takes_events(self) -> bool:
+        """Whether forward takes an audio.binning.EventBatch without densifying it (train.projection)."""
+        return self.hidden_layers[0].uses_fused
+
     def forward(self, x: Tensor, return_hidden: bool = False):
-        """x [B, T, n_in] -> readout [B, T, K] (and each hidden layer's output, before dropout)."""
+        """x [B, T, n_in] (or an EventBatch) -> readout [B, T, K] (and each hidden layer's output, before
+        dropout)."""
         hidden = []
         for layer in self.hidden_layers:
             x = layer(x)
@@ -161,8 +167,10 @@ class GRUNet(nn.Module):
         self.net = GRUStack(cfg.n_in, cfg.n_classes, hidden=cfg.hidden, num_layers=cfg.layers)
         self.dropout = HiddenDropout()
 
+    takes_events = True  # the fused GRU kernel's, on any device
+
     def forward(self, x: Tensor, return_hidden: bool = False):
-        h, _ = self.net.gru(x)
+        h = self.net.recurrence(x)
         out = self.net.readout(self.dropout(h))
         return (out, []) if return_hidden else out
 

@@ -33,6 +33,7 @@ from train.distributed import Context, describe, resolve_device, setup
 from train.loader import epoch_batches
 from train.loss import max_over_time_loss, predict
 from train.models import MODEL_KINDS, ModelConfig, build_model
+from train.projection import PROJECTIONS, choose
 from train.recipe import Recipe, lr_at, recipe_from_dict
 
 
@@ -60,6 +61,7 @@ class TrainConfig:
     valid_speaker: str = AUTO
     device: str = "cpu"  # train.distributed.resolve_device: auto, cpu, cuda, cuda:N
     workers: int = 0  # DataLoader processes binning batches (0: in this process)
+    input_projection: str = "auto"  # train.projection.choose: auto, dense, sparse (the same results either way)
 
     @property
     def recipe_obj(self) -> Recipe:
@@ -79,6 +81,8 @@ class TrainConfig:
             raise InputError(f"--jitter must be >= 0, got {self.jitter}")
         if self.workers < 0:
             raise InputError(f"--workers must be >= 0, got {self.workers}")
+        if self.input_projection not in PROJECTIONS:
+            raise InputError(f"--input-projection {self.input_projection!r}: choose one of {', '.join(PROJECTIONS)}")
         self.recipe_obj.validate()
         ModelConfig(self.model, 1, 1, self.layers, self.hidden, dict(self.options)).validate()
         check_memory(self)
@@ -113,10 +117,12 @@ def model_config(cfg: TrainConfig, data: Dataset) -> ModelConfig:
 
 
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, split, batch: int = 256, device: torch.device | str = "cpu") -> float:
+def accuracy(model: torch.nn.Module, split, batch: int = 256, device: torch.device | str = "cpu",
+             events: bool = False) -> float:
+    """events: feed the model EventBatches (train.projection), as its training does."""
     model.eval()
     correct = 0
-    for x, y in split.batches(batch):
+    for x, y in split.batches(batch, events=events):
         correct += int((predict(model(x.to(device))).cpu() == y).sum())
     return correct / max(1, len(split))
 
@@ -204,17 +210,21 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
     augment = Augment(data.default_jitter if cfg.jitter is None else cfg.jitter, recipe.channel_shift,
                       recipe.time_stretch, recipe.event_drop, recipe.spectral_tilt)
     frontend = data.frontend
+    events, projection = choose(cfg.input_projection, ctx.device, getattr(model, "takes_events", False),
+                                data.train.density)
     if progress and ctx.main:
         print(f"training on {describe(ctx)}", file=sys.stderr, flush=True)
+        print(f"input projection: {projection}", file=sys.stderr, flush=True)
     with ctx.peers(str(run_dir)):
         history, best = _epochs(cfg, run_dir, data, mcfg, model, net, opt, recipe, augment, batch, frontend, start,
-                                history, best, progress, ctx)
+                                history, best, progress, ctx, events)
     best_ckpt = load_checkpoint(run_dir / "best.pt")
     model.load_state_dict(best_ckpt["state_dict"])
     summary = {"run_dir": str(run_dir), "model": cfg.model, "layers": cfg.layers, "hidden": cfg.hidden,
                "seed": cfg.seed, "data": data.name, "epochs": len(history), "best_epoch": best_ckpt["epoch"],
-               "best_valid_acc": best, "test_acc": accuracy(model, data.test, device=ctx.device),
-               "recipe": recipe.name, "protocol": data.protocol, "test_samples": len(data.test)}
+               "best_valid_acc": best, "test_acc": accuracy(model, data.test, device=ctx.device, events=events),
+               "recipe": recipe.name, "protocol": data.protocol, "test_samples": len(data.test),
+               "input_projection": "sparse" if events else "dense"}
     if ctx.main:
         with atomic_path(run_dir / "summary.json") as tmp:
             tmp.write_text(json.dumps(summary, indent=2))
@@ -224,8 +234,10 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
 
 def _epochs(cfg: TrainConfig, run_dir: Path, data: Dataset, mcfg: ModelConfig, model: torch.nn.Module,
             net: torch.nn.Module, opt, recipe: Recipe, augment: Augment, batch: int, frontend: dict | None,
-            start: int, history: list, best: float, progress: bool, ctx: Context) -> tuple[list, float]:
-    """Epochs start + 1 .. cfg.epochs, each ending with its checkpoints (rank 0); returns (history, best)."""
+            start: int, history: list, best: float, progress: bool, ctx: Context,
+            events: bool) -> tuple[list, float]:
+    """Epochs start + 1 .. cfg.epochs, each ending with its checkpoints (rank 0); returns (history, best).
+    events: batches as EventBatches (train.projection)."""
     with_hidden = recipe.rate_reg > 0
     for epoch in range(start + 1, cfg.epochs + 1):
         if recipe.dropout > 0:  # the masks of this epoch, whatever ran before (resume)
@@ -236,7 +248,7 @@ def _epochs(cfg: TrainConfig, run_dir: Path, data: Dataset, mcfg: ModelConfig, m
         t0, seen, correct, loss_sum = time.perf_counter(), 0, 0, 0.0
         bar = progress_bar(len(data.train), f"epoch {epoch}/{cfg.epochs}", progress and ctx.main, lines=False)
         for x, y, n_global in epoch_batches(data.train, batch, cfg.seed, epoch, augment, cfg.workers, ctx.rank,
-                                            ctx.world):
+                                            ctx.world, events):
             x, y = x.to(ctx.device), y.to(ctx.device)
             out, hidden = net(x, return_hidden=True) if with_hidden else (net(x), None)
             loss = max_over_time_loss(out, y, recipe.label_smoothing)
@@ -260,7 +272,7 @@ def _epochs(cfg: TrainConfig, run_dir: Path, data: Dataset, mcfg: ModelConfig, m
                             sps=f"{seen * ctx.world / (time.perf_counter() - t0):.0f}")
         bar.close()
         loss_sum, correct, seen = ctx.sum([loss_sum, correct, seen])
-        valid = accuracy(model, data.valid, device=ctx.device)
+        valid = accuracy(model, data.valid, device=ctx.device, events=events)
         row = {"epoch": epoch, "loss": loss_sum / seen, "train_acc": correct / seen, "valid_acc": valid,
                "samples_per_s": seen / (time.perf_counter() - t0)}
         history.append(row)
@@ -324,7 +336,7 @@ def config_from_options(model: str, layers: int = 2, hidden: int = 128, data: st
                         surrogate_width: float | None = None, lava_cuba: bool = False, reset: str | None = None,
                         recipe_name: str | None = None,
                         holdout_speaker: str | None = None, valid_speaker: str = AUTO, device: str = "cpu",
-                        workers: int = 0, **recipe_fields) -> TrainConfig:
+                        workers: int = 0, input_projection: str = "auto", **recipe_fields) -> TrainConfig:
     """A TrainConfig from the command line's options (`train`, `cv`); checked before anything runs."""
     from train.recipe import make_recipe
     if epochs is not None and epochs < 1:
@@ -343,7 +355,8 @@ def config_from_options(model: str, layers: int = 2, hidden: int = 128, data: st
     cfg = TrainConfig(model=model, layers=layers, hidden=hidden, data=data, epochs=200 if epochs is None else epochs,
                       seed=seed, batch=batch, lr=lr, jitter=jitter, bin_hz=bin_hz, duration=duration,
                       channels=channels, options=options, recipe=make_recipe(recipe_name, **recipe_fields).as_dict(),
-                      holdout_speaker=holdout_speaker, valid_speaker=valid_speaker, device=device, workers=workers)
+                      holdout_speaker=holdout_speaker, valid_speaker=valid_speaker, device=device, workers=workers,
+                      input_projection=input_projection)
     cfg.validate()
     resolve_device(device)  # an unavailable device is refused before any work
     return cfg
