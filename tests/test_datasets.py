@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 import cli
 from audio import builtin_set as synthetic
-from audio.binning import BinSpec, bin_spikes, jitter
+from audio.binning import Augment, BinSpec, EventBatch, bin_spikes, jitter
 from audio.datasets import find_source, load_dataset, validation_split
 from audio.inspect_data import describe, format_info
 from audio.spike_files import DAS_CLASSES, SpikeSet, detect_layout, parse_das_id, read_das, read_shd
@@ -496,6 +496,29 @@ def test_batches_cover_every_sample_once():
             assert seen != list(range(23))
         else:
             assert seen == list(range(23))
+
+
+def test_event_batch_is_the_dense_batch_with_every_augmentation():
+    """The same index, rng and augmentation give the same counts as events and dense (repeats in one bin count),
+    and draw the same numbers from rng."""
+    rng = np.random.default_rng(5)
+    s = random_spikeset(rng, 9, 12, 1.0)
+    b = bin_spikes(s, BinSpec(20.0, 1.0, 12))  # 20 steps: many events share a bin
+    idx = np.array([4, 0, 7, 7, 2])
+    aug = Augment(jitter_sigma=1.5, channel_shift=2, time_stretch=0.2, event_drop=0.1, spectral_tilt=0.5)
+    r1, r2 = np.random.default_rng(8), np.random.default_rng(8)
+    dense, events = b.dense(idx, rng=r1, augment=aug), b.events(idx, rng=r2, augment=aug)
+    assert r1.random() == r2.random()
+    assert isinstance(events, EventBatch) and events.shape == dense.shape and len(events) == 5
+    assert dense.max() > 1 and torch.equal(events.dense(), dense)
+    assert torch.equal(events.count.sum(), dense.sum()) and len(events.count) == int((dense > 0).sum())
+    assert not torch.equal(dense, b.dense(idx))  # the augmentation did something
+    # a torchrun rank's share: contiguous samples, an empty share included
+    for part in (slice(0, 2), slice(2, 5), slice(4, 5), slice(3, 3)):
+        assert torch.equal(events[part].dense(), dense[part])
+    assert torch.equal(events.dense(torch.float64), dense.double())
+    for (xe, ye), (xd, yd) in zip(b.batches(4, events=True), b.batches(4)):
+        assert torch.equal(xe.dense(), xd) and torch.equal(ye, yd)
 
 
 # --------------------------------------------------------------------------- jitter and splits

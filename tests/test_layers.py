@@ -7,6 +7,7 @@ import torch
 
 from train.layers import (CubaLIFRecurrent, GRUStack, LeakyReadout, LIFRecurrent, RNNRecurrent,
                           SpikGRURecurrent)
+from audio.binning import BinSpec, EventBatch
 from train.neurons import SpikeOpts, spike
 
 B, T, N_IN, N = 4, 30, 20, 16
@@ -99,6 +100,98 @@ def test_kernel_on_several_threads_matches_plain_loop(case, monkeypatch):
     torch.testing.assert_close(gx, gx_ref, rtol=1e-9, atol=1e-9)
     for name in grads:
         torch.testing.assert_close(grads[name], grads_ref[name], rtol=1e-9, atol=1e-9, msg=name)
+
+
+def counts_in(seed=3, density=0.1):
+    """Spike counts 0..3 at `density`, as a dense float64 batch and as the loader's EventBatch."""
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(B, T, N_IN, generator=g) < density) * torch.randint(1, 4, (B, T, N_IN), generator=g)
+    b, t, c = x.nonzero(as_tuple=True)
+    flat, owner = np.repeat((t * N_IN + c).numpy(), x[b, t, c].numpy()), np.repeat(b.numpy(), x[b, t, c].numpy())
+    return x.double(), EventBatch.from_events(flat, owner, B, BinSpec(T, 1.0, N_IN))
+
+
+EVENT_CASES = dict(CASES, gru=lambda clip: GRUStack(N_IN, N, hidden=12, num_layers=2))
+
+
+@pytest.mark.parametrize('threads', [1, 3])
+@pytest.mark.parametrize('case', list(EVENT_CASES))
+def test_event_input_matches_dense_input(case, threads, monkeypatch):
+    """The event-driven input projection: the same outputs and parameter gradients as the dense one (float64),
+    on one thread and with the batch in chunks."""
+    from train import kernels
+    monkeypatch.setattr(kernels, 'MIN_CHUNK', 1)
+    layer = randomized(EVENT_CASES[case](NARROW))
+    x, events = counts_in()
+    assert x.max() > 1 and torch.equal(events.dense(torch.float64), x)
+    default = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        results = []
+        for inp in (x, events):
+            layer.zero_grad()
+            y = layer(inp)
+            (y * torch.randn(y.shape, generator=torch.Generator().manual_seed(2), dtype=y.dtype)).sum().backward()
+            results.append((y.detach(), {n: p.grad for n, p in layer.named_parameters()}))
+        assert threads == 1 or kernels._pool[1] == threads  # the chunked path ran
+    finally:
+        torch.set_num_threads(default)
+    (y, grads), (y_ev, grads_ev) = results
+    if case in SPIKING:
+        assert 0.02 < y.mean() < 0.9
+    torch.testing.assert_close(y_ev, y, rtol=1e-10, atol=1e-10)
+    assert grads.keys() == grads_ev.keys()
+    for name in grads:
+        assert grads[name].abs().sum() > 0, name
+        torch.testing.assert_close(grads_ev[name], grads[name], rtol=1e-9, atol=1e-9, msg=name)
+
+
+def test_plain_loop_takes_events():
+    """A block on the plain loop (or a same-step reset) densifies an EventBatch itself."""
+    layer = randomized(CubaLIFRecurrent(N_IN, N, reset='zero'))
+    x, events = counts_in()
+    assert not layer.uses_fused
+    torch.testing.assert_close(layer(events), layer(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('threads', [1, 3])
+def test_fused_gru_matches_torch_gru(threads, monkeypatch):
+    """kernels.gru under GRUStack: nn.GRU's outputs and gradients (input and every parameter) in float64, its
+    dropout masks between layers included, on one thread and with the batch in chunks."""
+    from train import kernels
+    monkeypatch.setattr(kernels, 'MIN_CHUNK', 1)
+    stack = GRUStack(N_IN, 5, hidden=N, num_layers=3).double()
+    with torch.no_grad():
+        for p in stack.parameters():
+            p.mul_(3)
+    x = spikes_in() + torch.randn(B, T, N_IN, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    weights = torch.randn(B, T, N, dtype=torch.float64)
+    default = torch.get_num_threads()
+    results = []
+    for dropout in (0.0, 0.3):
+        stack.gru.dropout = dropout
+        for fused in (False, True):
+            stack.fused = fused
+            stack.zero_grad()
+            xg = x.clone().requires_grad_()
+            torch.manual_seed(7)
+            torch.set_num_threads(threads if fused else 1)
+            try:
+                h = stack.recurrence(xg)
+                (h * weights).sum().backward()
+                assert not fused or threads == 1 or kernels._pool[1] == threads
+            finally:
+                torch.set_num_threads(default)
+            results.append((h.detach(), xg.grad, {n: p.grad.clone() for n, p in stack.gru.named_parameters()}))
+    torch_gru, fused_gru, torch_dropout, fused_dropout = results
+    assert (torch_dropout[0] - torch_gru[0]).abs().max() > 0.1  # dropout did something
+    for ref, got in ((torch_gru, fused_gru), (torch_dropout, fused_dropout)):
+        torch.testing.assert_close(got[0], ref[0], rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(got[1], ref[1], rtol=1e-9, atol=1e-9)
+        assert ref[2].keys() == got[2].keys() and len(ref[2]) == 12
+        for name in ref[2]:
+            assert ref[2][name].abs().sum() > 0, name
+            torch.testing.assert_close(got[2][name], ref[2][name], rtol=1e-9, atol=1e-9, msg=name)
 
 
 def test_clipping_is_exercised():

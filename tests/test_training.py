@@ -84,6 +84,36 @@ def test_each_model_learns_builtin(kind, tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2, 3]
 
 
+@pytest.mark.parametrize("kind", ["cuba-lif", "gru"])
+def test_input_projection_does_not_change_the_run(kind, tmp_path):
+    """--input-projection dense and sparse train the same weights (to float rounding), say which ran, and keep the
+    setting in config.json; with augmentation on, both see the same batches."""
+    runs = {}
+    for mode in ("dense", "sparse"):
+        cfg = TrainConfig(model=kind, epochs=2, seed=2, input_projection=mode, recipe={"channel_shift": 2},
+                          **dict(FAST, layers=2))
+        runs[mode] = train(cfg, tmp_path / mode, progress=False)
+        assert json.loads((tmp_path / mode / "config.json").read_text())["input_projection"] == mode
+        assert runs[mode]["input_projection"] == mode
+    dense, sparse = _state(tmp_path / "dense"), _state(tmp_path / "sparse")
+    assert dense.keys() == sparse.keys()
+    for k in dense:
+        torch.testing.assert_close(sparse[k], dense[k], rtol=1e-4, atol=1e-5, msg=k)
+    assert runs["dense"]["test_acc"] == runs["sparse"]["test_acc"]
+
+
+def test_auto_input_projection_choice():
+    from train.projection import SPARSE_MAX_DENSITY, choose
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert choose("auto", cpu, True, 0.02)[0]
+    assert not choose("auto", cpu, True, 2 * SPARSE_MAX_DENSITY)[0]
+    assert not choose("auto", gpu, True, 0.02)[0]
+    assert not choose("auto", cpu, False, 0.02)[0]  # e.g. QAT's fixed-point wrapper
+    assert choose("sparse", gpu, True, 0.5)[0] and not choose("dense", cpu, True, 0.02)[0]
+    assert choose("sparse", cpu, False, 0.02) == (False, "dense (this model takes dense inputs only)")
+    assert choose("auto", cpu, True, 0.02)[1] == "sparse (auto: 2.0 % of the inputs are events, on the CPU)"
+
+
 def test_decays_stay_in_unit_interval(tmp_path):
     train(TrainConfig(model="cuba-lif", epochs=1, lr=0.5, **FAST), tmp_path, progress=False)
     state = _state(tmp_path)
@@ -176,6 +206,7 @@ def test_eval_rates_and_ops_match_an_independent_count(tmp_path):
     ["--model", "lif", "--data", "/no/such/dir"],
     ["--model", "lif", "--data", "cli.py"],
     ["--model", "rnn", "--surrogate-scale", "2"],
+    ["--model", "lif", "--input-projection", "csr"],
 ])
 def test_train_bad_input_is_one_line(args, tmp_path):
     _one_line_error(_cli("train", *args, "--epochs", "1", "--out", str(tmp_path / "run")))
