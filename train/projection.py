@@ -17,9 +17,9 @@ from torch.autograd.function import once_differentiable
 from audio.binning import EventBatch
 
 PROJECTIONS = ("auto", "dense", "sparse")
-# auto: events when at most this share of the inputs are events (the real data has about 2 %; the two paths cost
-# the same near 25 % on one CPU thread, benchmarks/train_speed.py --density)
-SPARSE_MAX_DENSITY = 0.1
+# auto: events when at most this share of the inputs are events (the real data has about 2 %; on one CPU thread the
+# two paths cost about the same near 5 %: benchmarks/train_speed.py --density)
+SPARSE_MAX_DENSITY = 0.04
 
 
 class _EventProjection(torch.autograd.Function):
@@ -42,11 +42,11 @@ class _EventProjection(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             C = events.shape[2]
             small = torch.int16 if C <= torch.iinfo(torch.int16).max else torch.int32  # a faster sort
-            order = torch.argsort(events.channel.to(small), stable=True)
-            channel = events.channel[order]
-            starts = torch.searchsorted(channel, torch.arange(C, device=channel.device))
-            dW = F.embedding_bag(events.rows()[order], ga, starts, mode="sum", per_sample_weights=count[order])
-            dW = dW.t().contiguous()
+            order = torch.argsort(events.channel.to(small), stable=True)  # the events channel by channel
+            per_channel = torch.bincount(events.channel, minlength=C)
+            starts = torch.cumsum(per_channel, 0) - per_channel
+            dW = F.embedding_bag(events.rows().index_select(0, order), ga, starts, mode="sum",
+                                 per_sample_weights=count.index_select(0, order)).t().contiguous()
         if ctx.needs_input_grad[1]:
             db = ga.sum(0)
         return dW, db, None
