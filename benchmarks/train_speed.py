@@ -12,7 +12,8 @@ inputs of the real data). Compared:
            (HoistedLoop; for Cuba-LIF and SpikGRU alike)
   slayer - lava-dl slayer block.cuba.Recurrent x2 + block.cuba.Affine readout
            (Cuba-LIF only; slayer works on [N, C, T]).
-  GRU    - nn.GRU (torch's own, `nn.GRU`), the fused GRU kernel on dense input (`dense`) and on events (`sparse`).
+  GRU    - a dense batch through torch's nn.GRU (`dense`, what training runs), through the fused GRU kernel
+           (`fused`, for the record), and events through the fused kernel (`sparse`).
 Also checks that both of our paths and the step-function loop (fused=False, the tests' ground truth) give the same
 gradients on the same batch (in float64, where a rounding difference cannot flip a spike), and times the first
 layer's projection alone (forward + weight gradient): the dense matmul, embedding_bag's own autograd, ours.
@@ -107,15 +108,15 @@ class SlayerCuba(nn.Module):
         return self.blocks(x.transpose(1, 2).contiguous()).transpose(1, 2)
 
 
-class TorchGRU(nn.Module):
-    """The GRU baseline as it ran before the fused kernel: torch's nn.GRU and the per-step readout."""
+class FusedGRU(nn.Module):
+    """The GRU baseline with the fused GRU kernel on a dense batch (GRUStack runs nn.GRU there)."""
 
     def __init__(self, net: GRUStack):
         super().__init__()
         self.net = net
 
     def forward(self, x):
-        return self.net.readout(self.net.gru(x)[0])
+        return self.net.readout(self.net.fused_recurrence(x))
 
 
 def gru_net() -> GRUStack:
@@ -169,15 +170,16 @@ def grad_differences(reference: nn.Module, candidates: dict, x, y) -> dict:
 def check_grads(kind: str, x, events: EventBatch, y) -> None:
     """Both of our paths against the step-function loop (the GRU: against nn.GRU), float64, same batch."""
     if kind == 'gru':
-        reference = TorchGRU(gru_net().double())
-        fused = reference.net
+        reference = gru_net().double()
+        fused = FusedGRU(copy.deepcopy(reference))
     else:
         fused = ours(kind, True).double()
         reference = copy.deepcopy(fused)
         for m in reference.modules():
             if hasattr(m, 'fused'):
                 m.fused = False
-    paths = {'dense': (copy.deepcopy(fused), x.double()), 'sparse': (copy.deepcopy(fused), events)}
+    paths = {'fused' if kind == 'gru' else 'dense': (copy.deepcopy(fused), x.double()),
+             'sparse': (copy.deepcopy(fused), events)}
     for name, diff in grad_differences(reference, paths, x, y).items():
         verdict = 'ok' if diff < GRAD_TOLERANCE else 'MISMATCH'
         print(f'{kind:9s} grad {name} vs {"nn.GRU" if kind == "gru" else "loop"} (float64, same batch): max relative '
@@ -256,7 +258,7 @@ def main() -> None:
     for kind in (*RECURRENT, 'gru'):
         if kind == 'gru':
             net = gru_net()
-            runs = {'nn.GRU': (TorchGRU(net), x), 'dense': (net, x), 'sparse': (copy.deepcopy(net), events)}
+            runs = {'dense': (net, x), 'fused': (FusedGRU(copy.deepcopy(net)), x), 'sparse': (copy.deepcopy(net), events)}
         else:
             net = ours(kind, True)
             runs = {'dense': (net, x), 'sparse': (copy.deepcopy(net), events), 'loop': (HoistedLoop(kind), x)}

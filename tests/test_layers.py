@@ -156,8 +156,8 @@ def test_plain_loop_takes_events():
 
 @pytest.mark.parametrize('threads', [1, 3])
 def test_fused_gru_matches_torch_gru(threads, monkeypatch):
-    """kernels.gru under GRUStack: nn.GRU's outputs and gradients (input and every parameter) in float64, its
-    dropout masks between layers included, on one thread and with the batch in chunks."""
+    """GRUStack.fused_recurrence (kernels.gru): nn.GRU's outputs and gradients (input and every parameter) in
+    float64, its dropout masks between layers included, on one thread and with the batch in chunks."""
     from train import kernels
     monkeypatch.setattr(kernels, 'MIN_CHUNK', 1)
     stack = GRUStack(N_IN, 5, hidden=N, num_layers=3).double()
@@ -171,13 +171,12 @@ def test_fused_gru_matches_torch_gru(threads, monkeypatch):
     for dropout in (0.0, 0.3):
         stack.gru.dropout = dropout
         for fused in (False, True):
-            stack.fused = fused
             stack.zero_grad()
             xg = x.clone().requires_grad_()
             torch.manual_seed(7)
             torch.set_num_threads(threads if fused else 1)
             try:
-                h = stack.recurrence(xg)
+                h = stack.fused_recurrence(xg) if fused else stack.recurrence(xg)
                 (h * weights).sum().backward()
                 assert not fused or threads == 1 or kernels._pool[1] == threads
             finally:

@@ -206,20 +206,22 @@ class GRUStack(_Block):
     every step; returns the readout [B, T, n_out]. Parameters export under torch's
     names (gru.weight_ih_l0, ..., readout.weight, readout.bias).
 
-    `recurrence` runs torch's nn.GRU (cuDNN on a GPU), or, on the CPU (with `fused`) and for an EventBatch, the
-    fused kernel on the same parameters and equations (kernels.gru), torch's dropout between layers included."""
+    A dense batch runs torch's nn.GRU (cuDNN on a GPU; on one CPU thread the fused kernel is no faster on dense
+    input, benchmarks/train_speed.py), an EventBatch the fused kernel on the same parameters and equations
+    (`fused_recurrence`), whose first projection is event-driven."""
     kind = 'gru'
 
-    def __init__(self, n_in: int, n_out: int, *, hidden: int = 128, num_layers: int = 1, fused: bool = True):
+    def __init__(self, n_in: int, n_out: int, *, hidden: int = 128, num_layers: int = 1):
         super().__init__()
-        self.fused = fused
         self.gru = nn.GRU(n_in, hidden, num_layers, batch_first=True)
         self.readout = nn.Linear(hidden, n_out)
 
     def recurrence(self, x: Tensor | EventBatch) -> Tensor:
         """The last GRU layer's h [B, T, hidden]."""
-        if isinstance(x, Tensor) and not (self.fused and x.device.type == 'cpu'):
-            return self.gru(x)[0]
+        return self.gru(x)[0] if isinstance(x, Tensor) else self.fused_recurrence(x)
+
+    def fused_recurrence(self, x: Tensor | EventBatch) -> Tensor:
+        """nn.GRU's h by kernels.gru, layer by layer, with torch's dropout between layers (the same draws)."""
         g = self.gru
         for l in range(g.num_layers):
             if l and g.dropout > 0 and self.training:  # as nn.GRU draws it: on the time-major layer output

@@ -167,7 +167,7 @@ class GRUNet(nn.Module):
         self.net = GRUStack(cfg.n_in, cfg.n_classes, hidden=cfg.hidden, num_layers=cfg.layers)
         self.dropout = HiddenDropout()
 
-    takes_events = True  # the fused GRU kernel's, on any device
+    takes_events = True  # through the fused GRU kernel, on any device
 
     def forward(self, x: Tensor, return_hidden: bool = False):
         h = self.net.recurrence(x)
