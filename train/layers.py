@@ -42,13 +42,13 @@ def _decay(n: int) -> nn.Parameter:
 class _Block(nn.Module):
     kind = ''
 
-    def clamp_(self) -> None:
-        """Clip the decays to [0, 1]; call after every optimiser step."""
+    def clamp_(self, low: float = 0.0, high: float = 1.0) -> None:
+        """Clip the decays to [low, high] (the study: [0, 1]); call after every optimiser step."""
         with torch.no_grad():
             for name in ('alpha', 'beta'):
                 decay = getattr(self, name, None)
                 if decay is not None:
-                    decay.clamp_(0.0, 1.0)
+                    decay.clamp_(low, high)
 
     def export_params(self) -> Dict[str, np.ndarray]:
         """Float parameters by name (W, U, b, alpha, beta, ...)."""
