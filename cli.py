@@ -122,7 +122,7 @@ def _training_options(f):
         click.option("--spectral-tilt", type=float, default=None, help="Random spectral slope per sample: drop up to this share of one end's events."),
         click.option("--rate-reg", type=float, default=None, help="Penalty on hidden spikes per neuron per step."),
         click.option("--rate-target", type=float, default=None,
-                     help="With --rate-reg: penalise each layer's (rate - target)^2 instead of its rate."),
+                     help="With --rate-reg: penalise each neuron's (rate - target)^2 instead of the layer's rate."),
         click.option("--decay-range", type=float, nargs=2, default=None,
                      help="Clip the hidden layers' decays to [LOW, HIGH] after each step (study: 0 1)."),
         click.option("--device", default="cpu", show_default=True,

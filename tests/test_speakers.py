@@ -352,3 +352,20 @@ def test_held_out_speakers_together_are_scored_apart(tmp_path):
     n1, n3 = 60, 60  # builtin: 60 samples per speaker
     assert s["test_acc"] == pytest.approx((s["test_acc_by_speaker"]["speaker1"] * n1
                                            + s["test_acc_by_speaker"]["speaker3"] * n3) / (n1 + n3))
+
+
+def test_rate_target_penalises_each_neuron_and_decay_range_bounds_hidden_decays():
+    from train.models import ModelConfig, build_model
+    from train.trainer import _rate_penalty
+    h = torch.zeros(2, 3, 4)
+    h[:, :, 0] = 1.0  # one saturated neuron, three silent ones
+    assert float(_rate_penalty([h])) == pytest.approx(0.25)
+    assert float(_rate_penalty([h], 0.5)) == pytest.approx(0.25)  # (0.5^2 + 3 x 0.5^2) / 4
+    assert float(_rate_penalty([h], 0.25)) == pytest.approx((0.75 ** 2 + 3 * 0.25 ** 2) / 4)
+    model = build_model(ModelConfig("cuba-lif", 10, 3, 1, 4))
+    with torch.no_grad():
+        for p in (model.hidden_layers[0].alpha, model.hidden_layers[0].beta, model.readout.beta):
+            p.copy_(torch.tensor([0.1, 0.99, 0.7, 1.5][:p.numel()]))
+    model.clamp_(0.5, 0.98)
+    assert model.hidden_layers[0].alpha.tolist() == pytest.approx([0.5, 0.98, 0.7, 0.98])
+    assert model.readout.beta.tolist() == pytest.approx([0.1, 0.99, 0.7])  # the readout keeps [0, 1]

@@ -25,7 +25,7 @@ class Recipe:
     event_drop: float = 0.0  # each input event is dropped with this probability
     spectral_tilt: float = 0.0  # a random spectral slope per sample: up to this share of one end's events dropped
     rate_reg: float = 0.0  # loss += rate_reg * mean over hidden layers of (spikes per neuron per step)
-    rate_target: float = 0.0  # with rate_reg: the penalty is (rate - target)^2 per layer instead (0: the rate)
+    rate_target: float = 0.0  # with rate_reg: the penalty is each neuron's (rate - target)^2 instead (0: the rate)
     blend: float = 0.0  # share of training samples mixed with another sample of their class (audio.binning)
     loss: str = "max"  # max (the study's: max over time, then cross-entropy) | softmax-mean | ce-mean (train.loss)
     decay_min: float = 0.0  # hidden layers' decays (alpha, beta) are clipped to [decay_min, decay_max]
@@ -79,7 +79,7 @@ RECIPES = {
     "softmax": Recipe(name="softmax", loss="softmax-mean"),
     # regularised against the spiking models' seed spread: dropout, weight decay, bounded decays, a rate target
     "regular": Recipe(name="regular", dropout=0.2, weight_decay=1e-2, lr_schedule="cosine", decay_min=0.5,
-                      decay_max=0.98, rate_reg=1.0, rate_target=0.05),
+                      decay_max=0.98, rate_reg=10.0, rate_target=0.05),
     # everything that moves a sample towards another voice, together
     "voices": Recipe(name="voices", dropout=0.2, weight_decay=1e-2, lr_schedule="cosine", blend=0.5,
                      channel_shift_share=40 / 700, time_stretch=0.15, event_drop=0.1, loss="softmax-mean"),
