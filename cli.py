@@ -109,10 +109,22 @@ def _training_options(f):
         click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=None, help="Learning rate per epoch."),
         click.option("--label-smoothing", type=float, default=None, help="Cross-entropy label smoothing."),
         click.option("--channel-shift", type=int, default=None, help="Shift each sample's channels by up to +-K."),
+        click.option("--channel-shift-share", type=float, default=None,
+                     help="The same as a share of the channel count (0.034: +-24 of 700, +-2 of 64)."),
+        click.option("--blend", type=float, default=None,
+                     help="Share of training samples mixed with another sample of their class, aligned on their "
+                          "centres of mass (Nowotny et al. 2025)."),
+        click.option("--loss", type=click.Choice(["max", "softmax-mean", "ce-mean"]), default=None,
+                     help="Readout loss: max over time then cross-entropy (the study's), the per-step softmax averaged "
+                          "over time, or the per-step cross-entropy averaged. The class is always the largest maximum."),
         click.option("--time-stretch", type=float, default=None, help="Stretch each sample's time axis by a factor in [1-S, 1+S]."),
         click.option("--event-drop", type=float, default=None, help="Drop each input event with this probability."),
         click.option("--spectral-tilt", type=float, default=None, help="Random spectral slope per sample: drop up to this share of one end's events."),
         click.option("--rate-reg", type=float, default=None, help="Penalty on hidden spikes per neuron per step."),
+        click.option("--rate-target", type=float, default=None,
+                     help="With --rate-reg: penalise each neuron's (rate - target)^2 instead of the layer's rate."),
+        click.option("--decay-range", type=float, nargs=2, default=None,
+                     help="Clip the hidden layers' decays to [LOW, HIGH] after each step (study: 0 1)."),
         click.option("--device", default="cpu", show_default=True,
                      help="auto (CUDA when present), cpu, cuda or cuda:N. Several processes: torchrun (README)."),
         click.option("--workers", type=int, default=0, show_default=True,
@@ -149,16 +161,23 @@ def _training_options(f):
 @click.option("--floor", type=float, default=0.1, show_default=True, help="Silence floor, a share of the loudest envelope.")
 @click.option("--max-rate", type=float, default=400.0, show_default=True, help="Spikes per second at full scale.")
 @click.option("--no-normalize", is_flag=True, help="Keep each recording's loudness (default: unit RMS).")
+@click.option("--speed", default="1", show_default=True,
+              help="Speed perturbation for a training file: one sample per factor, comma-separated (e.g. 0.9,1,1.1: "
+                   "each recording also played 10 %% slower and faster).")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def data_convert(inputs, out, layout, label_regex, speaker_regex, include, classes, split, workers, rate, fmin, fmax,
-                 envelope_hz, resolution, floor, max_rate, no_normalize, force, quiet):
+                 envelope_hz, resolution, floor, max_rate, no_normalize, speed, force, quiet):
     """Recordings (wav files or directories) -> spikes through a gammatone front end -> one HDF5 file."""
     from audio.convert import convert, format_convert
     from audio.frontend import LAYOUT_CHANNELS, Frontend
     fe = Frontend(LAYOUT_CHANNELS[layout], rate, fmin, fmax, envelope_hz, resolution, floor, max_rate, not no_normalize)
+    try:
+        speeds = [float(v) for v in speed.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{speed!r}: comma-separated numbers", param_hint="--speed") from None
     r = convert(list(inputs), out, layout, fe, label_regex, speaker_regex, include,
-                [c for c in classes.split(",") if c] if classes else None, split, workers, not quiet, force)
+                [c for c in classes.split(",") if c] if classes else None, split, workers, not quiet, force, speeds)
     click.echo(format_convert(r))
 
 
@@ -210,6 +229,41 @@ def cv_cmd(by, seeds, speakers, out, resume, quiet, **options):
         names = [s for s in speakers.split(",") if s.strip()] if speakers else None
         runs = cross_validate(config_from_options(**options), out, by, seeds, names, progress=not quiet)
     click.echo(format_summary(summarize([r["run_dir"] for r in runs])))
+
+
+@cli.command("nested")
+@click.option("--models", default="gru-2,cuba-lif-2,spikgru-2", show_default=True,
+              help="Candidate models, KIND-LAYERS, comma-separated.")
+@click.option("--recipes", default="study,unseen,blend", show_default=True,
+              help="Candidate recipes (see train --recipe), comma-separated; each model tries each.")
+@click.option("--data", default="builtin", show_default=True, help="A dataset with speaker ids (every file is pooled).")
+@click.option("--seeds", type=int, default=2, show_default=True, help="Seeds per fold (at least 2).")
+@click.option("--seed", type=int, default=0, show_default=True, help="The first seed.")
+@click.option("--epochs", type=int, default=20, show_default=True, help="Epochs of every run.")
+@click.option("--hidden", type=int, default=128, show_default=True, help="Neurons per recurrent layer.")
+@click.option("--jobs", type=int, default=2, show_default=True,
+              help="Runs side by side, each a one-thread process (0: one at a time in this process).")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Study directory.")
+@click.option("--resume", type=click.Path(file_okay=False), default=None, help="Continue the study in this directory.")
+@click.option("--report-only", is_flag=True, help="With --resume: print what the finished runs say, train nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def nested_cmd(models, recipes, data, seeds, seed, epochs, hidden, jobs, out, resume, report_only, as_json):
+    """Nested speaker-held-out study: each model's recipe and each family's model chosen on inner folds without
+    the test speaker, then scored on it (resumable; mean +- 95 % CI, seed spread, paired differences)."""
+    from train.nested import format_nested, make_plan, nested_report, read_plan, report_json, run_nested
+    if jobs < 0:
+        raise InputError(f"--jobs must be >= 0, got {jobs}")
+    if resume:
+        plan = read_plan(resume)
+    elif out:
+        plan = make_plan(out, data, [m for m in models.split(",") if m], [r for r in recipes.split(",") if r],
+                         seeds, seed, epochs, hidden)
+    else:
+        raise InputError("--out is required (or --resume STUDY_DIR)")
+    if report_only and not resume:
+        raise InputError("--report-only needs --resume STUDY_DIR")
+    r = nested_report(plan) if report_only else run_nested(plan, jobs, log=lambda m: click.echo(m, err=True))
+    _echo_json(report_json(r)) if as_json else click.echo(format_nested(r))
 
 
 @cli.command("eval")

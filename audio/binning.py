@@ -10,6 +10,7 @@ projection); both forms come from the same augmented events.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterator
 
 import numpy as np
@@ -40,11 +41,12 @@ class Augment:
     event_drop: float = 0.0  # per event: dropped with this probability
     spectral_tilt: float = 0.0  # per sample: events dropped with probability |s| x, s uniform in [-t, t], x the
     # channel's position from the low end (s > 0) or the high end (s < 0): a random spectral slope
+    blend: float = 0.0  # per sample, with this probability: mixed with another sample of its class (blend_events)
 
     @property
     def active(self) -> bool:
         return bool(self.jitter_sigma > 0 or self.channel_shift > 0 or self.time_stretch > 0 or self.event_drop > 0
-                    or self.spectral_tilt > 0)
+                    or self.spectral_tilt > 0 or self.blend > 0)
 
 
 @dataclass
@@ -112,6 +114,7 @@ class BinnedSet:
     labels: np.ndarray
     spec: BinSpec
     class_names: list[str]
+    speakers: np.ndarray | None = None  # each sample's speaker name (object array), None when the file has none
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -120,11 +123,21 @@ class BinnedSet:
     def n_classes(self) -> int:
         return len(self.class_names)
 
+    @cached_property
+    def by_class(self) -> list[np.ndarray]:
+        """Sample indices of each class (blend draws its partners from them)."""
+        return [np.flatnonzero(self.labels == k) for k in range(self.n_classes)]
+
     def subset(self, index: np.ndarray) -> "BinnedSet":
         index = np.asarray(index, dtype=np.int64)
         starts, stops = self.offsets[index], self.offsets[index + 1]
         offsets = np.concatenate([[0], np.cumsum(stops - starts)]).astype(np.int64)
-        return BinnedSet(self.flat[ranges(starts, stops)], offsets, self.labels[index], self.spec, self.class_names)
+        return BinnedSet(self.flat[ranges(starts, stops)], offsets, self.labels[index], self.spec, self.class_names,
+                         None if self.speakers is None else self.speakers[index])
+
+    def speaker_set(self) -> list[str]:
+        """The speakers of these samples, sorted ([] when unknown)."""
+        return [] if self.speakers is None else sorted({str(s) for s in self.speakers})
 
     @property
     def density(self) -> float:
@@ -141,6 +154,8 @@ class BinnedSet:
         if aug.active:
             if rng is None:
                 raise ValueError("jitter and augmentation need a random generator (rng)")
+            if aug.blend > 0:
+                flat, owner = blend_events(self, index, flat, owner, aug.blend, rng)
             flat, owner = augment_events(flat, owner, len(index), self.spec, aug, rng)
         return flat, owner
 
@@ -180,6 +195,49 @@ def jitter(flat: np.ndarray, owner: np.ndarray, n_channels: int, sigma: float,
     channel = channel + np.rint(rng.normal(0.0, sigma, size=channel.shape)).astype(np.int64)
     keep = (channel >= 0) & (channel < n_channels)
     return step[keep] * n_channels + channel[keep], owner[keep]
+
+
+def blend_events(split: BinnedSet, index: np.ndarray, flat: np.ndarray, owner: np.ndarray, share: float,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Same-class blend (after Nowotny et al. 2025, Eventprop on SHD): with probability `share` a sample of the
+    batch becomes a mix of itself and another sample of its class from the split: the partner's events are moved
+    so that its centre of mass (mean step, mean channel) lands on the sample's, those pushed out of range are
+    dropped, and each event of either is kept with probability 1/2 (so the expected count is their mean). The
+    label never changes and classes never mix. Events come back grouped by owner."""
+    C, T = split.spec.n_channels, split.spec.n_steps
+    n = len(index)
+    picked = np.flatnonzero(rng.random(n) < share)
+    if picked.size == 0:
+        return flat, owner
+    partners = np.empty(picked.size, dtype=np.int64)
+    for k, b in enumerate(picked):  # a partner of the same class, never the sample itself (when it has company)
+        members = split.by_class[split.labels[index[b]]]
+        others = members[members != index[b]] if members.size > 1 else members
+        partners[k] = others[rng.integers(others.size)]
+    starts, stops = split.offsets[partners], split.offsets[partners + 1]
+    p_flat = split.flat[ranges(starts, stops)].astype(np.int64)
+    p_owner = np.repeat(picked, stops - starts)
+    step, channel = np.divmod(flat.astype(np.int64), C)
+    p_step, p_channel = np.divmod(p_flat, C)
+    n_own = np.bincount(owner, minlength=n)[picked]
+    n_partner = stops - starts
+    with np.errstate(invalid="ignore", divide="ignore"):  # a silent sample has no centre: it is not moved
+        d_step = np.bincount(owner, step, n)[picked] / n_own - np.bincount(p_owner, p_step, n)[picked] / n_partner
+        d_channel = (np.bincount(owner, channel, n)[picked] / n_own
+                     - np.bincount(p_owner, p_channel, n)[picked] / n_partner)
+    shift = np.zeros((n, 2), dtype=np.int64)
+    shift[picked, 0] = np.rint(np.nan_to_num(d_step, posinf=0.0, neginf=0.0))
+    shift[picked, 1] = np.rint(np.nan_to_num(d_channel, posinf=0.0, neginf=0.0))
+    p_step, p_channel = p_step + shift[p_owner, 0], p_channel + shift[p_owner, 1]
+    inside = (p_step >= 0) & (p_step < T) & (p_channel >= 0) & (p_channel < C)
+    blended = np.zeros(n, dtype=bool)
+    blended[picked] = True
+    keep_own = ~blended[owner] | (rng.random(len(flat)) < 0.5)
+    keep_partner = inside & (rng.random(len(p_flat)) < 0.5)
+    all_owner = np.concatenate([owner[keep_own], p_owner[keep_partner]])
+    all_flat = np.concatenate([flat[keep_own].astype(np.int64), (p_step * C + p_channel)[keep_partner]])
+    order = np.argsort(all_owner, kind="stable")
+    return all_flat[order], all_owner[order]
 
 
 def augment_events(flat: np.ndarray, owner: np.ndarray, n_samples: int, spec: BinSpec, aug: Augment,
@@ -228,4 +286,8 @@ def bin_spikes(spikes: SpikeSet, spec: BinSpec, chunk: int = 1 << 24) -> BinnedS
         flats.append((step[k] * spec.n_channels + spikes.units[a:a + chunk][k]).astype(dtype))
     offsets = np.concatenate([[0], np.cumsum(per_sample)]).astype(np.int64)
     flat = np.concatenate(flats) if flats else np.zeros(0, dtype=dtype)
-    return BinnedSet(flat, offsets, spikes.labels.copy(), spec, spikes.class_names)
+    speakers = None
+    if spikes.speakers is not None:
+        ids, inverse = np.unique(spikes.speakers, return_inverse=True)
+        speakers = np.array([spikes.speaker_name(int(k)) for k in ids], dtype=object)[inverse]
+    return BinnedSet(flat, offsets, spikes.labels.copy(), spec, spikes.class_names, speakers)

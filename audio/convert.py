@@ -1,6 +1,10 @@
 """`cli.py data convert`: wav recordings -> spikes through the auditory front end (audio.frontend) -> one HDF5
 file in the SHD/SSC layout (700 channels) or the N-TIDIGITS18 layout (64 channels).
 
+`speeds` (e.g. 0.9, 1.0, 1.1) converts each recording once per factor, played that much faster (tempo and pitch
+together, the speed perturbation of Ko et al. 2015): same label and speaker, `extra/speed` records the factor.
+Meant for a training file: a test file keeps 1.0 alone.
+
 Labels and speakers come from the file names (regular expressions, first group); every name is checked and
 every file read before anything is written; the output is written atomically (nothing is left on any error)
 and records the front end's parameters (root attribute `frontend`, JSON), which a model trained on it keeps
@@ -12,10 +16,13 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import re
+from fractions import Fraction
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from scipy import signal
 
 from audio.frontend import LAYOUT_CHANNELS, Frontend, label_and_speaker, read_wav, spikes_of
 from audio.spike_files import DAS_CLASSES
@@ -56,9 +63,17 @@ def wav_files(inputs: list[str], include: str | None = None) -> list[Path]:
     return sorted(set(files))
 
 
-def _convert_one(job: tuple[Path, Frontend]) -> tuple[np.ndarray, np.ndarray]:
-    path, fe = job
-    x = read_wav(path, fe.rate)
+def play_faster(x: np.ndarray, speed: float) -> np.ndarray:
+    """The recording played `speed` times faster (shorter and higher by that factor), at the same sample rate."""
+    if speed == 1.0:
+        return x
+    f = Fraction(speed).limit_denominator(100)
+    return signal.resample_poly(x, f.denominator, f.numerator)
+
+
+def _convert_one(job: tuple[Path, Frontend, float]) -> tuple[np.ndarray, np.ndarray]:
+    path, fe, speed = job
+    x = play_faster(read_wav(path, fe.rate), speed)
     if len(x) > fe.max_seconds * fe.rate:
         raise InputError(f"{path}: {len(x) / fe.rate:.1f} s long, more than --max-seconds {fe.max_seconds}")
     times, units = spikes_of(x, fe)
@@ -81,9 +96,12 @@ def _class_list(labels: list[str], classes: list[str] | None) -> list[str]:
 def convert(inputs: list[str], out: str | Path, layout: str = "shd", fe: Frontend | None = None,
             label_regex: str = DEFAULT_LABEL_REGEX, speaker_regex: str = DEFAULT_SPEAKER_REGEX,
             include: str | None = None, classes: list[str] | None = None, split: str = "train", workers: int = 2,
-            progress: bool = True, force: bool = False) -> dict:
+            progress: bool = True, force: bool = False, speeds: list[float] | None = None) -> dict:
     """Converts the recordings; returns a summary (files, samples, spikes, classes, speakers, seconds)."""
     import time
+    speeds = list(speeds or [1.0])
+    if any(not 0.5 <= v <= 2.0 for v in speeds) or len(set(speeds)) != len(speeds):
+        raise InputError(f"--speed {','.join(map(str, speeds))}: distinct factors between 0.5 and 2")
     if layout not in LAYOUT_CHANNELS:
         raise InputError(f"--layout {layout!r}: choose {', '.join(LAYOUT_CHANNELS)}")
     fe = fe or Frontend(channels=LAYOUT_CHANNELS[layout])
@@ -102,16 +120,17 @@ def convert(inputs: list[str], out: str | Path, layout: str = "shd", fe: Fronten
     if out.suffix.lower() not in (".h5", ".hdf5", ".hdf"):
         raise InputError(f"--out {out}: name an HDF5 file (.h5 or .hdf5)")
     names = [label_and_speaker(f, label_regex, speaker_regex) for f in files]  # every name, before any work
-    labels, speakers = [n[0] for n in names], [n[1] for n in names]
+    labels = [n[0] for f, n in zip(files, names) for _ in speeds]
+    speakers = [n[1] for f, n in zip(files, names) for _ in speeds]
     if layout == "ntidigits":
         bad = [l for l in labels if DIGIT_WORDS.get(l.lower(), l) not in DAS_CLASSES]
         if bad:
             raise InputError(f"the N-TIDIGITS18 layout holds single digits (z, o, 1..9); label {bad[0]!r} is not one")
     class_names = _class_list(labels, classes) if layout == "shd" else list(DAS_CLASSES)
     t0 = time.perf_counter()
-    bar = progress_bar(len(files), "convert", progress, unit="file")
+    jobs = [(f, fe, v) for f in files for v in speeds]
+    bar = progress_bar(len(jobs), "convert", progress, unit="file")
     results = []
-    jobs = [(f, fe) for f in files]
     if workers == 1:
         for job in jobs:
             results.append(_convert_one(job))
@@ -130,10 +149,13 @@ def convert(inputs: list[str], out: str | Path, layout: str = "shd", fe: Fronten
             if layout == "shd":
                 _write_shd(h5, results, [class_names.index(l) for l in labels], class_names,
                            [speaker_names.index(s) for s in speakers], speaker_names)
+                if speeds != [1.0]:
+                    h5.create_dataset("extra/speed", data=np.array([v for _ in files for v in speeds], np.float32))
             else:
                 _write_das(h5, results, labels, speakers, split)
     n_spikes = [len(r[0]) for r in results]
-    return {"out": str(out), "layout": layout, "files": len(files), "classes": class_names,
+    return {"out": str(out), "layout": layout, "files": len(files), "samples": len(jobs), "speeds": speeds,
+            "classes": class_names,
             "speakers": speaker_names, "spikes_mean": float(np.mean(n_spikes)), "spikes_min": int(np.min(n_spikes)),
             "spikes_max": int(np.max(n_spikes)), "seconds": seconds, "files_per_s": len(files) / max(seconds, 1e-9),
             "frontend": fe.as_dict()}
@@ -171,6 +193,7 @@ def _write_das(h5, results, labels, speakers, split: str) -> None:
 
 
 def format_convert(r: dict) -> str:
-    return (f"wrote {r['out']} ({r['layout']} layout): {r['files']} recordings, {len(r['classes'])} classes, "
+    copies = f" x {len(r['speeds'])} speeds = {r['samples']} samples" if len(r["speeds"]) > 1 else ""
+    return (f"wrote {r['out']} ({r['layout']} layout): {r['files']} recordings{copies}, {len(r['classes'])} classes, "
             f"{len(r['speakers'])} speakers; spikes per recording mean {r['spikes_mean']:.0f}, min {r['spikes_min']}, "
             f"max {r['spikes_max']}; {r['seconds']:.1f} s ({r['files_per_s']:.1f} recordings/s)")

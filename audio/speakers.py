@@ -11,7 +11,8 @@ validation set that never holds the test speaker either:
 * a speaker name or id.
 
 A speaker is named by its name (case-insensitive) or by its id in the file (`extra/speaker` value;
-for N-TIDIGITS18 the index of the name in sorted order).
+for N-TIDIGITS18 the index of the name in sorted order). Several speakers, comma-separated, are held out
+together (the nested protocol's inner folds: train on the rest, score each held-out speaker apart).
 """
 from __future__ import annotations
 
@@ -68,8 +69,13 @@ def speaker_split_index(pool: SpikeSet, holdout: str, valid: str, valid_fraction
     names = present_speakers(pool)
     if len(names) < 2:
         raise InputError(f"{pool.source}: only one speaker ({names[0]}); holding it out leaves nothing to train on")
-    test_name = resolve_speaker(pool, holdout)
-    test = speaker_mask(pool, test_name)
+    tokens = [t for t in str(holdout).split(",") if t.strip()] or [str(holdout)]
+    test_names = sorted({resolve_speaker(pool, t) for t in tokens}, key=names.index)
+    if len(test_names) >= len(names):
+        raise InputError(f"--holdout-speaker {holdout}: holds out every speaker; nothing is left to train on")
+    test = np.zeros(len(pool), dtype=bool)
+    for name in test_names:
+        test |= speaker_mask(pool, name)
     rest = np.flatnonzero(~test)
     if valid == RANDOM:
         order = np.random.default_rng(seed).permutation(len(rest))
@@ -78,18 +84,21 @@ def speaker_split_index(pool: SpikeSet, holdout: str, valid: str, valid_fraction
         valid_name = RANDOM
     else:
         if valid == AUTO:
-            if len(names) < 3:
+            if len(names) < len(test_names) + 2:
                 raise InputError(f"{pool.source}: {len(names)} speakers; a validation speaker besides the test "
-                                 "speaker leaves none to train on (use --valid-speaker random)")
-            valid_name = names[(names.index(test_name) + 1) % len(names)]
+                                 "speaker(s) leaves none to train on (use --valid-speaker random)")
+            start = names.index(test_names[0])
+            valid_name = next(names[(start + k) % len(names)] for k in range(1, len(names))
+                              if names[(start + k) % len(names)] not in test_names)
         else:
             valid_name = resolve_speaker(pool, valid, "--valid-speaker")
-            if valid_name == test_name:
+            if valid_name in test_names:
                 raise InputError(f"--valid-speaker {valid}: is the held-out test speaker; choose another")
         is_valid = speaker_mask(pool, valid_name)
         va, tr = np.flatnonzero(is_valid), np.flatnonzero(~is_valid & ~test)
         if len(tr) == 0:
-            raise InputError(f"{pool.source}: no training samples left after holding out {test_name} and {valid_name}")
-    protocol = {"kind": HELD_OUT, "test_speaker": test_name, "valid_speaker": valid_name,
-                "train_speakers": [n for n in names if n not in (test_name, valid_name)]}
+            raise InputError(f"{pool.source}: no training samples left after holding out "
+                             f"{', '.join(test_names)} and {valid_name}")
+    protocol = {"kind": HELD_OUT, "test_speaker": ",".join(test_names), "test_speakers": test_names,
+                "valid_speaker": valid_name, "train_speakers": [n for n in names if n not in (*test_names, valid_name)]}
     return tr, va, np.flatnonzero(test), protocol

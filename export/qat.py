@@ -361,8 +361,8 @@ class FixedPointNet(nn.Module):
         out = r["readout"] / fx.theta_of(block_vth("readout", self.net.readout.export_params()))
         return (out, r["spikes"]) if return_hidden else out
 
-    def clamp_(self) -> None:
-        self.net.clamp_()
+    def clamp_(self, low: float = 0.0, high: float = 1.0) -> None:
+        self.net.clamp_(low, high)
 
     def state_dict(self, *args, **kwargs):
         return self.net.state_dict(*args, **kwargs)

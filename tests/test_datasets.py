@@ -505,7 +505,7 @@ def test_event_batch_is_the_dense_batch_with_every_augmentation():
     s = random_spikeset(rng, 9, 12, 1.0)
     b = bin_spikes(s, BinSpec(20.0, 1.0, 12))  # 20 steps: many events share a bin
     idx = np.array([4, 0, 7, 7, 2])
-    aug = Augment(jitter_sigma=1.5, channel_shift=2, time_stretch=0.2, event_drop=0.1, spectral_tilt=0.5)
+    aug = Augment(jitter_sigma=1.5, channel_shift=2, time_stretch=0.2, event_drop=0.1, spectral_tilt=0.5, blend=0.5)
     r1, r2 = np.random.default_rng(8), np.random.default_rng(8)
     dense, events = b.dense(idx, rng=r1, augment=aug), b.events(idx, rng=r2, augment=aug)
     assert r1.random() == r2.random()

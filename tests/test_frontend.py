@@ -133,3 +133,23 @@ def test_infer_refuses_a_model_without_front_end_and_bad_input(wav_model, tmp_pa
     assert "not a readable wav file" in one_line_error(run_cli("infer", wav_model / "run" / "best.pt", tmp_path))
     assert "export the checkpoint first" in one_line_error(run_cli("infer", wav_model / "run" / "best.pt", rec,
                                                                    "--engine", "lava"))
+
+
+def test_speed_perturbation_plays_each_recording_faster_and_higher(tmp_path):
+    """One sample per factor, same label and speaker; 1.1 is shorter by 1.1 and its tone sits in higher channels."""
+    rate = 8000
+    t = np.arange(int(0.5 * rate)) / rate
+    tone = (0.3 * np.sin(2 * np.pi * 500 * t) * np.hanning(len(t)) * 32767).astype(np.int16)
+    wavfile.write(tmp_path / "3_amy_0.wav", rate, tone)
+    r = convert([str(tmp_path / "3_amy_0.wav")], tmp_path / "sp.h5", speeds=[1.0, 1.1], workers=1, progress=False)
+    assert r["samples"] == 2 and r["files"] == 1
+    s = read_shd(tmp_path / "sp.h5")
+    import h5py
+    with h5py.File(tmp_path / "sp.h5") as h5:
+        assert np.allclose(h5["extra/speed"][()], [1.0, 1.1])
+    assert s.labels.tolist() == [3, 3] and s.speakers.tolist() == [0, 0]
+    (t0, u0), (t1, u1) = s.sample(0), s.sample(1)
+    assert t1.max() == pytest.approx(t0.max() / 1.1, rel=0.05)
+    assert np.median(u1) > np.median(u0)
+    with pytest.raises(Exception, match="--speed"):
+        convert([str(tmp_path / "3_amy_0.wav")], tmp_path / "bad.h5", speeds=[0.1], workers=1, progress=False)

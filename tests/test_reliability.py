@@ -222,7 +222,7 @@ def test_nan_in_first_epoch_says_no_checkpoint(tmp_path, monkeypatch):
     from train import trainer
     from train.trainer import TrainingDiverged, config_from_options
 
-    monkeypatch.setattr(trainer, "max_over_time_loss", lambda out, y, *a: out.sum() * float("nan"))
+    monkeypatch.setattr(trainer, "readout_loss", lambda out, y, *a: out.sum() * float("nan"))
     with pytest.raises(TrainingDiverged, match="in epoch 1; stopped, no checkpoint was written"):
         trainer.train(config_from_options(model="lif", layers=1, hidden=8, bin_hz=25, batch=32, epochs=2),
                       tmp_path / "n", progress=False)

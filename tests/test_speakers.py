@@ -2,6 +2,7 @@
 evaluation on any file, and the recipe options (off: the study's weights exactly)."""
 import json
 import shutil
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from common.errors import InputError
 from conftest import SHARED_DATA, one_line_error, run_cli, write_das_file, write_shd_file
 from train import trainer
 from train.checkpoint import load_checkpoint
-from train.recipe import Recipe, make_recipe
+from train.recipe import RECIPES, Recipe, make_recipe
 from train.stats import format_summary, mean_ci, summarize
 from train.trainer import config_from_options, train
 
@@ -189,14 +190,18 @@ def _weights(run: Path) -> dict:
 
 
 def test_recipe_options_off_reproduce_the_study_weights(tmp_path):
+    """Every named recipe with each of its fields set back to the study's value trains the study's weights bit for
+    bit (no option draws a random number or changes a step when it is off)."""
     base = dict(epochs=2, seed=5, **TINY)
     train(config_from_options(**base), tmp_path / "study", progress=False)
-    off = dict(dropout=0.0, weight_decay=0.0, lr_schedule="constant", label_smoothing=0.0, channel_shift=0,
-               time_stretch=0.0, event_drop=0.0, spectral_tilt=0.0, rate_reg=0.0)
-    train(config_from_options(recipe_name="unseen", **off, **base), tmp_path / "off", progress=False)
-    a, b = _weights(tmp_path / "study"), _weights(tmp_path / "off")
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    train(config_from_options(dropout=0.3, **base), tmp_path / "on", progress=False)
+    a = _weights(tmp_path / "study")
+    off = {f.name: f.default for f in fields(Recipe) if f.name != "name"}
+    off["decay_range"] = (off.pop("decay_min"), off.pop("decay_max"))
+    for name in RECIPES:
+        train(config_from_options(recipe_name=name, **off, **base), tmp_path / f"{name}-off", progress=False)
+        b = _weights(tmp_path / f"{name}-off")
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    train(config_from_options(recipe_name="blend", **base), tmp_path / "on", progress=False)
     c = _weights(tmp_path / "on")
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
@@ -263,3 +268,104 @@ def test_event_drop_and_spectral_tilt_only_remove_events():
         ch = f3[o3 == b] % 100
         lo, hi = np.sum(ch < 30), np.sum(ch >= 70)
         assert lo != hi
+
+
+def _lines(n_per_class=6, C=60, T=40, seed=0):
+    """Class 0: a horizontal line (one channel, many steps); class 1: a vertical one (one step, many channels)."""
+    from audio.binning import BinnedSet
+    rng = np.random.default_rng(seed)
+    flats, labels = [], []
+    for label in (0, 1):
+        for k in range(n_per_class):
+            if label == 0:
+                flats.append(np.sort(rng.choice(T, 20, replace=False)) * C + 5 + 7 * k)
+            else:
+                flats.append((3 + 5 * k) * C + np.sort(rng.choice(C, 20, replace=False)))
+            labels.append(label)
+    offsets = np.concatenate([[0], np.cumsum([len(f) for f in flats])])
+    return BinnedSet(np.concatenate(flats).astype(np.int32), offsets, np.array(labels), BinSpec(T, 1.0, C), ["h", "v"])
+
+
+def test_blend_mixes_only_samples_of_one_class_aligned_on_their_centres():
+    split = _lines()
+    C, T = split.spec.n_channels, split.spec.n_steps
+    index = np.arange(len(split))
+    x = split.dense(index, rng=np.random.default_rng(3), augment=Augment(blend=1.0))
+    assert x.shape == (12, T, C) and float(x.min()) >= 0
+    changed = 0
+    for b, label in enumerate(split.labels):
+        steps, channels = np.nonzero(x[b].numpy())
+        own = split.flat[split.offsets[b]:split.offsets[b + 1]]
+        if label == 0:  # a horizontal partner lands on the sample's own channel: still one channel
+            assert set(channels.tolist()) == {int(own[0] % C)}
+            changed += not set(steps.tolist()) <= set((own // C).tolist())
+        else:
+            assert set(steps.tolist()) == {int(own[0] // C)}
+            changed += not set(channels.tolist()) <= set((own % C).tolist())
+        assert x[b].sum() <= 2 * len(own)
+    assert changed >= 10  # partners' events are really there
+    # labels never change, counts stay near the pair's mean over many draws
+    total = sum(float(split.dense(index, rng=np.random.default_rng(s), augment=Augment(blend=1.0)).sum())
+                for s in range(20))
+    assert abs(total / 20 - 12 * 20) < 12 * 20 * 0.05
+    batches = list(split.batches(5, shuffle=True, rng=np.random.default_rng(0), augment=Augment(blend=0.5)))
+    order = np.random.default_rng(0).permutation(12)
+    assert np.array_equal(np.concatenate([y.numpy() for _, y in batches]), split.labels[order])
+
+
+def test_blend_off_draws_nothing_and_a_share_means_the_same_on_any_layout():
+    split = _lines()
+    a = split.dense(np.arange(12), rng=np.random.default_rng(1), augment=Augment(jitter_sigma=1.0))
+    b = split.dense(np.arange(12), rng=np.random.default_rng(1), augment=Augment(jitter_sigma=1.0, blend=0.0))
+    assert torch.equal(a, b)
+    unseen = make_recipe("unseen")
+    assert unseen.shift_channels(700) == 24 and unseen.shift_channels(64) == 2  # 24 of 700 is 2 of 64
+    assert make_recipe(channel_shift_share=0.1).shift_channels(64) == 6
+    assert make_recipe(channel_shift=5).shift_channels(64) == 5
+    with pytest.raises(InputError, match="one way"):
+        make_recipe(channel_shift=5, channel_shift_share=0.1)
+    for bad in (dict(blend=1.0), dict(loss="sum"), dict(decay_min=0.9, decay_max=0.5), dict(rate_target=-1.0)):
+        with pytest.raises(InputError):
+            make_recipe(**bad)
+
+
+def test_losses_agree_with_their_definitions():
+    from train.loss import ce_mean_loss, readout_loss, softmax_mean_loss
+    out = torch.randn(3, 5, 4, dtype=torch.float64)
+    y = torch.tensor([0, 3, 1])
+    p = torch.softmax(out, dim=2).mean(dim=1)
+    assert torch.allclose(softmax_mean_loss(out, y), -torch.log(p[torch.arange(3), y]).mean())
+    steps = [torch.nn.functional.cross_entropy(out[:, t], y) for t in range(5)]
+    assert torch.allclose(ce_mean_loss(out, y), torch.stack(steps).mean())
+    assert torch.allclose(readout_loss(out, y), torch.nn.functional.cross_entropy(out.max(dim=1).values, y))
+    smooth = softmax_mean_loss(out, y, 0.1)
+    assert torch.allclose(smooth, (0.9 * -torch.log(p[torch.arange(3), y]) - 0.1 * torch.log(p).mean(1)).mean())
+
+
+def test_held_out_speakers_together_are_scored_apart(tmp_path):
+    cfg = config_from_options(holdout_speaker="speaker1,speaker3", valid_speaker="random", epochs=1, **TINY)
+    s = train(cfg, tmp_path / "two", progress=False)
+    assert s["protocol"]["test_speakers"] == ["speaker1", "speaker3"]
+    assert set(s["test_acc_by_speaker"]) == {"speaker1", "speaker3"}
+    assert s["split_speakers"]["test"] == ["speaker1", "speaker3"]
+    assert not {"speaker1", "speaker3"} & set(s["split_speakers"]["train"] + s["split_speakers"]["valid"])
+    n1, n3 = 60, 60  # builtin: 60 samples per speaker
+    assert s["test_acc"] == pytest.approx((s["test_acc_by_speaker"]["speaker1"] * n1
+                                           + s["test_acc_by_speaker"]["speaker3"] * n3) / (n1 + n3))
+
+
+def test_rate_target_penalises_each_neuron_and_decay_range_bounds_hidden_decays():
+    from train.models import ModelConfig, build_model
+    from train.trainer import _rate_penalty
+    h = torch.zeros(2, 3, 4)
+    h[:, :, 0] = 1.0  # one saturated neuron, three silent ones
+    assert float(_rate_penalty([h])) == pytest.approx(0.25)
+    assert float(_rate_penalty([h], 0.5)) == pytest.approx(0.25)  # (0.5^2 + 3 x 0.5^2) / 4
+    assert float(_rate_penalty([h], 0.25)) == pytest.approx((0.75 ** 2 + 3 * 0.25 ** 2) / 4)
+    model = build_model(ModelConfig("cuba-lif", 10, 3, 1, 4))
+    with torch.no_grad():
+        for p in (model.hidden_layers[0].alpha, model.hidden_layers[0].beta, model.readout.beta):
+            p.copy_(torch.tensor([0.1, 0.99, 0.7, 1.5][:p.numel()]))
+    model.clamp_(0.5, 0.98)
+    assert model.hidden_layers[0].alpha.tolist() == pytest.approx([0.5, 0.98, 0.7, 0.98])
+    assert model.readout.beta.tolist() == pytest.approx([0.1, 0.99, 0.7])  # the readout keeps [0, 1]

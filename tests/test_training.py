@@ -153,7 +153,7 @@ def test_resume_after_sigkill(tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    real = trainer.max_over_time_loss
+    real = trainer.readout_loss
     calls = {"n": 0}
 
     def poisoned(out, y, *args):
@@ -161,7 +161,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
         loss = real(out, y, *args)
         return loss * float("nan") if calls["n"] > 14 else loss  # builtin: 14 batches of 16 per epoch
 
-    monkeypatch.setattr(trainer, "max_over_time_loss", poisoned)
+    monkeypatch.setattr(trainer, "readout_loss", poisoned)
     with pytest.raises(TrainingDiverged, match="epoch 2"):
         train(TrainConfig(model="lif", epochs=3, **FAST), tmp_path, progress=False)
     ckpt = load_checkpoint(tmp_path / "last.pt")

@@ -52,13 +52,13 @@ class _Block(nn.Module):
         """Whether forward runs the fused kernel (which takes an EventBatch without densifying it)."""
         return self.fused
 
-    def clamp_(self) -> None:
-        """Clip the decays to [0, 1]; call after every optimiser step."""
+    def clamp_(self, low: float = 0.0, high: float = 1.0) -> None:
+        """Clip the decays to [low, high] (the study: [0, 1]); call after every optimiser step."""
         with torch.no_grad():
             for name in ('alpha', 'beta'):
                 decay = getattr(self, name, None)
                 if decay is not None:
-                    decay.clamp_(0.0, 1.0)
+                    decay.clamp_(low, high)
 
     def export_params(self) -> Dict[str, np.ndarray]:
         """Float parameters by name (W, U, b, alpha, beta, ...)."""

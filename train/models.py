@@ -151,9 +151,11 @@ class RecurrentNet(nn.Module):
         out = self.readout(x)
         return (out, hidden) if return_hidden else out
 
-    def clamp_(self) -> None:
-        for block in [*self.hidden_layers, self.readout]:
-            block.clamp_()
+    def clamp_(self, low: float = 0.0, high: float = 1.0) -> None:
+        """The hidden layers' decays to [low, high] (a recipe's decay range), the readout's to [0, 1]."""
+        for block in self.hidden_layers:
+            block.clamp_(low, high)
+        self.readout.clamp_()
 
     def set_dropout(self, p: float) -> None:
         self.dropout.p = float(p)
@@ -179,7 +181,7 @@ class GRUNet(nn.Module):
         self.dropout.p = float(p)
         self.net.gru.dropout = float(p) if self.net.gru.num_layers > 1 else 0.0
 
-    def clamp_(self) -> None:
+    def clamp_(self, low: float = 0.0, high: float = 1.0) -> None:
         """Nothing to clip: the GRU has no decays."""
 
 

@@ -20,25 +20,41 @@ class Recipe:
     lr_schedule: str = "constant"  # constant | cosine (per epoch, to 0 at the last epoch)
     label_smoothing: float = 0.0
     channel_shift: int = 0  # a whole sample's channels move by a uniform integer in [-k, k]
+    channel_shift_share: float = 0.0  # the same, k = round(share x the channel count): one value for any layout
     time_stretch: float = 0.0  # a whole sample's time axis is scaled by a uniform factor in [1 - s, 1 + s]
     event_drop: float = 0.0  # each input event is dropped with this probability
     spectral_tilt: float = 0.0  # a random spectral slope per sample: up to this share of one end's events dropped
     rate_reg: float = 0.0  # loss += rate_reg * mean over hidden layers of (spikes per neuron per step)
+    rate_target: float = 0.0  # with rate_reg: the penalty is each neuron's (rate - target)^2 instead (0: the rate)
+    blend: float = 0.0  # share of training samples mixed with another sample of their class (audio.binning)
+    loss: str = "max"  # max (the study's: max over time, then cross-entropy) | softmax-mean | ce-mean (train.loss)
+    decay_min: float = 0.0  # hidden layers' decays (alpha, beta) are clipped to [decay_min, decay_max]
+    decay_max: float = 1.0
 
     def validate(self) -> None:
-        for name in ("dropout", "event_drop", "label_smoothing", "spectral_tilt"):
+        for name in ("dropout", "event_drop", "label_smoothing", "spectral_tilt", "blend", "channel_shift_share"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
                 raise InputError(f"--{name.replace('_', '-')} must be in [0, 1), got {v}")
-        for name in ("weight_decay", "rate_reg", "time_stretch"):
+        for name in ("weight_decay", "rate_reg", "time_stretch", "rate_target"):
             if getattr(self, name) < 0:
                 raise InputError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.time_stretch >= 1.0:
             raise InputError(f"--time-stretch must be below 1, got {self.time_stretch}")
         if self.channel_shift < 0:
             raise InputError(f"--channel-shift must be >= 0, got {self.channel_shift}")
+        if self.channel_shift and self.channel_shift_share:
+            raise InputError("--channel-shift and --channel-shift-share both set: give the shift one way")
+        if self.loss not in LOSSES:
+            raise InputError(f"--loss {self.loss!r}: choose {', '.join(LOSSES)}")
+        if not 0.0 <= self.decay_min < self.decay_max <= 1.0:
+            raise InputError(f"--decay-range {self.decay_min} {self.decay_max}: need 0 <= low < high <= 1")
         if self.lr_schedule not in LR_SCHEDULES:
             raise InputError(f"--lr-schedule {self.lr_schedule!r}: choose {', '.join(LR_SCHEDULES)}")
+
+    def shift_channels(self, n_channels: int) -> int:
+        """The channel shift's reach on a layout of `n_channels` channels."""
+        return int(round(self.channel_shift_share * n_channels)) if self.channel_shift_share else self.channel_shift
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -50,10 +66,23 @@ class Recipe:
 
 
 LR_SCHEDULES = ("constant", "cosine")
+LOSSES = ("max", "softmax-mean", "ce-mean")
+# 24 of 700 channels, as the first "unseen" recipe shifted the SHD layout: 2 of N-TIDIGITS18's 64
+UNSEEN_SHIFT = 24 / 700
 RECIPES = {
     "study": Recipe(),
-    "unseen": Recipe(name="unseen", dropout=0.2, weight_decay=1e-2, lr_schedule="cosine", channel_shift=24,
-                     time_stretch=0.15, event_drop=0.1),
+    "unseen": Recipe(name="unseen", dropout=0.2, weight_decay=1e-2, lr_schedule="cosine",
+                     channel_shift_share=UNSEEN_SHIFT, time_stretch=0.15, event_drop=0.1),
+    # Nowotny et al. 2025 (Eventprop on SHD): same-class blend and a channel shift of up to +-40 of 700
+    "blend": Recipe(name="blend", blend=0.5, channel_shift_share=40 / 700),
+    # the readout loss on every step: the mean over time of the per-step softmax (train.loss)
+    "softmax": Recipe(name="softmax", loss="softmax-mean"),
+    # regularised against the spiking models' seed spread: dropout, weight decay, bounded decays, a rate target
+    "regular": Recipe(name="regular", dropout=0.2, weight_decay=1e-2, lr_schedule="cosine", decay_min=0.5,
+                      decay_max=0.98, rate_reg=10.0, rate_target=0.05),
+    # everything that moves a sample towards another voice, together
+    "voices": Recipe(name="voices", dropout=0.2, weight_decay=1e-2, lr_schedule="cosine", blend=0.5,
+                     channel_shift_share=40 / 700, time_stretch=0.15, event_drop=0.1, loss="softmax-mean"),
 }
 DEFAULT_RECIPE = "study"
 

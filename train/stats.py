@@ -24,6 +24,36 @@ def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
     return float(x.mean()), float(half)
 
 
+def paired_difference(first: dict, second: dict, level: float = 0.95) -> dict:
+    """second - first over the same units (e.g. (fold, seed) -> accuracy), mean +- `level` CI of the differences.
+
+    Two candidates are compared only where both ran on the same folds and seeds: a unit present on one side
+    only is an error, never silently dropped."""
+    if set(first) != set(second):
+        only_a = sorted(map(str, set(first) - set(second)))
+        only_b = sorted(map(str, set(second) - set(first)))
+        raise InputError(f"unpaired comparison: units only in the first ({', '.join(only_a) or '-'}), only in the "
+                         f"second ({', '.join(only_b) or '-'})")
+    if not first:
+        raise InputError("paired comparison of nothing: no common folds and seeds")
+    diff = [second[k] - first[k] for k in sorted(first, key=str)]
+    mean, half = mean_ci(diff, level)
+    return {"mean": mean, "ci95": half, "n": len(diff), "better": int(sum(d > 0 for d in diff)),
+            "worse": int(sum(d < 0 for d in diff))}
+
+
+def seed_spread(acc: dict) -> dict:
+    """How far a model's accuracy moves between seeds on one fold: acc maps (fold, seed) -> accuracy; the
+    range (max - min) over seeds per fold, its mean and its maximum over folds."""
+    by_fold = defaultdict(list)
+    for (fold, _seed), a in acc.items():
+        by_fold[fold].append(a)
+    ranges = {f: float(max(v) - min(v)) for f, v in by_fold.items() if len(v) > 1}
+    if not ranges:
+        return {"mean": None, "max": None, "per_fold": {}}
+    return {"mean": float(np.mean(list(ranges.values()))), "max": max(ranges.values()), "per_fold": ranges}
+
+
 def find_runs(paths: list[str]) -> list[dict]:
     """summary.json of every finished run in `paths` (run directories or folders of them)."""
     found = []

@@ -31,7 +31,7 @@ from common.rundir import require_fresh, run_lock
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.distributed import Context, describe, resolve_device, setup
 from train.loader import epoch_batches
-from train.loss import max_over_time_loss, predict
+from train.loss import predict, readout_loss
 from train.models import MODEL_KINDS, ModelConfig, build_model
 from train.projection import PROJECTIONS, choose
 from train.recipe import Recipe, lr_at, recipe_from_dict
@@ -117,14 +117,26 @@ def model_config(cfg: TrainConfig, data: Dataset) -> ModelConfig:
 
 
 @torch.no_grad()
+def predictions(model: torch.nn.Module, split, batch: int = 256, device: torch.device | str = "cpu",
+                events: bool = False) -> np.ndarray:
+    """The model's class for every sample of a binned split, in order; events: feed the model EventBatches
+    (train.projection), as its training does."""
+    model.eval()
+    return np.concatenate([predict(model(x.to(device))).cpu().numpy() for x, _ in split.batches(batch, events=events)]
+                          or [np.zeros(0, dtype=np.int64)])
+
+
 def accuracy(model: torch.nn.Module, split, batch: int = 256, device: torch.device | str = "cpu",
              events: bool = False) -> float:
-    """events: feed the model EventBatches (train.projection), as its training does."""
-    model.eval()
-    correct = 0
-    for x, y in split.batches(batch, events=events):
-        correct += int((predict(model(x.to(device))).cpu() == y).sum())
-    return correct / max(1, len(split))
+    return float((predictions(model, split, batch, device, events) == split.labels).sum()) / max(1, len(split))
+
+
+def accuracy_by_speaker(pred: np.ndarray, split) -> dict[str, float]:
+    """Accuracy on each speaker's samples ({} when the split has no speaker ids)."""
+    if split.speakers is None:
+        return {}
+    return {name: float((pred[split.speakers == name] == split.labels[split.speakers == name]).mean())
+            for name in split.speaker_set()}
 
 
 def _write_metrics(run_dir: Path, history: list[dict]) -> None:
@@ -149,8 +161,11 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig, recipe: Recipe) -> torc
     return torch.optim.Adam(model.parameters(), lr=cfg.lr)
 
 
-def _rate_penalty(hidden: list[torch.Tensor]) -> torch.Tensor:
-    """Mean over hidden layers of their spikes per neuron per step."""
+def _rate_penalty(hidden: list[torch.Tensor], target: float = 0.0) -> torch.Tensor:
+    """Mean over hidden layers of their spikes per neuron per step or, with a target rate, of each neuron's squared
+    miss of it (silent and saturated neurons pay most: they are what makes one seed unlike the next)."""
+    if target > 0:
+        return torch.stack([((h.mean(dim=(0, 1)) - target) ** 2).mean() for h in hidden]).mean()
     return torch.stack([h.mean() for h in hidden]).mean()
 
 
@@ -207,8 +222,9 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
         with atomic_path(run_dir / "config.json") as tmp:
             tmp.write_text(json.dumps(asdict(cfg), indent=2))
     batch = cfg.batch or data.default_batch
-    augment = Augment(data.default_jitter if cfg.jitter is None else cfg.jitter, recipe.channel_shift,
-                      recipe.time_stretch, recipe.event_drop, recipe.spectral_tilt)
+    augment = Augment(data.default_jitter if cfg.jitter is None else cfg.jitter,
+                      recipe.shift_channels(data.spec.n_channels), recipe.time_stretch, recipe.event_drop,
+                      recipe.spectral_tilt, recipe.blend)
     frontend = data.frontend
     events, projection = choose(cfg.input_projection, ctx.device, getattr(model, "takes_events", False),
                                 data.train.density)
@@ -220,10 +236,14 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
                                 history, best, progress, ctx, events)
     best_ckpt = load_checkpoint(run_dir / "best.pt")
     model.load_state_dict(best_ckpt["state_dict"])
+    test_pred = predictions(model, data.test, device=ctx.device, events=events)
     summary = {"run_dir": str(run_dir), "model": cfg.model, "layers": cfg.layers, "hidden": cfg.hidden,
                "seed": cfg.seed, "data": data.name, "epochs": len(history), "best_epoch": best_ckpt["epoch"],
-               "best_valid_acc": best, "test_acc": accuracy(model, data.test, device=ctx.device, events=events),
+               "best_valid_acc": best, "test_acc": float((test_pred == data.test.labels).mean()) if len(test_pred) else 0.0,
                "recipe": recipe.name, "protocol": data.protocol, "test_samples": len(data.test),
+               "test_acc_by_speaker": accuracy_by_speaker(test_pred, data.test),
+               # who spoke the samples each split really held: what any choice made with this run has seen
+               "split_speakers": {k: getattr(data, k).speaker_set() for k in ("train", "valid", "test")},
                "input_projection": "sparse" if events else "dense"}
     if ctx.main:
         with atomic_path(run_dir / "summary.json") as tmp:
@@ -251,9 +271,9 @@ def _epochs(cfg: TrainConfig, run_dir: Path, data: Dataset, mcfg: ModelConfig, m
                                             ctx.world, events):
             x, y = x.to(ctx.device), y.to(ctx.device)
             out, hidden = net(x, return_hidden=True) if with_hidden else (net(x), None)
-            loss = max_over_time_loss(out, y, recipe.label_smoothing)
+            loss = readout_loss(out, y, recipe.loss, recipe.label_smoothing)
             if hidden:
-                loss = loss + recipe.rate_reg * _rate_penalty(hidden)
+                loss = loss + recipe.rate_reg * _rate_penalty(hidden, recipe.rate_target)
             if not all(v == 0 for v in ctx.sum([0.0 if torch.isfinite(loss) else 1.0])):
                 bar.close()
                 kept = (f"the last good checkpoint (epoch {epoch - 1}) is kept" if epoch > 1 else
@@ -263,7 +283,7 @@ def _epochs(cfg: TrainConfig, run_dir: Path, data: Dataset, mcfg: ModelConfig, m
             # each rank's mean over its shard, weighted so that the averaged gradient is the global batch's mean
             (loss * (len(y) * ctx.world / n_global)).backward()
             opt.step()
-            model.clamp_()
+            model.clamp_(recipe.decay_min, recipe.decay_max)
             seen += len(y)
             correct += int((predict(out.detach()) == y).sum())
             loss_sum += loss.item() * len(y)
@@ -336,11 +356,14 @@ def config_from_options(model: str, layers: int = 2, hidden: int = 128, data: st
                         surrogate_width: float | None = None, lava_cuba: bool = False, reset: str | None = None,
                         recipe_name: str | None = None,
                         holdout_speaker: str | None = None, valid_speaker: str = AUTO, device: str = "cpu",
-                        workers: int = 0, input_projection: str = "auto", **recipe_fields) -> TrainConfig:
+                        workers: int = 0, decay_range=None, input_projection: str = "auto",
+                        **recipe_fields) -> TrainConfig:
     """A TrainConfig from the command line's options (`train`, `cv`); checked before anything runs."""
     from train.recipe import make_recipe
     if epochs is not None and epochs < 1:
         raise InputError(f"--epochs must be at least 1, got {epochs}")
+    if decay_range is not None:
+        recipe_fields["decay_min"], recipe_fields["decay_max"] = decay_range
     options = {}
     if no_clip:
         options["clip"] = None

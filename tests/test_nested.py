@@ -1,0 +1,164 @@
+"""The nested speaker-held-out protocol: choices blind to the test speaker, paired comparisons, resumable runs."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from common.errors import InputError
+from conftest import REPO, one_line_error, run_cli, write_shd_file
+from train.nested import Leak, choose, make_plan, nested_report, run_nested
+from train.stats import paired_difference, seed_spread
+
+SPEAKERS = ["ann", "bob", "cid", "dee"]
+
+
+def _four_speakers(path, per=6, seed=0):
+    """Two classes (a rising and a falling sweep over 40 channels), four speakers with their own offsets."""
+    rng = np.random.default_rng(seed)
+    times, units, labels, speakers = [], [], [], []
+    for s in range(len(SPEAKERS)):
+        for label in (0, 1):
+            for _ in range(per):
+                t = np.sort(rng.uniform(0.0, 0.5, 60))
+                ch = (t * 80).astype(int) if label == 0 else (40 - t * 80).astype(int)
+                times.append(t)
+                units.append(np.clip(ch + 5 * s + rng.integers(-2, 3, 60), 0, 63))
+                labels.append(label)
+                speakers.append(s)
+    path = write_shd_file(path, times, units, labels, ["up", "down"], speakers)
+    import h5py
+    with h5py.File(path, "a") as h5:
+        h5.create_dataset("extra/speaker_names", data=np.array([n.encode() for n in SPEAKERS]))
+    return path
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A finished nested study: two models, two recipes, two seeds, in process (jobs 0)."""
+    root = tmp_path_factory.mktemp("nested")
+    data = _four_speakers(root / "four.h5")
+    plan = make_plan(root / "study", str(data), ["cuba-lif-1", "gru-1"], ["study", "blend"], n_seeds=2, epochs=2,
+                     hidden=8)
+    report = run_nested(plan, n_jobs=0, log=lambda m: None)
+    return plan, report
+
+
+def test_every_choice_is_blind_to_its_test_speaker(study):
+    plan, report = study
+    assert plan.speakers == SPEAKERS
+    for o in SPEAKERS:
+        choice = report["choices"][o]
+        assert choice is not None and o not in choice["seen"]
+        for m, c in choice["models"].items():
+            assert o not in c["seen"] and set(c["seen"]) == set(SPEAKERS) - {o}
+        # the recorded speakers come from the samples each run really held
+        for i in set(SPEAKERS) - {o}:
+            pair = tuple(sorted((o, i), key=SPEAKERS.index))
+            run = json.loads((plan.inner_dir("cuba-lif-1", "study", pair, 0) / "summary.json").read_text())
+            assert sorted(run["split_speakers"]["train"]) == sorted(set(SPEAKERS) - {o, i})
+            assert set(run["split_speakers"]["valid"]) <= set(SPEAKERS) - {o, i}
+            assert set(run["test_acc_by_speaker"]) == {o, i}
+    for m, r in report["models"].items():
+        assert r["folds"] == 4 and r["runs"] == 8, m
+        for o in SPEAKERS:
+            chosen = r["recipes"][o]
+            run = json.loads((plan.outer_dir(o, m, chosen, 1) / "summary.json").read_text())
+            assert run["split_speakers"]["test"] == [o] and o not in run["split_speakers"]["train"]
+    assert set(report["families"]) == {"ann", "spiking"} and report["gap"]["n"] == 8 and report["gap"]["complete"]
+
+
+def test_a_choice_that_saw_its_test_speaker_is_refused(study):
+    plan, _ = study
+    path = plan.inner_dir("gru-1", "blend", ("ann", "cid"), 1) / "summary.json"  # cid's choice reads its score on ann
+    original = path.read_text()
+    run = json.loads(original)
+    run["split_speakers"]["valid"] = ["cid"]  # as if its epoch had been chosen on cid's samples
+    try:
+        path.write_text(json.dumps(run))
+        with pytest.raises(Leak, match="test speaker cid"):
+            choose(plan, "cid")
+        assert choose(plan, "dee") is not None  # the run plays no part in dee's choice
+    finally:
+        path.write_text(original)
+    assert nested_report(plan)["choices"]["cid"] is not None
+
+
+def test_the_choice_is_the_best_inner_score_and_ties_go_to_the_first(study):
+    plan, report = study
+    for o in SPEAKERS:
+        c = report["choices"][o]["models"]["cuba-lif-1"]
+        scores = {}
+        for r in plan.recipes:
+            accs = []
+            for i in set(SPEAKERS) - {o}:
+                pair = tuple(sorted((o, i), key=SPEAKERS.index))
+                for k in plan.seeds:
+                    s = json.loads((plan.inner_dir("cuba-lif-1", r, pair, k) / "summary.json").read_text())
+                    accs.append(s["test_acc_by_speaker"][i])
+            scores[r] = np.mean(accs)
+        best = max(scores.values())
+        assert c["recipe"] == next(r for r in plan.recipes if scores[r] == best)
+        assert c["inner_score"] == pytest.approx(best)
+
+
+def test_ablation_is_paired_on_the_same_pairs_and_seeds(study):
+    plan, report = study
+    rows = report["ablation"]["cuba-lif-1"]
+    assert rows["study"]["units"] == rows["blend"]["units"] == 6 * 2
+    assert rows["blend"]["vs_study"]["n"] == 12 and rows["blend"]["complete"]
+
+
+def test_rerunning_keeps_every_finished_run(study):
+    plan, report = study
+    stamp = {p: p.stat().st_mtime_ns for p in plan.out.rglob("summary.json")}
+    again = run_nested(plan, n_jobs=0, log=lambda m: None)
+    assert {p: p.stat().st_mtime_ns for p in plan.out.rglob("summary.json")} == stamp
+    assert again["gap"] == report["gap"]
+
+
+def test_plan_settings_are_checked_before_anything_runs(study, tmp_path):
+    plan, _ = study
+    data = plan.data
+    with pytest.raises(InputError, match="at least 2"):
+        make_plan(tmp_path / "x", data, ["gru-1"], ["study"], n_seeds=1)
+    with pytest.raises(InputError, match="unknown"):
+        make_plan(tmp_path / "x", data, ["gru-1"], ["nosuch"])
+    with pytest.raises(InputError, match="KIND-LAYERS"):
+        make_plan(tmp_path / "x", data, ["gru"], ["study"])
+    with pytest.raises(InputError, match="other settings"):
+        make_plan(plan.out, data, ["gru-1"], ["study"], epochs=3, hidden=8)
+    assert not (tmp_path / "x").exists()
+    res = run_cli("nested", "--models", "lif-x", "--out", tmp_path / "y", "--data", data)
+    assert "KIND-LAYERS" in one_line_error(res)
+
+
+def test_paired_difference_needs_matching_folds_and_seeds():
+    a = {("ann", 0): 0.5, ("ann", 1): 0.6, ("bob", 0): 0.7}
+    b = {("ann", 0): 0.6, ("ann", 1): 0.8, ("bob", 0): 0.7}
+    d = paired_difference(a, b)
+    assert d["n"] == 3 and d["mean"] == pytest.approx(0.1) and d["better"] == 2 and d["worse"] == 0
+    with pytest.raises(InputError, match=r"only in the first \(\('bob', 0\)\)"):
+        paired_difference(a, {k: v for k, v in b.items() if k != ("bob", 0)})
+    assert seed_spread(b)["per_fold"] == {"ann": pytest.approx(0.2)} and seed_spread(b)["max"] == pytest.approx(0.2)
+
+
+def test_a_job_runs_in_its_own_process(tmp_path):
+    """The worker entry point the parallel runner starts (python -m train.nested --job DIR CONFIG)."""
+    from dataclasses import asdict
+
+    from train.nested import _job_command
+    from train.trainer import config_from_options
+    data = _four_speakers(tmp_path / "four.h5", per=2)
+    cfg = config_from_options(model="lif", layers=1, hidden=4, data=str(data), epochs=1, holdout_speaker="ann,bob",
+                              valid_speaker="random")
+    cmd = _job_command(tmp_path / "run", cfg)
+    assert cmd[1:3] == ["-m", "train.nested"] and json.loads(cmd[-1]) == json.loads(json.dumps(asdict(cfg)))
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={"PYTHONPATH": str(REPO),
+                                                                              "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert set(summary["test_acc_by_speaker"]) == {"ann", "bob"}

@@ -1,0 +1,449 @@
+"""`cli.py nested`: choose each model's recipe, and the best model of each family, for voices never heard,
+without ever using the voice it is then scored on.
+
+    OUT/nested.json                                    the plan (data, models, recipes, seeds, epochs, speakers)
+    OUT/inner/<model>/<recipe>/<a>+<b>/seed<k>/        trained on every speaker but a and b, scored on each apart
+    OUT/outer/<speaker>/<model>/<recipe>/seed<k>/      trained on every speaker but one, scored on it
+
+For each outer (test) speaker o:
+- a candidate (model, recipe) gets an inner score: the mean, over every other speaker i and every seed, of the
+  accuracy on i of the inner run that held out {o, i}. That run never trained or validated on o or i (its
+  validation is a seeded share of its own training speakers' samples, so no epoch is chosen on a held-out
+  voice either), and its accuracy on o is never read for o's choices.
+- each model takes the recipe with the best inner score; each family (ANN: rnn, gru; spiking: lif, cuba-lif,
+  spikgru) the model with the best inner score at its chosen recipe;
+- each model at its chosen recipe is trained again on every speaker but o (each seed) and scored on o, once.
+The recorded speakers of every sample a choice used (each run's split_speakers, and the speaker it was scored
+on) are checked: a choice that saw o is an error, never a result.
+
+One inner run on all speakers but {a, b} serves two outer speakers (scored on b for a, on a for b): a candidate
+costs C(S, 2) runs per seed. Runs go two (--jobs) at a time, each its own one-thread process; running the same
+command again keeps finished runs, resumes interrupted ones from their last epoch, and starts the rest.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from audio.datasets import LAYOUTS, find_source, read_pool
+from audio.speakers import RANDOM, present_speakers
+from common.atomic import atomic_path
+from common.errors import InputError, terminate_on_signals
+from common.rundir import run_lock, run_parts
+from train.models import MODEL_KINDS, SPIKING
+from train.recipe import RECIPES
+from train.stats import mean_ci, paired_difference, seed_spread
+from train.trainer import TrainConfig, config_from_options, train
+
+FAMILIES = {"ann": ("rnn", "gru"), "spiking": SPIKING}
+PLAN = "nested.json"
+_PLAN_KEYS = ("data", "hidden", "epochs")
+
+
+class Leak(InputError):
+    """A choice for a test speaker would have used samples of that speaker."""
+
+
+def parse_model(name: str) -> tuple[str, int]:
+    """'cuba-lif-2' -> ('cuba-lif', 2)."""
+    kind, _, layers = name.rpartition("-")
+    if kind not in MODEL_KINDS or not layers.isdigit() or int(layers) < 1:
+        raise InputError(f"--models {name}: expected KIND-LAYERS with KIND one of {', '.join(MODEL_KINDS)} "
+                         "(e.g. cuba-lif-2)")
+    return kind, int(layers)
+
+
+def family_of(model: str) -> str:
+    kind, _ = parse_model(model)
+    return next(f for f, kinds in FAMILIES.items() if kind in kinds)
+
+
+def _pair_name(pair: tuple[str, str]) -> str:
+    return "+".join(pair)
+
+
+class Plan:
+    """What is compared, and where each run lives."""
+
+    def __init__(self, out: Path, data: str, models: list[str], recipes: list[str], seeds: list[int], epochs: int,
+                 hidden: int, speakers: list[str]):
+        self.out, self.data, self.models, self.recipes = Path(out), data, models, recipes
+        self.seeds, self.epochs, self.hidden, self.speakers = seeds, epochs, hidden, speakers
+
+    def as_dict(self) -> dict:
+        return {"data": self.data, "models": self.models, "recipes": self.recipes, "seeds": self.seeds,
+                "epochs": self.epochs, "hidden": self.hidden, "speakers": self.speakers}
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        return list(itertools.combinations(self.speakers, 2))
+
+    def inner_dir(self, model: str, recipe: str, pair: tuple[str, str], seed: int) -> Path:
+        return self.out / "inner" / model / recipe / _pair_name(pair) / f"seed{seed}"
+
+    def outer_dir(self, speaker: str, model: str, recipe: str, seed: int) -> Path:
+        return self.out / "outer" / speaker / model / recipe / f"seed{seed}"
+
+    def config(self, model: str, recipe: str, held_out: tuple[str, ...], seed: int) -> TrainConfig:
+        kind, layers = parse_model(model)
+        return config_from_options(model=kind, layers=layers, hidden=self.hidden, data=self.data, epochs=self.epochs,
+                                   seed=seed, recipe_name=recipe, holdout_speaker=",".join(held_out),
+                                   valid_speaker=RANDOM)
+
+    def inner_jobs(self) -> list[tuple[Path, TrainConfig]]:
+        """Seed by seed, so that a first complete seed comes early."""
+        return [(self.inner_dir(m, r, p, k), self.config(m, r, p, k))
+                for k in self.seeds for m in self.models for r in self.recipes for p in self.pairs]
+
+
+def _speakers_of(data: str) -> list[str]:
+    source = find_source(data)
+    return present_speakers(read_pool(source, LAYOUTS[source.layout]["n_channels"]))
+
+
+def make_plan(out: str | Path, data: str, models: list[str], recipes: list[str], n_seeds: int = 2, seed: int = 0,
+              epochs: int = 20, hidden: int = 128) -> Plan:
+    """Checks every setting (before anything runs) and merges with a plan already in OUT (more models, recipes or
+    seeds may join; data, size and epochs may not change)."""
+    if not models or not recipes:
+        raise InputError("--models and --recipes must each name at least one")
+    for m in models:
+        parse_model(m)
+    unknown = [r for r in recipes if r not in RECIPES]
+    if unknown:
+        raise InputError(f"--recipes {', '.join(unknown)}: unknown, choose from {', '.join(RECIPES)}")
+    if n_seeds < 2:
+        raise InputError(f"--seeds {n_seeds}: a spiking model's accuracy on a new voice moves by up to 10 points "
+                         "between seeds; anything that decides needs at least 2")
+    for name, v in (("--epochs", epochs), ("--hidden", hidden)):
+        if v < 1:
+            raise InputError(f"{name} must be at least 1, got {v}")
+    speakers = _speakers_of(data)
+    if len(speakers) < 3:
+        raise InputError(f"{data}: {len(speakers)} speakers; the nested protocol needs at least 3 (one to test, two "
+                         "to choose with, each inner fold still training on one)")
+    plan = Plan(Path(out), data, list(dict.fromkeys(models)), list(dict.fromkeys(recipes)),
+                list(range(seed, seed + n_seeds)), epochs, hidden, speakers)
+    path = plan.out / PLAN
+    if path.exists():
+        old = read_plan(plan.out)
+        changed = [k for k in _PLAN_KEYS if getattr(old, k) != getattr(plan, k)]
+        if changed or old.speakers != plan.speakers:
+            raise InputError(f"{plan.out}: holds a nested study with other settings ({', '.join(changed) or 'speakers'});"
+                             " pick another --out, or --resume it as it is")
+        plan.models = list(dict.fromkeys(old.models + plan.models))
+        plan.recipes = list(dict.fromkeys(old.recipes + plan.recipes))
+        plan.seeds = sorted(set(old.seeds) | set(plan.seeds))
+    return plan
+
+
+def read_plan(out: str | Path) -> Plan:
+    path = Path(out) / PLAN
+    if not path.exists():
+        raise InputError(f"{out}: not a nested study (no {PLAN})")
+    try:
+        d = json.loads(path.read_text())
+        return Plan(Path(out), d["data"], d["models"], d["recipes"], d["seeds"], d["epochs"], d["hidden"],
+                    d["speakers"])
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise InputError(f"{path}: unreadable nested plan ({exc})") from None
+
+
+# ------------------------------------------------------------------------------------------------- running
+def _job_command(run_dir: Path, cfg: TrainConfig) -> list[str]:
+    return [sys.executable, "-m", "train.nested", "--job", str(run_dir), json.dumps(asdict(cfg))]
+
+
+def run_job(run_dir: Path, cfg: TrainConfig) -> dict:
+    """Trains one run (or resumes it); returns its summary."""
+    done = run_dir / "summary.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    return train(cfg, run_dir, resume=bool(run_parts(run_dir)), progress=False)
+
+
+def run_jobs(jobs: list[tuple[Path, TrainConfig]], n_jobs: int = 2, log=print) -> list[str]:
+    """Runs every unfinished job, n_jobs side by side (each a one-thread process; n_jobs 0: one at a time in this
+    process); returns the failures, one line each. A stopped parent stops its children (they keep their last
+    epoch for the next start)."""
+    todo = [(d, c) for d, c in jobs if not (d / "summary.json").exists()]
+    failures: list[str] = []
+    if not todo:
+        return failures
+    log(f"{len(jobs) - len(todo)} of {len(jobs)} runs finished; {len(todo)} to go, {max(1, n_jobs)} at a time")
+    t0 = time.monotonic()
+    if n_jobs == 0:
+        for k, (d, c) in enumerate(todo, 1):
+            s = run_job(d, c)
+            log(f"[{k}/{len(todo)}] {d}: {100 * s['test_acc']:.1f} %")
+        return failures
+    root = str(Path(__file__).resolve().parents[1])  # the children run this checkout's code, whatever the cwd
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    pending, running, finished = list(todo), [], 0
+    try:
+        while pending or running:
+            while pending and len(running) < n_jobs:
+                d, c = pending.pop(0)
+                d.parent.mkdir(parents=True, exist_ok=True)
+                log_file = open(d.parent / f"{d.name}.log", "a")
+                running.append((subprocess.Popen(_job_command(d, c), env=env, stdout=log_file, stderr=log_file),
+                                log_file, d))
+            time.sleep(0.5)
+            for item in list(running):
+                proc, log_file, d = item
+                if proc.poll() is None:
+                    continue
+                log_file.close()
+                running.remove(item)
+                finished += 1
+                left = len(pending) + len(running)
+                eta = (time.monotonic() - t0) / finished * left / 60
+                if proc.returncode == 0 and (d / "summary.json").exists():
+                    acc = json.loads((d / "summary.json").read_text())["test_acc"]
+                    log(f"[{finished}/{len(todo)}] {d}: {100 * acc:.1f} % (about {eta:.0f} min left)")
+                else:
+                    last = (d.parent / f"{d.name}.log").read_text().strip().splitlines()[-1:] or ["no output"]
+                    failures.append(f"{d}: exit {proc.returncode}: {last[0]}")
+                    log(f"[{finished}/{len(todo)}] {d}: FAILED (exit {proc.returncode}): {last[0]}")
+    finally:
+        for proc, log_file, _ in running:
+            proc.terminate()
+        for proc, log_file, _ in running:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log_file.close()
+    return failures
+
+
+def run_nested(plan: Plan, n_jobs: int = 2, log=print) -> dict:
+    """Inner runs, the choices, outer runs; returns the report (nested_report)."""
+    with run_lock(plan.out):
+        with atomic_path(plan.out / PLAN) as tmp:
+            tmp.write_text(json.dumps(plan.as_dict(), indent=2))
+        failures = run_jobs(plan.inner_jobs(), n_jobs, log)
+        report = nested_report(plan)
+        outer = [(plan.outer_dir(o, m, c["recipe"], k), plan.config(m, c["recipe"], (o,), k))
+                 for o, choice in report["choices"].items() if choice is not None
+                 for m, c in choice["models"].items() for k in plan.seeds]
+        failures += run_jobs(outer, n_jobs, log)
+        report = nested_report(plan)
+        report["failures"] = failures
+        return report
+
+
+# ------------------------------------------------------------------------------------------------- choosing
+def _summary(run_dir: Path) -> dict | None:
+    path = run_dir / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _seen(run: dict, scored: str) -> set[str]:
+    """Every speaker whose samples a choice made with `run`'s score on `scored` has used."""
+    split = run.get("split_speakers") or {}
+    if not split.get("train"):
+        raise InputError(f"{run.get('run_dir')}: records no speakers of its samples (trained before the nested "
+                         "protocol existed); train it again")
+    return set(split["train"]) | set(split.get("valid", [])) | {scored}
+
+
+def inner_scores(plan: Plan, test_speaker: str) -> dict:
+    """(model, recipe) -> {score, units: {(i, seed): accuracy on i}, seen: speakers used}, for the choices of one
+    outer speaker; None for a candidate whose inner runs are not all finished."""
+    scores = {}
+    for m in plan.models:
+        for r in plan.recipes:
+            units, seen, complete = {}, set(), True
+            for i in plan.speakers:
+                if i == test_speaker:
+                    continue
+                pair = tuple(sorted((test_speaker, i), key=plan.speakers.index))
+                for k in plan.seeds:
+                    run = _summary(plan.inner_dir(m, r, pair, k))
+                    if run is None:
+                        complete = False
+                        continue
+                    units[(i, k)] = run["test_acc_by_speaker"][i]
+                    seen |= _seen(run, i)
+            if test_speaker in seen:
+                raise Leak(f"the choice for test speaker {test_speaker} would use its samples ({m}, {r}: "
+                           f"{', '.join(sorted(seen))})")
+            scores[(m, r)] = ({"score": float(np.mean(list(units.values()))), "units": units,
+                               "seen": sorted(seen)} if complete else None)
+    return scores
+
+
+def choose(plan: Plan, test_speaker: str) -> dict | None:
+    """Each model's recipe and each family's model for one outer speaker (None until its inner runs are done);
+    ties go to the first listed."""
+    scores = inner_scores(plan, test_speaker)
+    if any(v is None for v in scores.values()):
+        return None
+    models = {}
+    for m in plan.models:
+        best = max(plan.recipes, key=lambda r: (scores[(m, r)]["score"], -plan.recipes.index(r)))
+        models[m] = {"recipe": best, "inner_score": scores[(m, best)]["score"], "seen": scores[(m, best)]["seen"]}
+    families = {}
+    for fam in FAMILIES:
+        members = [m for m in plan.models if family_of(m) == fam]
+        if members:
+            best = max(members, key=lambda m: (models[m]["inner_score"], -plan.models.index(m)))
+            families[fam] = {"model": best, **models[best]}
+    return {"models": models, "families": families,
+            "seen": sorted(set().union(*(set(s["seen"]) for s in scores.values())))}
+
+
+# ------------------------------------------------------------------------------------------------- reporting
+def _outcome(acc: dict) -> dict:
+    """acc: (fold, seed) -> accuracy. Mean +- CI over folds (seeds averaged per fold) and over fold x seed units,
+    and the seed spread."""
+    folds = {}
+    for (f, _k), a in acc.items():
+        folds.setdefault(f, []).append(a)
+    per_fold = {f: float(np.mean(v)) for f, v in folds.items()}
+    mean, half = mean_ci(list(per_fold.values())) if per_fold else (None, None)
+    unit_mean, unit_half = mean_ci(list(acc.values())) if acc else (None, None)
+    return {"mean": mean, "ci95": half, "folds": len(per_fold), "runs": len(acc), "per_fold": per_fold,
+            "unit_mean": unit_mean, "unit_ci95": unit_half, "spread": seed_spread(acc)}
+
+
+def ablation(plan: Plan, baseline: str = "study") -> dict:
+    """Per model, each recipe against `baseline` on the inner runs (leave-two-speakers-out): unit (pair, seed),
+    value the mean of the run's two held-out speakers; paired differences, never overlapping intervals."""
+    rows = {}
+    for m in plan.models:
+        values = {}
+        for r in plan.recipes:
+            v = {}
+            for p in plan.pairs:
+                for k in plan.seeds:
+                    run = _summary(plan.inner_dir(m, r, p, k))
+                    if run is not None:
+                        v[(_pair_name(p), k)] = float(np.mean([run["test_acc_by_speaker"][s] for s in p]))
+            values[r] = v
+        rows[m] = {}
+        for r, v in values.items():
+            row = {"units": len(v), "mean": float(np.mean(list(v.values()))) if v else None,
+                   "spread": seed_spread(v)}
+            base = values.get(baseline)
+            if r != baseline and base and v:
+                common = set(v) & set(base)
+                row["vs_" + baseline] = paired_difference({u: base[u] for u in common}, {u: v[u] for u in common})
+                row["complete"] = len(common) == len(plan.pairs) * len(plan.seeds)
+            rows[m][r] = row
+    return rows
+
+
+def nested_report(plan: Plan) -> dict:
+    """Choices, outer accuracies and the spiking-minus-ANN gap from whatever runs have finished."""
+    choices = {o: choose(plan, o) for o in plan.speakers}
+    models: dict[str, dict] = {m: {} for m in plan.models}
+    families: dict[str, dict] = {f: {} for f in FAMILIES}
+    recipes: dict[str, dict] = {m: {} for m in plan.models}
+    for o, choice in choices.items():
+        if choice is None:
+            continue
+        for m, c in choice["models"].items():
+            recipes[m][o] = c["recipe"]
+            for k in plan.seeds:
+                run = _summary(plan.outer_dir(o, m, c["recipe"], k))
+                if run is None:
+                    continue
+                split = run.get("split_speakers") or {}
+                if o in set(split.get("train", [o])) | set(split.get("valid", [])):
+                    raise Leak(f"{run['run_dir']}: the outer run for {o} trained or chose its epoch on {o}")
+                models[m][(o, k)] = run["test_acc"]
+        for fam, c in choice["families"].items():
+            for k in plan.seeds:
+                if (o, k) in models[c["model"]]:
+                    families[fam][(o, k)] = models[c["model"]][(o, k)]
+    report = {"plan": plan.as_dict(), "choices": choices,
+              "models": {m: dict(_outcome(acc), recipes=recipes[m]) for m, acc in models.items()},
+              "families": {f: _outcome(acc) for f, acc in families.items() if acc},
+              "ablation": ablation(plan)}
+    ann, spk = families.get("ann", {}), families.get("spiking", {})
+    common = set(ann) & set(spk)
+    if common:
+        report["gap"] = paired_difference({u: ann[u] for u in common}, {u: spk[u] for u in common})
+        report["gap"]["complete"] = len(common) == len(plan.speakers) * len(plan.seeds)
+    return report
+
+
+def report_json(obj):
+    """The report with its (fold, seed) unit keys as 'fold/seed' strings."""
+    if isinstance(obj, dict):
+        return {"/".join(map(str, k)) if isinstance(k, tuple) else k: report_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [report_json(v) for v in obj]
+    return obj
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def format_nested(report: dict) -> str:
+    plan = report["plan"]
+    lines = [f"nested speaker-held-out study of {plan['data']}: {len(plan['speakers'])} outer folds "
+             f"({', '.join(plan['speakers'])}), seeds {plan['seeds']}, {plan['epochs']} epochs, hidden {plan['hidden']}",
+             "", "inner runs (leave two speakers out; paired against 'study' on the same pairs and seeds):",
+             f"{'model':<14}{'recipe':<10}{'runs':>5}{'accuracy':>10}{'seed spread':>13}   vs study (mean +- 95 % CI)"]
+    for m, rows in report["ablation"].items():
+        for r, row in rows.items():
+            vs = row.get("vs_study")
+            diff = "" if vs is None else (f"{100 * vs['mean']:+.2f} +- {100 * vs['ci95']:.2f} "
+                                          f"({vs['better']} better, {vs['worse']} worse of {vs['n']})")
+            spread = row["spread"]["mean"]
+            lines.append(f"{m:<14}{r:<10}{row['units']:>5}{_pct(row['mean']):>9} %{_pct(spread):>11} %   {diff}")
+    lines += ["", "outer folds (each model at the recipe chosen without the test speaker; mean +- 95 % CI over "
+              "folds, seeds averaged per fold):",
+              f"{'model':<14}{'folds':>6}{'runs':>5}   {'held-out accuracy':<20}{'seed spread':>12}   chosen recipes"]
+    for m, r in report["models"].items():
+        if not r["runs"]:
+            continue
+        chosen = ", ".join(f"{o} {rec}" for o, rec in r["recipes"].items())
+        lines.append(f"{m:<14}{r['folds']:>6}{r['runs']:>5}   {_pct(r['mean']):>6} +- {_pct(r['ci95']):>5} %"
+                     f"{_pct(r['spread']['mean']):>11} %   {chosen}")
+    for f, r in report["families"].items():
+        lines.append(f"{'best ' + f:<14}{r['folds']:>6}{r['runs']:>5}   {_pct(r['mean']):>6} +- {_pct(r['ci95']):>5} %"
+                     f"{_pct(r['spread']['mean']):>11} %")
+    gap = report.get("gap")
+    if gap:
+        lines.append(f"spiking - ANN, paired over folds and seeds: {100 * gap['mean']:+.2f} +- {100 * gap['ci95']:.2f} "
+                     f"points ({gap['n']} units{'' if gap['complete'] else ', incomplete'})")
+    for line in report.get("failures", []):
+        lines.append(f"failed: {line}")
+    return "\n".join(lines)
+
+
+def _main_job(argv: list[str]) -> int:
+    """`python -m train.nested --job RUN_DIR CONFIG_JSON`: one run, in its own process."""
+    import torch
+
+    from common.errors import Terminated
+    terminate_on_signals()
+    torch.set_num_threads(1)
+    run_dir, cfg = Path(argv[0]), TrainConfig(**json.loads(argv[1]))
+    try:
+        run_job(run_dir, cfg)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Terminated as exc:
+        print(f"stopped by {exc}", file=sys.stderr)
+        return 128 + exc.signum
+    return 0
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--job"]:
+    sys.exit(_main_job(sys.argv[2:]))
