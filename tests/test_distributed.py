@@ -2,6 +2,7 @@
 weights of a single-process run with the same global batch and seed, resume under torchrun, and a rank that dies."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -45,6 +46,8 @@ def test_two_gloo_processes_equal_one_with_the_same_global_batch(tmp_path, _buil
     two = _torchrun(_builtin_cache_dir, *TINY, "--epochs", "2", "--out", tmp_path / "two")
     assert two.returncode == 0, two.stderr[-2000:]
     assert two.stdout.count("best valid") == 1  # rank 0 alone reports
+    # each rank took its share of every event batch
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["input_projection"] == "sparse"
     _close(tmp_path / "one" / "last.pt", tmp_path / "two" / "last.pt")
     # resume under torchrun: one epoch, then on to two, equals the uninterrupted run
     first = _torchrun(_builtin_cache_dir, *TINY, "--epochs", "1", "--out", tmp_path / "resumed")
@@ -78,8 +81,9 @@ def test_a_rank_that_dies_stops_the_others_with_one_line(tmp_path, _builtin_cach
 
 def test_dataloader_workers_give_the_same_weights(tmp_path):
     base = dict(model="lif", layers=1, hidden=8, bin_hz=25, batch=16, epochs=2, seed=1, channel_shift=5, event_drop=0.1)
-    train(config_from_options(**base), tmp_path / "inline", progress=False)
-    train(config_from_options(workers=2, **base), tmp_path / "workers", progress=False)
+    inline = train(config_from_options(**base), tmp_path / "inline", progress=False)
+    workers = train(config_from_options(workers=2, **base), tmp_path / "workers", progress=False)
+    assert inline["input_projection"] == workers["input_projection"] == "sparse"  # event batches from the workers
     _close(tmp_path / "inline" / "last.pt", tmp_path / "workers" / "last.pt", rtol=0.0)
 
 
