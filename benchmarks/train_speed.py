@@ -18,9 +18,10 @@ Also checks that both of our paths and the step-function loop (fused=False, the 
 gradients on the same batch (in float64, where a rounding difference cannot flip a spike), and times the first
 layer's projection alone (forward + weight gradient): the dense matmul, embedding_bag's own autograd, ours.
 
-The study line estimates the wall time of the nested held-out study (DESIGN): per kind, candidates x C(5, 2) speaker
-pairs x 2 seeds inner runs on --inner-samples each and 5 outer folds x 2 seeds on --outer-samples each, --epochs
-each, --jobs one-thread runs at a time, at each kind's measured samples/s of its best path (training steps only).
+The study line estimates the wall time of the nested held-out study (train/nested.py): per kind, candidates x
+C(5, 2) speaker pairs x 2 seeds inner runs on --inner-samples each and 5 outer folds x 2 seeds on --outer-samples
+each, --epochs each, --jobs one-thread runs at a time, at each kind's measured samples/s of its best path (training
+steps only).
 The last line is `ratio_vs_loop=<x> ratio_vs_slayer=<y>` (Cuba-LIF samples/s ratios, ours on its best path).
 
 One intra-op thread by default (--threads to change; run it with 1 and with 2): on a machine
@@ -53,6 +54,7 @@ GRAD_TOLERANCE = 1e-9  # relative, in float64
 RECURRENT = {'cuba-lif': CubaLIFRecurrent, 'spikgru': SpikGRURecurrent}
 STUDY_KINDS = ('gru', 'cuba-lif', 'spikgru')
 SPEAKERS, OUTER_FOLDS, SEEDS = 5, 5, 2
+
 
 def ours(kind: str, fused: bool) -> nn.Sequential:
     rec = RECURRENT[kind]
@@ -240,7 +242,8 @@ def main() -> None:
     args.study_kinds = [k.strip() for k in args.study_kinds.split(',') if k.strip()]
     unknown = set(args.study_kinds) - set(STUDY_KINDS)
     if unknown:
-        ap.error(f"--study-kinds: {', '.join(sorted(unknown))} not measured here (choose from {', '.join(STUDY_KINDS)})")
+        ap.error(f"--study-kinds: {', '.join(sorted(unknown))} not measured here "
+                 f"(choose from {', '.join(STUDY_KINDS)})")
     batch = args.batch or (16 if args.quick else 128)
     iters = args.iters or (2 if args.quick else 5)
     torch.set_num_threads(args.threads)
@@ -258,7 +261,8 @@ def main() -> None:
     for kind in (*RECURRENT, 'gru'):
         if kind == 'gru':
             net = gru_net()
-            runs = {'dense': (net, x), 'fused': (FusedGRU(copy.deepcopy(net)), x), 'sparse': (copy.deepcopy(net), events)}
+            runs = {'dense': (net, x), 'fused': (FusedGRU(copy.deepcopy(net)), x),
+                    'sparse': (copy.deepcopy(net), events)}
         else:
             net = ours(kind, True)
             runs = {'dense': (net, x), 'sparse': (copy.deepcopy(net), events), 'loop': (HoistedLoop(kind), x)}
