@@ -16,7 +16,7 @@ at the boundaries.
 The GRU kernel follows torch's nn.GRU equations and parameters (gate order r, z, n),
 tested equal to nn.GRU.
 
-Each spiking kind and the RNN also have a `*_reference` function: the same equations as a plain
+Each kind but the GRU also has a `*_reference` function: the same equations as a plain
 Python loop of the `neurons.py` step functions with ordinary autograd. It is the
 ground truth of the tests and the "plain loop" of the benchmark.
 """
