@@ -132,7 +132,7 @@ def _training_options(f):
         click.option("--input-projection", type=click.Choice(["auto", "dense", "sparse"]), default="auto",
                      show_default=True,
                      help="The first layer's input projection: one dense matmul, or from the batch's events "
-                          "(sparse); auto: sparse on the CPU for sparse inputs. Same results either way."),
+                          "(sparse); auto: sparse on the CPU for sparse inputs. Equal up to float rounding."),
         click.option("--valid-speaker", default="auto", show_default=True,
                      help="With a held-out speaker: the validation speaker (name or id), 'auto' (the next one by name) "
                           "or 'random' (a share of the other speakers' samples)."),
