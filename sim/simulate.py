@@ -99,8 +99,9 @@ def sample_index(n_split: int, limit: int | None) -> np.ndarray:
 def stream_gap(net: QNetwork, gap: int | None, raw_stream: bool, data: str | None, channels: int | None,
                path: str | Path, threads: int | None = None) -> tuple[int, str]:
     """(gap, how it was chosen): --gap, --raw-stream (0), or the smallest gap after which the network falls silent
-    on the validation split of its dataset (sim.stream.quiet_gap; never the split being scored). A network that
-    does not fall silent streams with no gap (the stream check then reports what that changes)."""
+    on the validation split of `data` or else of its own dataset (sim.stream.quiet_gap; never the split being
+    scored). A network that does not fall silent, or one without a validation split, streams with no gap: the
+    stream check then reports what that changes."""
     if raw_stream and gap not in (None, 0):
         raise InputError(f"--raw-stream is --gap 0: give one of --raw-stream and --gap {gap}")
     if raw_stream:
@@ -112,9 +113,9 @@ def stream_gap(net: QNetwork, gap: int | None, raw_stream: bool, data: str | Non
     try:
         _, calibration = load_split(net, data, "valid", channels, path)
     except InputError as exc:
-        if data is None:
-            raise InputError(f"no validation split to choose the gap on ({exc}); pass --gap N") from None
-        return stream_gap(net, None, False, None, channels, path, threads)  # the network's own dataset
+        if data is not None:
+            return stream_gap(net, None, False, None, channels, path, threads)  # the network's own dataset
+        return 0, f"no validation split to choose the gap on ({exc}); streamed with no gap (--gap N to give one)"
     choice = quiet_gap(net, calibration, threads=threads or default_threads())
     if choice.gap is None:
         return 0, choice.describe("validation") + "; streamed back to back (gap 0)"

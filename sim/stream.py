@@ -12,16 +12,16 @@ step before, i.e. of the previous period's last step. The reset zeroes u and v b
 spikes of any earlier step are wiped, and those of the last step are the only way one sample reaches the next.
 Hence, exactly:
 
-    the samples of a stream are independent iff no hidden layer spikes on the last step of any period
-    (step T + gap - 1 of each sample, counted from its first), nor on the step before the first sample
-    (the pipeline's warm-up on the bias alone, ``warmup_spikes``).
+    the samples of a stream are independent iff no hidden neuron with a recurrent weight (``senders``)
+    spikes on the last step of any period (step T + gap - 1 of each sample, counted from its first), nor on
+    the step before the first sample (the pipeline's warm-up on the bias alone, ``warmup_spikes``).
 
 With no gap that is the sample's own last step, where a trained network usually spikes. Input stops with the
 sample, but a layer goes on spiking from its current (decaying over ~10 steps), its recurrence or its bias, so
 the gap it needs depends on how fast the trained network falls silent: ``quiet_gap`` measures it on a
 calibration split (never the split being scored): the smallest gap after which every calibration sample stays
-silent, ``max(0, last spike step + 2 - T)``; one step less and the worst sample's last spike lands on its
-successor's reset step. A network that does not fall silent (a neuron driven by its bias or its own
+silent, ``max(0, last sender spike step + 2 - T)``; one step less and the worst sample's last spike lands on
+its successor's reset step. A network that does not fall silent (a neuron driven by its bias or its own
 recurrence) has no such gap: ``quiet_gap`` says so.
 
 ``run_stream`` runs the stream itself: every sample alone (batched, from the zero state, T + gap steps), then,
@@ -58,11 +58,25 @@ def warmup_spikes(net: QNetwork) -> list[np.ndarray]:
     return out
 
 
-def last_spike_steps(spikes: list[np.ndarray]) -> np.ndarray:
-    """Per sample, the last step (from its first) on which any hidden layer spikes; -1 for none. spikes [B, P, n]."""
+def senders(net: QNetwork) -> list[np.ndarray]:
+    """Per hidden layer, the neurons [n] bool with a nonzero recurrent weight: the only ones whose spikes can cross
+    into the next sample (through the recurrent synapses, rec and SpikGRU's rec_z)."""
+    out = []
+    for layer in net.hidden:
+        mask = np.zeros(layer.n_out, dtype=bool)
+        for name, syn in layer.connections().items():
+            if name.startswith("rec"):
+                mask |= np.any(syn.weight != 0, axis=0)
+        out.append(mask)
+    return out
+
+
+def last_spike_steps(spikes: list[np.ndarray], masks: list[np.ndarray]) -> np.ndarray:
+    """Per sample, the last step (from its first) on which a sender (`senders`) spikes; -1 for none.
+    spikes [B, P, n] per hidden layer."""
     active = np.zeros(spikes[0].shape[:2], dtype=bool)
-    for s in spikes:
-        active |= s.any(axis=2)
+    for s, mask in zip(spikes, masks):
+        active |= s[:, :, mask].any(axis=2)
     P = active.shape[1]
     return np.where(active.any(axis=1), P - 1 - np.argmax(active[:, ::-1], axis=1), -1)
 
@@ -105,8 +119,9 @@ def quiet_gap(net: QNetwork, samples, index: np.ndarray | None = None, horizon: 
     index = np.arange(len(samples)) if index is None else np.asarray(index, dtype=np.int64)
     H = T if horizon is None else int(horizon)
     batches = input_batches(samples, index, batch_size(len(index), 128, threads))
-    parts = map_batches(lambda x: last_spike_steps(run_batch(net, x.padded(H))["spikes"]), batches, len(index),
-                        progress, "gap calibration", threads)
+    masks = senders(net)
+    parts = map_batches(lambda x: last_spike_steps(run_batch(net, x.padded(H))["spikes"], masks), batches,
+                        len(index), progress, "gap calibration", threads)
     last = np.concatenate(parts)
     gap = int(max(0, last.max() + 2 - T))
     return GapChoice(gap if gap <= H // 2 else None, H, T, last)
@@ -156,9 +171,10 @@ def run_stream(net: QNetwork, samples, gap: int, index: np.ndarray | None = None
     readout = np.concatenate([o["readout"] for o in outs])
     T = readout.shape[1] - gap
     alone = readout[:, :T].max(axis=1)
+    masks = senders(net)
     carry, carried = warmup_spikes(net), []
     for j in range(N):
-        if any(c.any() for c in carry):
+        if any((c[m]).any() for c, m in zip(carry, masks)):
             x = next(input_batches(samples, index[j:j + 1], 1)).padded(gap)
             out = run_batch(net, x, carry=[c[None] for c in carry])
             for k, s in enumerate(out["spikes"]):
