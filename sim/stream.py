@@ -9,12 +9,14 @@ feed-forward synapse), so nothing that crosses a feed-forward synapse ever mixes
 count. A synapse is never reset (neither Lava's Dense nor a Loihi 2 synapse has a reset), and it delivers one
 step after it receives: on a layer's reset step its *recurrent* synapse delivers the layer's own spikes of the
 step before, i.e. of the previous period's last step. The reset zeroes u and v before that input is added, so
-spikes of any earlier step are wiped, and those of the last step are the only way one sample reaches the next.
-Hence, exactly:
+spikes of any earlier step are wiped, and those of the last step are the only way one sample reaches the next
+(the readout has no recurrence, and its maximum is taken over the sample's T steps). Hence, exactly:
 
-    the samples of a stream are independent iff no hidden neuron with a recurrent weight (``senders``)
-    spikes on the last step of any period (step T + gap - 1 of each sample, counted from its first), nor on
-    the step before the first sample (the pipeline's warm-up on the bias alone, ``warmup_spikes``).
+    a sample runs as it runs alone if and only if the recurrent input on its first step is zero; it is when no
+    hidden neuron with a recurrent weight (``senders``) spikes on the last step of the period before it (step
+    T + gap - 1 of the previous sample, counted from that sample's first), or, for the first sample, on the
+    last step of the pipeline's warm-up (the layers running on their biases before their first reset,
+    ``warmup_spikes``).
 
 With no gap that is the sample's own last step, where a trained network usually spikes. Input stops with the
 sample, but a layer goes on spiking from its current (decaying over ~10 steps), its recurrence or its bias, so

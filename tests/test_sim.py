@@ -462,9 +462,16 @@ def test_one_gap_step_fewer_makes_a_sample_differ(tmp_path):
         np.testing.assert_array_equal(ours.sample_max, stream.sample_max)
         np.testing.assert_array_equal(stock.sample_max, stream.sample_max)
         assert ours.tally.equals(stream.tally)
-    # a neuron driven by its bias never falls silent: no gap makes the samples independent
-    net.hidden[1].bias_mant[0] = 400
+    # A'1 driven by its bias fires in the pipeline's warm-up and never falls silent: no gap makes the samples
+    # independent; the account still equals both Lava forms, the first sample's carry from the warm-up included
+    net.hidden[1].bias_mant[0] = 1000
+    path = write_network(tmp_path / "biased.h5", net, netx_compatible=True)
     assert quiet_gap(net, counts, horizon=40).gap is None
+    stream = run_stream(net, counts, 2)
+    assert stream.carried.tolist() == [0, 1, 2, 3]
+    for run in (lava_net.run_lava(net, counts, progress=False, gap=2),
+                lava_net.run_stock_netx(path, net, counts, progress=False, gap=2)):
+        np.testing.assert_array_equal(run.sample_max, stream.sample_max)
 
 
 def quiet_network(data: str, n_classes: int, seed: int = 2, drive: float = 0.0) -> QNetwork:
