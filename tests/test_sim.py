@@ -32,7 +32,7 @@ from sim.engine import run_fast
 from sim.integer_net import Inputs, run_batch
 from sim.simulate import load_split, sample_index, stream_gap
 from sim.stream import quiet_gap, run_stream
-from sim.tally import Tally, counted_ops, tally_batch
+from sim.tally import Tally, counted_ops
 from train.checkpoint import load_checkpoint
 from train.models import ModelConfig, build_model, model_from_checkpoint
 from train.ops import model_ops
