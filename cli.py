@@ -372,18 +372,20 @@ def finetune_cmd(checkpoint, out, epochs, lr, data, batch, device, quiet):
               help="Lava run config: Loihi2SimCfg, or Loihi2HwCfg (needs Intel's lava-loihi).")
 @click.option("--channels", type=int, default=None, help="Read the dataset with this many channels.")
 @click.option("--stock-netx", is_flag=True, help="Run a --netx-compatible file in lava-dl's stock netx Network "
-              "(the host clears each layer's recurrent synapse buffer between samples: exact).")
-@click.option("--raw-stream", is_flag=True, help="With --stock-netx: no clearing between samples (free-running "
-              "stream; the previous sample's last spikes reach the next one).")
+              "(netx's own reset, nothing written into the network during the run).")
+@click.option("--gap", type=int, default=None, help="Silent steps after each sample of the stream (every engine; "
+              "default: the smallest after which the network falls silent on the validation split).")
+@click.option("--raw-stream", is_flag=True, help="--gap 0: samples back to back with no gap (free-running stream).")
 @click.option("--threads", type=int, default=None, help="Fast engine: batches run side by side on this many "
               "threads (default: every core; the results do not depend on it).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def simulate_cmd(network, data, split, limit, engine, backend, channels, stock_netx, raw_stream, threads, as_json,
-                 quiet):
+def simulate_cmd(network, data, split, limit, engine, backend, channels, stock_netx, gap, raw_stream, threads,
+                 as_json, quiet):
     """Run an exported NETWORK (.h5) over a dataset split: accuracy and measured MAC/AC per timestep."""
     from sim.simulate import format_simulate, simulate
-    r = simulate(network, data, split, limit, engine, backend, channels, not quiet, stock_netx, raw_stream, threads)
+    r = simulate(network, data, split, limit, engine, backend, channels, not quiet, stock_netx, raw_stream, threads,
+                 gap)
     _echo_json(r) if as_json else click.echo(format_simulate(r))
 
 
@@ -412,12 +414,14 @@ def infer_cmd(model, recordings, engine, plot, as_json):
 @click.option("--e-mac", type=float, default=4.6, show_default=True, help="Energy per MAC in pJ (Horowitz 45 nm, 32-bit float).")
 @click.option("--e-ac", type=float, default=0.9, show_default=True, help="Energy per AC in pJ (Horowitz 45 nm, 32-bit float).")
 @click.option("--channels", type=int, default=None, help="Read the dataset with this many channels.")
+@click.option("--gap", type=int, default=None, help="Silent steps after each sample of the Lava stream (default: "
+              "the smallest after which the network falls silent on the validation split).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the last line stays measured_vs_predicted_fixed=).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def compare_cmd(network, data, checkpoint, split, limit, e_mac, e_ac, channels, as_json, quiet):
+def compare_cmd(network, data, checkpoint, split, limit, e_mac, e_ac, channels, gap, as_json, quiet):
     """Predicted (float, fixed point) vs measured (Lava, fast engine) MAC/AC per timestep, accuracy and energy."""
     from sim.compare import compare, format_compare
-    r = compare(network, data, checkpoint, split, limit, e_mac, e_ac, channels, not quiet)
+    r = compare(network, data, checkpoint, split, limit, e_mac, e_ac, channels, not quiet, gap)
     if as_json:
         _echo_json(r)
         click.echo(f"measured_vs_predicted_fixed={r['measured_vs_predicted_fixed']:.6g}")

@@ -9,9 +9,9 @@ through
   fast - sim.engine.run_fast, as `cli.py simulate --engine fast` runs it: on the same N samples, and on
          the whole split (which holds them) as it is used every day, batched; best of 3.
 A second Lava run with spike recorders attached (not timed: the recorders are extra processes) gives
-the spike trains of every layer on the N samples, compared with the fast engine's; the counts
-(synaptic events per connection, spikes and neuron ops per layer) and the predictions are compared
-too.
+the spike trains of every layer on the N samples, compared with the fast engine's account of the same
+stream (sim.stream.run_stream, no gap); the counts (synaptic events per connection, spikes and neuron ops
+per layer) and the predictions are compared too.
 
 speedup = Lava seconds per sample / fast-engine seconds per sample on the same N samples (by default
 the whole test split; the fast engine's figure over the whole split is printed above it), the fast engine on
@@ -47,6 +47,7 @@ from export.netx_h5 import read_network  # noqa: E402
 from sim.engine import default_threads, run_fast  # noqa: E402
 from sim.lava_net import run_lava  # noqa: E402
 from sim.simulate import load_split, sample_index  # noqa: E402
+from sim.stream import run_stream  # noqa: E402
 from train.checkpoint import save_checkpoint  # noqa: E402
 from train.models import ModelConfig, build_model  # noqa: E402
 
@@ -137,9 +138,10 @@ def main() -> None:
     # Lava again with spike recorders, for the spike trains
     rec = run_lava(net, counts, record=True, progress=False)
 
-    spikes_equal = all(np.array_equal(a, b) for a, b in zip(rec.spikes, same.spikes))
-    counts_equal = all(t.equals(same.tally) for t in (lava.tally, rec.tally, on_cores.tally))
-    preds_equal = bool(np.array_equal(lava.pred, same.pred) and np.array_equal(whole.pred[index], same.pred)
+    stream = run_stream(net, split, 0, index, keep_traces=True)  # the stream Lava runs (sim.stream)
+    spikes_equal = all(np.array_equal(a, b) for a, b in zip(rec.spikes, stream.spikes))
+    counts_equal = on_cores.tally.equals(same.tally) and all(t.equals(stream.tally) for t in (lava.tally, rec.tally))
+    preds_equal = bool(np.array_equal(lava.pred, stream.pred) and np.array_equal(whole.pred[index], same.pred)
                        and np.array_equal(on_cores.pred, same.pred))
     rates = [round(float(s.mean()), 4) for s in same.spikes]
     per_lava, per_same, per_split = t_lava / n, t_same / n, t_split / len(split)

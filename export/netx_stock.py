@@ -21,7 +21,7 @@ exports this way. Its layers are stock netx ``CUBA`` neurons with exactly the ke
   (a Monitor) and take the class with the largest maximum over time. Lava's LIF shares one
   decay per population, so the readout's per-neuron betas are replaced by their mean
   (reported when they differ).
-- Running it: ``Network(path, input_message_bits=8, reset_interval=<steps per sample>,
+- Running it: ``Network(path, input_message_bits=8, reset_interval=<steps per sample + gap>,
   reset_offset=1)``. The input is graded spike counts (8 bits); netx's ``input`` entry
   without a neuron cannot say so, hence ``input_message_bits``. Every netx layer adds one
   step of delay: the spikes of hidden layer k (0-based) at Lava time step t + 2 + k (1-based;
@@ -31,8 +31,9 @@ exports this way. Its layers are stock netx ``CUBA`` neurons with exactly the ke
   ``export.qnet.run_network`` as long as no hidden neuron spikes on its bias alone before its
   reset (the exporter counts those, ``netx_warmup_spikes``) and no dendritic sum leaves 16
   bits (the spec saturates it, Lava's CPU Dense does not). netx's reset clears u and v but
-  not the synapse buffers, so back-to-back samples see one step of the previous sample's
-  recurrent input.
+  not the synapse buffers, so a sample's first step gets, through the recurrent synapse, the
+  spikes of the step before: sim.stream works out the silent gap after each sample that makes
+  that step silent, and accounts for it exactly when there is none (docs/loihi2.md).
 """
 from __future__ import annotations
 

@@ -124,6 +124,7 @@ class _StreamedModel(PyLoihiProcessModel):
     reset_interval: np.ndarray = INT
     reset_offset: np.ndarray = INT
     n_samples: np.ndarray = INT
+    gap: np.ndarray = INT
 
     @property
     def tau(self) -> int:
@@ -135,15 +136,15 @@ class _StreamedModel(PyLoihiProcessModel):
         return interval > 0 and (self.tau - int(self.reset_offset[0])) % interval == 0
 
     def sample_index(self) -> int | None:
-        """Index of the sample this step belongs to, None outside the counted steps."""
+        """Index of the sample this step belongs to, None outside the counted steps (warm-up, gaps, flush)."""
         rel = self.tau - int(self.reset_offset[0])
         if rel < 0:
             return None
         interval, count = int(self.reset_interval[0]), int(self.n_samples[0])
         if interval == 0:
             return 0
-        j = rel // interval
-        return None if count and j >= count else j
+        j, t = divmod(rel, interval)
+        return None if (count and j >= count) or t >= interval - int(self.gap[0]) else j
 
 
 class _NeuronModel(_StreamedModel):
@@ -410,7 +411,6 @@ class _DenseModel(_StreamedModel):
     weights: np.ndarray = _int(8)
     weight_exp: np.ndarray = INT
     num_message_bits: np.ndarray = INT
-    recurrent: np.ndarray = INT
     syn_events: np.ndarray = INT
     messages: np.ndarray = INT
     syn_ops_nz: np.ndarray = INT
@@ -423,8 +423,6 @@ class _DenseModel(_StreamedModel):
         raise NotImplementedError
 
     def run_spk(self) -> None:
-        if self.recurrent[0] and self.resets_now():
-            self.a_buff[:] = 0  # the previous sample's last spikes must not reach the new sample
         self.a_out.send(self.a_buff)
         s, events = self.events(self.s_in.recv())
         self.a_buff[:] = self.accumulate(s)
@@ -474,13 +472,14 @@ class PyCountingDenseModelFloat(_DenseModel):
 # ---------------------------------------------------------------------------------- source
 class _SourceModel(PyLoihiProcessModel):
     counts: np.ndarray = LavaPyType(np.ndarray, np.uint8, precision=8)
+    gap: np.ndarray = INT
     dtype = np.int32
 
     def run_spk(self) -> None:
         n, steps, _ = self.counts.shape
-        tau = self.time_step - 1
-        if tau < n * steps:
-            self.s_out.send(self.counts[tau // steps, tau % steps].astype(self.dtype))
+        j, t = divmod(self.time_step - 1, steps + int(self.gap[0]))
+        if j < n and t < steps:
+            self.s_out.send(self.counts[j, t].astype(self.dtype))
         else:
             self.s_out.send(np.zeros(self.counts.shape[2], dtype=self.dtype))
 

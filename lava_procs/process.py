@@ -18,8 +18,10 @@ Time and per-sample resets
 Lava step tau counts from 0 (``tau = time_step - 1`` inside a ProcessModel). Every
 process sends on a step what it computed on that step, except a connection
 (``CountingDense``), which receives on step tau and delivers on step tau + 1 (Lava's
-one step of delay per connection). So, with the source streaming model step m of
-the whole stream on Lava step m (sample j, step t is m = j * T + t):
+one step of delay per connection). Samples stream back to back, each followed by
+``gap`` silent steps (period P = T + gap): with the source sending model step m of
+the whole stream on Lava step m (sample j, step t is m = j * P + t, t < T; steps
+t >= T of a period are the silent gap):
 
 * ``SampleSource`` sends model step m on tau = m                (offset 0);
 * hidden layer k (k = 1..L, k connections from the source) computes model step m
@@ -31,37 +33,38 @@ the whole stream on Lava step m (sample j, step t is m = j * T + t):
   connection of layer k has offset k. It receives model step m on tau = m + offset.
 
 A layer's own spikes come back through its recurrent connection one Lava step later,
-which is exactly the model's s_{t-1}. Every process takes ``reset_interval`` (T, the
-steps per sample; 0 = never reset), ``reset_offset`` (its offset above) and
-``n_samples`` (N; None = no end). A process "resets" on the steps tau with
-(tau - reset_offset) % T == 0, before its update:
+which is exactly the model's s_{t-1}. Every process takes ``reset_interval`` (P, the
+steps per sample and its gap; 0 = never reset), ``reset_offset`` (its offset above),
+``gap`` (the silent steps at the end of each period) and ``n_samples`` (N; None = no
+end). A neuron "resets" on the steps tau with (tau - reset_offset) % P == 0, before
+its update: it zeroes i, v and its previous spikes s (the readout: o, and it starts a
+new running maximum). Connections never reset, as neither Lava's Dense nor a Loihi 2
+synapse does: on a layer's first step its recurrent connection delivers the layer's
+spikes of the step before, the previous period's last (gap) step. The samples are
+independent when no hidden layer spikes there (sim.stream works out the gap that
+ensures it and checks a run); the feed-forward connections need nothing (what they
+deliver on a layer's first step is already the new sample's first step).
 
-* neurons zero i, v and their previous spikes s; the readout zeroes o and starts a
-  new running maximum;
-* a connection built with ``recurrent=True`` delivers zero on those steps (its
-  buffer holds the previous sample's last spikes); a feed-forward connection never
-  needs a reset (what it delivers on its target's first step is already the new
-  sample's first step), and ``recurrent=False`` ignores the reset.
-
-Resets repeat every T steps for as long as the run goes (also on flush steps past
+Resets repeat every P steps for as long as the run goes (also on flush steps past
 the N samples); steps before a process's first reset (tau < reset_offset) run from
-the zero state on whatever arrives and are not counted.
+the zero state on whatever arrives (the pipeline's warm-up) and are not counted.
 
-To stream N samples of T steps through a network with L hidden layers, run
-N * T + L + 1 Lava steps; layer k's step t of sample j is on tau = k + j * T + t,
-and the readout's sample_max[j] is complete after tau = L + 1 + (j + 1) * T - 1
-(netx's convention "layer k resets at reset_offset + 1 + k", k from 0, is the same
-with reset_offset = 0). Example, L = 2, T = 100: source offset 0; layer-1 ff
-connection offset 0, layer 1 offset 1, its recurrent connection offset 1; layer-2
-ff connection offset 1, layer 2 and its recurrent connection offset 2; readout ff
-connection offset 2, readout offset 3; run N * 100 + 3 steps.
+To stream N samples through a network with L hidden layers, run N * P + L + 1 Lava
+steps; layer k's step t of sample j is on tau = k + j * P + t, and the readout's
+sample_max[j] is complete after tau = L + 1 + j * P + T - 1 (netx's convention
+"layer k resets at reset_offset + 1 + k", k from 0, is the same with reset_offset =
+0). Example, L = 2, T = 100, gap 3: source offset 0; layer-1 ff connection offset 0,
+layer 1 offset 1, its recurrent connection offset 1; layer-2 ff connection offset 1,
+layer 2 and its recurrent connection offset 2; readout ff connection offset 2,
+readout offset 3; every process reset_interval 103, gap 3; run N * 103 + 3 steps.
 
 Counters (cumulative Vars, int64; Lava's Var.get() returns them as float64)
 ----------------------------------------------------------------------------
-Counters only count on the steps that carry samples: tau in
-[reset_offset, reset_offset + N * T) (no upper end when N is None or T == 0), so the
-pipeline's warm-up and flush steps (bias-driven activity before a layer's first
-sample or after the last one) are left out.
+Counters only count on the steps that carry samples: tau >= reset_offset, before
+reset_offset + N * P (no upper end when N is None or P == 0), and outside the gaps
+((tau - reset_offset) % P < P - gap), so the pipeline's warm-up and flush steps and
+the silent gaps (bias-driven activity before a layer's first sample, after the last
+one or between samples) are left out: a run's counts are its samples' counts.
 
 * ``CountingDense.syn_events`` [1]: synaptic events. Each incoming event adds the
   fan-out n_out; a graded payload c counts as c events (the study's a_in counts
@@ -173,7 +176,7 @@ class _Streamed(AbstractProcess):
     """Common part of every process here: the per-sample reset and counting window."""
 
     def __init__(self, *, reset_interval: int, reset_offset: int, n_samples: ty.Optional[int],
-                 name: ty.Optional[str], log_config: ty.Optional[LogConfig]) -> None:
+                 name: ty.Optional[str], log_config: ty.Optional[LogConfig], gap: int = 0) -> None:
         super().__init__(name=name, log_config=log_config)
         owner = f"{type(self).__name__} {self.name!r}"
         self._owner = owner
@@ -184,6 +187,7 @@ class _Streamed(AbstractProcess):
         self.reset_interval = Var(shape=(1,), init=interval)
         self.reset_offset = Var(shape=(1,), init=offset)
         self.n_samples = Var(shape=(1,), init=count)  # 0: no end
+        self.gap = Var(shape=(1,), init=scalar(owner, "gap", gap, 0, max(interval - 1, 0)))
 
 
 class _Neuron(_Streamed):
@@ -192,10 +196,10 @@ class _Neuron(_Streamed):
     kind = ""
 
     def __init__(self, *, shape, bias_mant=0, bias_exp=0, reset_interval: int = 0, reset_offset: int = 0,
-                 n_samples: ty.Optional[int] = None, name: ty.Optional[str] = None,
+                 n_samples: ty.Optional[int] = None, gap: int = 0, name: ty.Optional[str] = None,
                  log_config: ty.Optional[LogConfig] = None) -> None:
         super().__init__(reset_interval=reset_interval, reset_offset=reset_offset, n_samples=n_samples,
-                         name=name, log_config=log_config)
+                         name=name, log_config=log_config, gap=gap)
         n = layer_size(self._owner, shape)
         self.shape = (n,)
         self.a_in = InPort(shape=(n,))
@@ -388,10 +392,10 @@ class CountingDense(_Streamed):
     Parameters: weights [n_out, n_in] in [-128, 127]; weight_exp in [-8, 7];
     num_message_bits in [0, 24] (0: binary spikes, any payload must be 0 or 1; else graded
     payloads in [0, 2^bits - 1]; a payload out of range stops the run with ValueError);
-    recurrent (deliver zero on the reset steps, see the module docstring); reset_interval,
-    reset_offset (the offset of the process feeding this connection), n_samples.
+    reset_interval, reset_offset (the offset of the process feeding this connection), gap,
+    n_samples: the counting window only (a connection never resets, see the module docstring).
     Ports: s_in [n_in], a_out [n_out]. Vars: weights, weight_exp, num_message_bits,
-    recurrent, a_buff [n_out] (to be delivered next step), reset config, and three counters of
+    a_buff [n_out] (to be delivered next step), reset config, and three counters of
     the counted steps: syn_events [1] (the study's Table 2: n_out * events received, a graded
     payload c being c events), messages [1] (spike messages received: one per nonzero input,
     whatever its payload, as Loihi 2 sends a graded spike) and syn_ops_nz [1] (what the chip
@@ -399,18 +403,16 @@ class CountingDense(_Streamed):
     those).
     """
 
-    def __init__(self, *, weights, weight_exp: int = 0, num_message_bits: int = 0, recurrent: bool = False,
-                 reset_interval: int = 0, reset_offset: int = 0, n_samples: ty.Optional[int] = None,
+    def __init__(self, *, weights, weight_exp: int = 0, num_message_bits: int = 0, reset_interval: int = 0,
+                 reset_offset: int = 0, n_samples: ty.Optional[int] = None, gap: int = 0,
                  name: ty.Optional[str] = None, log_config: ty.Optional[LogConfig] = None) -> None:
         super().__init__(reset_interval=reset_interval, reset_offset=reset_offset, n_samples=n_samples,
-                         name=name, log_config=log_config)
+                         name=name, log_config=log_config, gap=gap)
         w = _integers(self._owner, "weights", weights)
         if w.ndim != 2 or 0 in w.shape:
             raise ValueError(f"{_label(self._owner, 'weights')} must be a non-empty [n_out, n_in] matrix, "
                              f"got shape {w.shape}")
         _in_range(self._owner, "weights", w, fx.W_MIN, fx.W_MAX)
-        if not isinstance(recurrent, (bool, np.bool_)):
-            raise ValueError(f"{_label(self._owner, 'recurrent')} must be a bool, got {recurrent!r}")
         n_out, n_in = w.shape
         self.s_in = InPort(shape=(n_in,))
         self.a_out = OutPort(shape=(n_out,))
@@ -419,7 +421,6 @@ class CountingDense(_Streamed):
                                                       fx.EXP_MIN, fx.EXP_MAX))
         self.num_message_bits = Var(shape=(1,), init=scalar(self._owner, "num_message_bits", num_message_bits,
                                                             0, MAX_MESSAGE_BITS))
-        self.recurrent = Var(shape=(1,), init=int(bool(recurrent)))
         self.a_buff = Var(shape=(n_out,), init=0)
         self.syn_events = Var(shape=(1,), init=0)
         self.messages = Var(shape=(1,), init=0)
@@ -431,15 +432,16 @@ class SampleSource(AbstractProcess):
     """Streams binned samples back to back as graded spikes (payload = the bin's spike count).
 
     counts [n_samples, T, C] (or [T, C] for one sample): non-negative integers, counts
-    above 255 clip to 255 (docs/fixed_point.md). On Lava step tau it sends
-    counts[tau // T, tau % T] (model step tau of the stream), zeros once all
-    n_samples * T steps are sent. Connect it to CountingDense(num_message_bits=8).
-    Ports: s_out [C]. Vars: counts (uint8).
+    above 255 clip to 255 (docs/fixed_point.md); gap: silent steps after each sample (period
+    P = T + gap). On Lava step tau it sends counts[tau // P, tau % P] (model step tau of the
+    stream), zeros in the gaps and once all samples are sent. Connect it to
+    CountingDense(num_message_bits=8).
+    Ports: s_out [C]. Vars: counts (uint8), gap.
     """
 
     num_message_bits = fx.PAYLOAD_BITS
 
-    def __init__(self, *, counts, name: ty.Optional[str] = None,
+    def __init__(self, *, counts, gap: int = 0, name: ty.Optional[str] = None,
                  log_config: ty.Optional[LogConfig] = None) -> None:
         super().__init__(name=name, log_config=log_config)
         owner = f"{type(self).__name__} {self.name!r}"
@@ -452,4 +454,5 @@ class SampleSource(AbstractProcess):
         if c.min() < 0:
             raise ValueError(f"{_label(owner, 'counts')} must be non-negative spike counts, got {c.min()}")
         self.counts = Var(shape=c.shape, init=np.minimum(c, fx.PAYLOAD_MAX).astype(np.uint8))
+        self.gap = Var(shape=(1,), init=scalar(owner, "gap", gap, 0, None))
         self.s_out = OutPort(shape=(c.shape[2],))

@@ -4,9 +4,11 @@ On the same first N samples of a split (N = --limit, small because Lava runs the
   * predicted (float):  Table 2 (train.ops.model_ops) at the float model's activity (its checkpoint);
   * predicted (fixed):  Table 2 at the fixed-point network's activity (fast engine spikes);
   * measured (Lava):    the Lava run's event counters (sim.lava_net);
-  * measured (fast):    the fast engine's counts;
+  * measured (fast):    the fast engine's counts of the same stream (sim.stream);
   * stock netx (--netx-compatible files): the file in lava-dl's own netx layers (the route onto Loihi 2), its
     predictions against the fast engine's (they have no counters).
+Lava (ours and stock netx) runs the samples as one stream with a gap after each (sim.simulate.stream_gap);
+"fixed point" accuracies are each sample's answer alone, and the stream check says where they differ.
 MAC and AC are per timestep per sample, per layer and in total; differences in %. Accuracies of the
 float model, the fixed-point network and Lava on those samples (and float / fixed on the whole
 split). Energy = MAC * e_mac + AC * e_ac (per-op energies in pJ, defaults from Horowitz, ISSCC 2014,
@@ -33,7 +35,8 @@ from common.errors import InputError
 from export.resources import estimate
 from sim.engine import run_fast
 from sim.hardware import LOIHI_SOURCE, explain, hardware_ops, loihi_energy_pj
-from sim.simulate import LAVA_DEFAULT_LIMIT, load_net, load_split, run_engine, sample_index
+from sim.simulate import (LAVA_DEFAULT_LIMIT, format_stream, load_net, load_split, run_engine, sample_index,
+                          stream_gap, stream_report)
 from sim.tally import counted_ops, layer_names
 from train.ops import model_ops
 
@@ -89,8 +92,8 @@ def _float_activity(checkpoint, split, index: np.ndarray, net) -> tuple[dict | N
 
 def compare(path: str | Path, data: str | None = None, checkpoint: str | None = None, split: str = "test",
             limit: int | None = None, e_mac: float = E_MAC_PJ, e_ac: float = E_AC_PJ, channels: int | None = None,
-            progress: bool = True) -> dict:
-    """Everything `cli.py compare` prints, as a plain dict."""
+            progress: bool = True, gap: int | None = None) -> dict:
+    """Everything `cli.py compare` prints, as a plain dict (gap: as sim.simulate.stream_gap)."""
     if limit is not None and limit < 1:
         raise InputError(f"--limit must be at least 1, got {limit}")
     if e_mac < 0 or e_ac < 0:
@@ -114,11 +117,13 @@ def compare(path: str | Path, data: str | None = None, checkpoint: str | None = 
             where = f"the file's checkpoint {meta_ckpt} is not there" if meta_ckpt else "no checkpoint"
             notes.append(f"{where}: no float columns (--checkpoint CKPT to give one)")
     flt = _float_activity(ckpt, binned, index, net)[0] if ckpt else None
-    # fixed point: the fast engine on the same samples, and on the whole split
-    fast = run_fast(net, binned, index=index, progress=False)
-    whole = run_fast(net, binned, progress=progress) if n < len(binned) else fast
-    lava = run_engine(net, binned, "lava", index, "sim", progress, path)
-    stock = run_engine(net, binned, "lava", index, "sim", progress, path, stock_netx=True, netx=True) if netx else None
+    # Lava's stream and the fast engine's account of it (the same samples), and the whole split sample by sample
+    gap, how = stream_gap(net, gap, False, data, channels, path)
+    lava = run_engine(net, binned, "lava", index, "sim", progress, path, gap=gap)
+    stock = run_engine(net, binned, "lava", index, "sim", progress, path, stock_netx=True, netx=True,
+                       gap=gap) if netx else None
+    fast = lava["stream"]
+    whole = run_fast(net, binned, progress=progress)
     fixed_rates = fast.tally.rates(net)
     pred_fixed = predicted(net, fixed_rates)
     pred_float = predicted(net, flt["rates"]) if flt else None
@@ -158,7 +163,8 @@ def compare(path: str | Path, data: str | None = None, checkpoint: str | None = 
     loihi_pj = loihi_energy_pj(hw)
     energy["loihi_estimate"] = {"pj_per_step": loihi_pj, "nj_per_sample": loihi_pj * fast.tally.steps / 1000.0}
     labels = np.asarray(binned.labels)[index]
-    acc = {"float": flt["accuracy"] if flt else None, "fixed": fast.accuracy,
+    alone = float(np.mean(fast.alone_max.argmax(axis=1) == labels))
+    acc = {"float": flt["accuracy"] if flt else None, "fixed": alone, "stream": float(np.mean(fast.pred == labels)),
            "lava": float(np.mean(lava["pred"] == labels)),
            "stock_netx": float(np.mean(stock["pred"] == labels)) if stock else None,
            "float_split": flt["split_accuracy"] if flt else None, "fixed_split": whole.accuracy}
@@ -170,7 +176,8 @@ def compare(path: str | Path, data: str | None = None, checkpoint: str | None = 
                                                   "counts": counts_equal},
             "stock_netx": None if stock is None else {
                 "agree_with_fast": int(np.sum(stock["pred"] == fast.pred)), "pred": stock["pred"].tolist(),
-                "accuracy_minus_fast_points": 100 * (acc["stock_netx"] - fast.accuracy)},
+                "accuracy_minus_fast_points": 100 * (acc["stock_netx"] - acc["stream"])},
+            "stream": stream_report(net, fast, labels, fast.tally.steps, how),
             "energy": energy, "e_mac_pj": e_mac, "e_ac_pj": e_ac, "measured_vs_predicted_fixed": worst,
             "hardware": {"layers": hw, "total": hw_total, "why": explain(net, lava["tally"], hw),
                          "energy_source": LOIHI_SOURCE},
@@ -213,7 +220,7 @@ def format_compare(r: dict) -> str:
         lines.append(f"accuracy on the whole split ({r['split_samples']}): float {pct(a['float_split'])}, "
                      f"fixed point {pct(a['fixed_split'])}")
     eq = r["lava_equals_fast"]
-    lines.append(f"Lava vs fast engine on the same samples: predictions {'equal' if eq['predictions'] else 'DIFFER'}, "
+    lines.append(f"Lava vs fast engine on the same stream: predictions {'equal' if eq['predictions'] else 'DIFFER'}, "
                  f"counts {'equal' if eq['counts'] else 'DIFFER'}")
     if r["stock_netx"]:
         sn = r["stock_netx"]
@@ -235,6 +242,7 @@ def format_compare(r: dict) -> str:
     le = r["energy"]["loihi_estimate"]
     lines.append(f"energy, Loihi per-operation estimate: {le['pj_per_step']:.0f} pJ/step ({le['nj_per_sample']:.1f} "
                  f"nJ/sample); {hw['energy_source']}")
+    lines += format_stream(r["stream"], r["samples"])
     lines += [f"note: {n}" for n in r["notes"]]
     x = r["measured_vs_predicted_fixed"]
     lines.append(f"measured_vs_predicted_fixed={0 if x == 0 else format(x, '.6g')}")

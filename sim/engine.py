@@ -43,7 +43,7 @@ def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _batch_size(n: int, batch: int, threads: int) -> int:
+def batch_size(n: int, batch: int, threads: int) -> int:
     """`batch`, made smaller when that leaves a thread without a batch (60 samples on 2 threads: 2 x 30)."""
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
@@ -52,24 +52,36 @@ def _batch_size(n: int, batch: int, threads: int) -> int:
     return max(1, min(batch, math.ceil(n / threads)))
 
 
+def map_batches(fn, batches, n: int, progress: bool, desc: str, threads: int = 1) -> list:
+    """[fn(inputs) for inputs in batches], in order, `threads` batches side by side; the bar counts `n` samples."""
+    bar = progress_bar(n, desc, progress)
+    out = []
+
+    def one(inputs):
+        return inputs.B, fn(inputs)
+
+    with ThreadPoolExecutor(threads) if threads > 1 else nullcontext() as pool:
+        for size, result in (pool.map if pool else map)(one, batches):
+            out.append(result)
+            bar.update(size)
+    bar.close()
+    return out
+
+
 def _run_batches(net: QNetwork, batches, n: int, keep_traces: bool, progress: bool, desc: str, threads: int = 1):
     t0 = time.perf_counter()
     total, preds, spikes, readouts = Tally(), [], [], []
-    bar = progress_bar(n, desc, progress)
 
     def one(inputs):
         out = run_batch(net, inputs)
-        return inputs, out, predict(out["readout"]), tally_batch(net, inputs, out["spikes"])
+        return out, predict(out["readout"]), tally_batch(net, inputs, out["spikes"])
 
-    with ThreadPoolExecutor(threads) if threads > 1 else nullcontext() as pool:
-        for inputs, out, pred, tally in (pool.map if pool else map)(one, batches):
-            preds.append(pred)
-            total.add(tally)
-            if keep_traces:
-                spikes.append(out["spikes"])
-                readouts.append(out["readout"])
-            bar.update(inputs.B)
-    bar.close()
+    for out, pred, tally in map_batches(one, batches, n, progress, desc, threads):
+        preds.append(pred)
+        total.add(tally)
+        if keep_traces:
+            spikes.append(out["spikes"])
+            readouts.append(out["readout"])
     traces = {}
     if keep_traces and spikes:
         traces = {"spikes": [np.concatenate([b[k] for b in spikes]) for k in range(len(net.hidden))],
@@ -78,14 +90,23 @@ def _run_batches(net: QNetwork, batches, n: int, keep_traces: bool, progress: bo
     return pred, total, traces, time.perf_counter() - t0
 
 
+def input_batches(samples, index: np.ndarray, batch: int):
+    """Inputs of `batch` samples at a time: samples[index] of a binned split (audio.binning.BinnedSet, straight
+    from its event indices) or of integer counts [N, T, C]."""
+    index = np.asarray(index, dtype=np.int64)
+    for s in range(0, len(index), batch):
+        part = index[s:s + batch]
+        yield Inputs.from_dense(samples[part]) if isinstance(samples, np.ndarray) else Inputs.from_split(samples, part)
+
+
 def run_counts(net: QNetwork, counts: np.ndarray, labels: np.ndarray | None = None, batch: int = 128,
                keep_traces: bool = False, progress: bool = False, desc: str = "fast engine",
                threads: int = 1) -> "SimResult":
     """Integer counts [N, T, C] through the network in batches of `batch` samples."""
     counts = np.asarray(counts)
     N = counts.shape[0]
-    batch = _batch_size(N, batch, threads)
-    batches = (Inputs.from_dense(counts[s:s + batch]) for s in range(0, N, batch))
+    batch = batch_size(N, batch, threads)
+    batches = input_batches(counts, np.arange(N), batch)
     pred, total, traces, seconds = _run_batches(net, batches, N, keep_traces, progress, desc, threads)
     labels = np.full(N, -1) if labels is None else np.asarray(labels)[:N]
     return SimResult(pred, labels, total, traces.get("spikes"), traces.get("readout"), seconds)
@@ -100,8 +121,8 @@ def run_fast(net: QNetwork, split, limit: int | None = None, batch: int = 128, k
     index = np.asarray(index, dtype=np.int64)
     if split.spec.n_channels != net.layers[0].n_in:
         raise ValueError(f"the samples have {split.spec.n_channels} channels, the network takes {net.layers[0].n_in}")
-    batch = _batch_size(len(index), batch, threads)
-    batches = (Inputs.from_split(split, index[s:s + batch]) for s in range(0, len(index), batch))
+    batch = batch_size(len(index), batch, threads)
+    batches = input_batches(split, index, batch)
     pred, total, traces, seconds = _run_batches(net, batches, len(index), keep_traces, progress, "fast engine",
                                                 threads)
     return SimResult(pred, np.asarray(split.labels)[index], total, traces.get("spikes"), traces.get("readout"), seconds)

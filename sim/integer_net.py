@@ -73,6 +73,14 @@ class Inputs:
         """[B, T, C] int64, as SampleSource and run_network take them."""
         return self.csr.toarray().reshape(self.T, self.B, self.C).transpose(1, 0, 2).astype(np.int64)
 
+    def padded(self, steps: int) -> "Inputs":
+        """The same samples followed by `steps` silent steps (rows are step-major: empty rows appended)."""
+        if steps == 0:
+            return self
+        indptr = np.concatenate([self.csr.indptr, np.full(steps * self.B, self.csr.indptr[-1])])
+        csr = sp.csr_matrix((self.csr.data, self.csr.indices, indptr), shape=((self.T + steps) * self.B, self.C))
+        return Inputs(csr, self.B, self.T + steps, self.C)
+
 
 # ------------------------------------------------------------------------------------------ kernels
 @dataclass
@@ -116,11 +124,13 @@ def _fine_t(syn: Synapse | None) -> tuple[np.ndarray, int]:
     return _rec_t(syn.fine, 0)
 
 
-def run_hidden(layer: QLayer, x, trace: dict | None = None) -> Spikes:
+def run_hidden(layer: QLayer, x, trace: dict | None = None, carry: np.ndarray | None = None) -> Spikes:
     """One hidden layer over a whole batch: input x (Inputs, or the Spikes of the layer below) -> its Spikes.
 
-    trace: if a dict, filled with the states [T, B, n] (int64) for checks. The feed-forward part of the input
-    (64 W x + bias) is computed for all steps first; the rest is scan_hidden's."""
+    trace: if a dict, filled with the states [T, B, n] (int64) for checks. carry: spikes [B, n] of the step
+    before the first, which reach the first step through the recurrent connections only (a stream's previous
+    sample, sim.stream); the states still start at zero. The feed-forward part of the input (64 W x + bias) is
+    computed for all steps first; the rest is scan_hidden's."""
     C = ff_dendrite(layer.ff, x)
     if layer.kind != "lava-cuba":
         C += fx.bias_value(layer.bias_mant, layer.bias_exp)
@@ -128,6 +138,10 @@ def run_hidden(layer: QLayer, x, trace: dict | None = None) -> Spikes:
     if layer.kind == "spikgru":
         G = ff_dendrite(layer.ff_z, x)
         G += fx.bias_value(layer.bias_z_mant, layer.bias_z_exp)
+    if carry is not None and layer.rec is not None:  # the scans give step 0 no recurrent input: it joins C there
+        C[0] += fx.synaptic(layer.rec.accumulate(carry))
+        if G is not None and layer.rec_z is not None:
+            G[0] += fx.synaptic(layer.rec_z.accumulate(carry))
     return _scan(layer, C, trace, G)
 
 
@@ -191,18 +205,18 @@ def scan_readout(layer: QLayer, C: np.ndarray) -> np.ndarray:
     return out
 
 
-def run_batch(net: QNetwork, counts, record_states: bool = False) -> dict:
+def run_batch(net: QNetwork, counts, record_states: bool = False, carry: list[np.ndarray] | None = None) -> dict:
     """counts [B, T, C] (or Inputs) -> {'spikes': [per hidden layer int8 [B, T, n]], 'readout': int64 [B, T, K],
     'states': per hidden layer {name: int64 [B, T, n]} when record_states}: run_network's result, and
-    'inputs': the Inputs."""
+    'inputs': the Inputs. carry: per hidden layer, spikes [B, n] before the first step (run_hidden)."""
     inputs = counts if isinstance(counts, Inputs) else Inputs.from_dense(counts)
     if inputs.C != net.layers[0].n_in:
         raise ValueError(f"the samples have {inputs.C} channels, the network takes {net.layers[0].n_in}")
     x = inputs
     spikes, states = [], []
-    for layer in net.hidden:
+    for k, layer in enumerate(net.hidden):
         tr = {} if record_states else None
-        x = run_hidden(layer, x, tr)
+        x = run_hidden(layer, x, tr, None if carry is None else carry[k])
         spikes.append(x.S)
         states.append(tr)
     o = run_readout(net.readout, x)

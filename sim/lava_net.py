@@ -1,24 +1,26 @@
 """A Lava network from an exported QNetwork: build it, stream samples through it, read predictions and counters.
 
 Wiring follows the offset convention of ``lava_procs.process`` (read its docstring): the
-``SampleSource`` streams the N samples back to back (model step m of the stream on Lava step
-m); hidden layer k (1-based) runs at offset k, the readout at offset L + 1; each connection
-(``CountingDense``) carries the offset of the process that feeds it: feed-forward out of layer
-k - 1 has offset k - 1, the recurrent ones of layer k offset k (``recurrent=True``: they drop
-the previous sample's last spikes at each sample start). SpikGRU's gate connections (Wz from
-below, Uz recurrent) feed the neuron's ``a_gate`` port. A run is N * T + L + 1 Lava steps;
-layer k's spikes of sample j, step t are those of Lava step tau = k + j * T + t.
+``SampleSource`` streams the N samples back to back, each followed by ``gap`` silent steps
+(period P = T + gap; model step m of the stream on Lava step m); hidden layer k (1-based) runs
+at offset k, the readout at offset L + 1; each connection (``CountingDense``) carries the offset
+of the process that feeds it: feed-forward out of layer k - 1 has offset k - 1, the recurrent
+ones of layer k offset k. Neurons reset at their sample's first step; connections never do (as on
+the chip). SpikGRU's gate connections (Wz from below, Uz recurrent) feed the neuron's ``a_gate``
+port. A run is N * P + L + 1 Lava steps; layer k's spikes of sample j, step t are those of Lava
+step tau = k + j * P + t. The stream is sim.stream's: the fast engine's ``run_stream`` gives the
+same spikes, counts and maxima for any gap, and the samples are independent when the gap is long
+enough (sim.stream's docstring).
 
 Every run goes through ``lava_procs.run_steps`` inside ``lava_session``: on any failure the
 runtime is shut down, no Lava process is left behind, and ``LavaRunError`` is raised (the
 caller presents no partial result).
 
 Stock netx (``--netx-compatible`` files): ``run_stock_netx`` runs the file with lava-dl's own
-``lava.lib.dl.netx.hdf5.Network`` (stock CUBA layers). Those layers have no event counters, so
-the counts of such a run come from the fast engine on the same samples (``Tally.source`` says
-so). netx's reset clears u and v but not the synapse buffers; the run clears each layer's recurrent
-buffer from the host at every sample boundary (``clear=True``), which makes it equal the fixed-point
-model sample by sample (see run_stock_netx).
+``lava.lib.dl.netx.hdf5.Network`` (stock CUBA layers) on the same gapped stream, with netx's own
+reset (``reset_interval`` = P) and nothing written into the network during the run. Those layers
+have no event counters, so the counts of such a run come from the fast engine on the same samples
+(``Tally.source`` says so).
 """
 from __future__ import annotations
 
@@ -88,15 +90,21 @@ class LavaNetwork:
     sinks: list | None  # per hidden layer: a RingBuffer of its spikes (record=True)
     n_samples: int
     steps: int
+    gap: int = 0
 
     @property
     def n_hidden(self) -> int:
         return len(self.net.hidden)
 
     @property
+    def period(self) -> int:
+        """Steps per sample in the stream: T + gap."""
+        return self.steps + self.gap
+
+    @property
     def total_steps(self) -> int:
-        """N * T + L + 1: the readout's last sample step is the run's last step."""
-        return self.n_samples * self.steps + self.n_hidden + 1
+        """N * P + L + 1: the readout's last gap step is the run's last step."""
+        return self.n_samples * self.period + self.n_hidden + 1
 
     def offset(self, k: int) -> int:
         """Lava offset of layer k (0-based; the readout is k = L): k + 1."""
@@ -123,8 +131,9 @@ def _neuron(layer: QLayer, k: int, reset: dict):
     raise InputError(f"layer {k + 1}: no Lava process for neuron kind {layer.kind!r}")
 
 
-def build_lava_network(net: QNetwork, counts: np.ndarray, record: bool = False) -> LavaNetwork:
-    """Processes for streaming counts [N, T, C] through `net` (the module docstring's wiring).
+def build_lava_network(net: QNetwork, counts: np.ndarray, record: bool = False, gap: int = 0) -> LavaNetwork:
+    """Processes for streaming counts [N, T, C] through `net`, `gap` silent steps after each sample (the module
+    docstring's wiring).
 
     record: also connect a spike recorder (RingBuffer sink) to every hidden layer."""
     counts = np.asarray(counts)
@@ -133,9 +142,9 @@ def build_lava_network(net: QNetwork, counts: np.ndarray, record: bool = False) 
     n_samples, steps, channels = counts.shape
     if channels != net.layers[0].n_in:
         raise InputError(f"the samples have {channels} channels, the network takes {net.layers[0].n_in}")
-    src = SampleSource(counts=counts, name="source")
-    reset = dict(reset_interval=steps, n_samples=n_samples)
-    total = n_samples * steps + len(net.hidden) + 1
+    src = SampleSource(counts=counts, gap=gap, name="source")
+    reset = dict(reset_interval=steps + gap, gap=gap, n_samples=n_samples)
+    total = n_samples * (steps + gap) + len(net.hidden) + 1
     prev, prev_off, prev_bits = src.s_out, 0, SampleSource.num_message_bits
     neurons, conns, sinks = [], [], []
     names = layer_names(net)
@@ -144,8 +153,7 @@ def build_lava_network(net: QNetwork, counts: np.ndarray, record: bool = False) 
         layer_conns = {}
         for syn_name, syn in layer.connections().items():
             recurrent = syn_name.startswith("rec")
-            c = CountingDense(weights=syn.weight, weight_exp=syn.exp, recurrent=recurrent,
-                              num_message_bits=0 if recurrent else prev_bits,
+            c = CountingDense(weights=syn.weight, weight_exp=syn.exp, num_message_bits=0 if recurrent else prev_bits,
                               reset_offset=k + 1 if recurrent else prev_off, name=f"{names[k]}.{syn_name}", **reset)
             (neuron.s_out if recurrent else prev).connect(c.s_in)
             c.a_out.connect(neuron.a_gate if syn_name.endswith("_z") else neuron.a_in)
@@ -158,7 +166,7 @@ def build_lava_network(net: QNetwork, counts: np.ndarray, record: bool = False) 
                 neuron.s_out.connect(sink.a_in)
                 sinks.append(sink)
             prev, prev_off, prev_bits = neuron.s_out, k + 1, 0
-    return LavaNetwork(net, src, neurons, conns, sinks if record else None, n_samples, steps)
+    return LavaNetwork(net, src, neurons, conns, sinks if record else None, n_samples, steps, gap)
 
 
 def read_tally(lnet: LavaNetwork) -> Tally:
@@ -182,15 +190,16 @@ def read_tally(lnet: LavaNetwork) -> Tally:
 
 
 def read_spikes(lnet: LavaNetwork) -> list[np.ndarray]:
-    """Recorded spikes per hidden layer, shifted by the layer's delay: [N, T, n] in model time."""
+    """Recorded spikes per hidden layer, shifted by the layer's delay: [N, P, n] in model time (each sample's
+    T steps, then its gap)."""
     if lnet.sinks is None:
         raise ValueError("the network was built without record=True")
     out = []
-    N, T = lnet.n_samples, lnet.steps
+    N, P = lnet.n_samples, lnet.period
     for k, sink in enumerate(lnet.sinks):
         trace = np.rint(sink.data.get()).astype(np.int8).T  # [total_steps, n]
         d = lnet.offset(k)
-        out.append(trace[d:d + N * T].reshape(N, T, -1))
+        out.append(trace[d:d + N * P].reshape(N, P, -1))
     return out
 
 
@@ -200,14 +209,15 @@ class LavaResult:
     pred: np.ndarray
     sample_max: np.ndarray  # [N, K] readout maxima per sample
     tally: Tally
-    spikes: list[np.ndarray] | None = None  # per hidden layer [N, T, n], model time
+    spikes: list[np.ndarray] | None = None  # per hidden layer [N, T + gap, n], model time
     seconds: float = 0.0
     lava_steps: int = 0
     notes: list[str] = field(default_factory=list)
 
 
 def _chunks(total: int, steps: int) -> list[int]:
-    """Lava steps per run call: about one sample each (the progress bar moves), the remainder last."""
+    """Lava steps per run call: about one sample each (the progress bar moves), the remainder last. Between two
+    calls the run pauses; nothing is written into the network there, only read (the bar, and Vars at the end)."""
     size = max(steps, 1)
     out = [size] * (total // size)
     if total % size:
@@ -215,25 +225,33 @@ def _chunks(total: int, steps: int) -> list[int]:
     return out
 
 
+def _run_chunked(process, total: int, period: int, n_samples: int, delay: int, cfg: RunConfig, bar) -> int:
+    """Runs `total` Lava steps in _chunks, moving the bar by the samples whose last step (at `delay`) has run.
+    Returns the number of run calls (the read-only pauses are one fewer)."""
+    done, calls = 0, 0
+    for chunk in _chunks(total, period):
+        run_steps(process, chunk, run_cfg=cfg if done == 0 else None)
+        done += chunk
+        calls += 1
+        bar.update(min(n_samples, max(0, (done - delay) // period)) - bar.n)
+    return calls
+
+
 def run_lava(net: QNetwork, counts: np.ndarray, record: bool = False, progress: bool = True,
-             run_cfg: RunConfig | None = None, desc: str = "lava") -> LavaResult:
-    """Streams counts [N, T, C] through the Lava network in one run (fixed_pt models).
+             run_cfg: RunConfig | None = None, desc: str = "lava", gap: int = 0) -> LavaResult:
+    """Streams counts [N, T, C] through the Lava network in one run (fixed_pt models), `gap` silent steps after
+    each sample; sim.stream.run_stream(net, counts, gap=gap) is its exact account.
 
     Raises LavaRunError (runtime already shut down) if Lava fails at any point; nothing partial
     is returned."""
-    lnet = build_lava_network(net, counts, record)
+    lnet = build_lava_network(net, counts, record, gap)
     total = lnet.total_steps
     cfg = run_cfg or Loihi2SimCfg(select_tag="fixed_pt")
     bar = progress_bar(lnet.n_samples, desc, progress)
     t0 = time.perf_counter()
-    done = 0
     try:
         with lava_session(lnet.source):
-            for chunk in _chunks(total, lnet.steps):
-                run_steps(lnet.source, chunk, run_cfg=cfg if done == 0 else None)
-                done += chunk
-                finished = min(lnet.n_samples, max(0, (done - lnet.n_hidden - 1) // lnet.steps))
-                bar.update(finished - bar.n)
+            _run_chunked(lnet.source, total, lnet.period, lnet.n_samples, lnet.n_hidden + 1 - gap, cfg, bar)
             sample_max = np.asarray(lnet.neurons[-1].sample_max.get(), dtype=np.int64)
             tally = read_tally(lnet)
             spikes = read_spikes(lnet) if record else None
@@ -243,26 +261,20 @@ def run_lava(net: QNetwork, counts: np.ndarray, record: bool = False, progress: 
     return LavaResult(sample_max.argmax(axis=1), sample_max, tally, spikes, seconds, total)
 
 
-def stock_netx_pauses(n_samples: int, steps: int, n_hidden: int) -> list[tuple[int, int]]:
-    """(Lava step, hidden layer k) after which layer k's recurrent synapse buffer must be cleared: the step just
-    before netx resets layer k for the next sample (layer k's sample j starts at Lava step j * T + 2 + k)."""
-    return [(j * steps + 1 + k, k) for j in range(1, n_samples) for k in range(n_hidden)]
-
-
 def run_stock_netx(path: str | Path, net: QNetwork, counts: np.ndarray, record: bool = False,
-                   progress: bool = True, run_cfg: RunConfig | None = None, clear: bool = True) -> LavaResult:
+                   progress: bool = True, run_cfg: RunConfig | None = None, gap: int = 0) -> LavaResult:
     """A --netx-compatible file in stock lava-dl netx (``Network(path, input_message_bits=8,
-    reset_interval=T, reset_offset=1)``), samples streamed back to back.
+    reset_interval=T + gap, reset_offset=1)``), samples streamed back to back, `gap` silent steps after each.
 
-    netx's reset zeroes a layer's u and v but not its synapses' buffers: at a sample's first step the recurrent
-    synapse still delivers the previous sample's last spikes, and in a trained recurrent network that one step
-    changes every later sample (issue: all but the first sample misclassified). With ``clear`` (default) the
-    run pauses just before each layer's reset and zeroes that layer's recurrent ``a_buff`` (L Var writes per
-    sample, from the host), which makes the stream equal the fixed-point model sample by sample; ``clear=False``
-    is the free-running stream, carry-over included.
+    netx resets a layer's u and v at its sample's first step; nothing else is done to the network during the run
+    (no Var is written: the run pauses once per sample for the progress bar and only reads). netx leaves the
+    synapse buffers alone, so a layer's first step gets, through its recurrent synapse, its own spikes of the
+    step before: the previous sample's last gap step (the step after netx's warm-up, for the first sample).
+    sim.stream.run_stream(net, counts, gap=gap) gives the same readout maxima whatever the gap; with a gap after
+    which the network is silent (sim.stream.quiet_gap) every sample equals its answer alone.
 
-    The readout's voltage is probed (Monitor) and its per-sample maximum gives the class. Stock layers have no
-    counters: ``counts`` stays empty here (the caller takes the fast engine's)."""
+    The readout's voltage is probed (Monitor) and its maximum over each sample's T steps gives the class. Stock
+    layers have no counters: the tally stays empty here (the caller takes the fast engine's)."""
     with contextlib.redirect_stdout(sys.stderr):  # lava-dl prints a warning about an optional package on import
         from lava.lib.dl.netx.hdf5 import Network
     from lava.proc.io.source import RingBuffer as Source
@@ -272,11 +284,14 @@ def run_stock_netx(path: str | Path, net: QNetwork, counts: np.ndarray, record: 
 
     counts = np.clip(np.asarray(counts, dtype=np.int64), 0, 255)
     N, T, C = counts.shape
+    P = T + gap
     L = len(net.hidden)
-    total = N * T + L + 2  # netx: one step per layer, one from the source
+    total = N * P + L + 2  # netx: one step per layer, one from the source
+    stream = np.zeros((N, P, C), dtype=np.int32)
+    stream[:, :T] = counts
     data = np.zeros((C, total), dtype=np.int32)
-    data[:, :N * T] = counts.reshape(N * T, C).T
-    nx = Network(str(path), input_message_bits=NETX_INPUT_MESSAGE_BITS, reset_interval=T,
+    data[:, :N * P] = stream.reshape(N * P, C).T
+    nx = Network(str(path), input_message_bits=NETX_INPUT_MESSAGE_BITS, reset_interval=P,
                  reset_offset=NETX_RESET_OFFSET)
     if nx.inp.shape != (C,):
         raise InputError(f"the samples have {C} channels, the network takes {nx.inp.shape[0]}")
@@ -288,42 +303,27 @@ def run_stock_netx(path: str | Path, net: QNetwork, counts: np.ndarray, record: 
         m = Monitor()
         m.probe(p, total)
         monitors.append(m)
-    pauses = stock_netx_pauses(N, T, L) if clear else []
-    stops = sorted({step for step, _ in pauses} | {min(total, c * T) for c in range(1, total // T + 1)} | {total})
     bar = progress_bar(N, "stock netx", progress)
     t0 = time.perf_counter()
-    done, cleared = 0, 0
     try:
         with lava_session(nx):
-            for stop in stops:
-                run_steps(nx, stop - done, run_cfg=(run_cfg or Loihi2SimCfg(select_tag="fixed_pt")) if done == 0 else None)
-                done = stop
-                for step, k in pauses:
-                    if step == done:
-                        syn = nx.layers[k].synapse_rec
-                        syn.a_buff.set(np.zeros(syn.a_buff.shape))
-                        cleared += 1
-                bar.update(min(N, max(0, (done - L - 2) // T)) - bar.n)
+            calls = _run_chunked(nx, total, P, N, L + 2 - gap, run_cfg or Loihi2SimCfg(select_tag="fixed_pt"), bar)
             traces = [np.asarray(next(iter(next(iter(m.get_data().values())).values()))) for m in monitors]
     finally:
         bar.close()
-    # netx layer k (0-based) at Lava step t + 2 + k (Monitor row t + 1 + k) is model step t
-    readout = traces[0][1 + L:1 + L + N * T].reshape(N, T, -1).astype(np.int64)
+    # netx layer k (0-based) at Lava step m + 2 + k (Monitor row m + 1 + k) is model step m of the stream
+    readout = traces[0][1 + L:1 + L + N * P].reshape(N, P, -1)[:, :T].astype(np.int64)
     sample_max = readout.max(axis=1)
     spikes = None
     if record:
-        spikes = [tr[1 + k:1 + k + N * T].reshape(N, T, -1).astype(np.int8) for k, tr in enumerate(traces[1:])]
+        spikes = [tr[1 + k:1 + k + N * P].reshape(N, P, -1).astype(np.int8) for k, tr in enumerate(traces[1:])]
     res = LavaResult(sample_max.argmax(axis=1), sample_max, Tally(samples=N, steps=T, source="none"), spikes,
                      time.perf_counter() - t0, total)
     res.notes.append("stock netx layers have no event counters: the counts are the fast engine's on the same samples")
-    if clear:
-        res.notes.append(f"the host cleared the recurrent synapse buffers at each sample boundary ({cleared} Var writes; "
-                         "netx resets only u and v)")
-    else:
-        res.notes.append("free-running stream (--raw-stream): netx resets u and v but not the synapse buffers, so "
-                         "from the second sample on each layer sees one step of the previous sample's recurrent input")
+    res.notes.append(f"stock netx ran unattended: netx's own reset every {P} steps, no Var written into the network; "
+                     f"{calls - 1} read-only pauses (progress bar)")
     return res
 
 
 __all__ = ["BACKENDS", "LavaNetwork", "LavaResult", "LavaRunError", "build_lava_network", "loihi2_available",
-           "read_tally", "read_spikes", "run_config", "run_lava", "run_stock_netx", "stock_netx_pauses"]
+           "read_tally", "read_spikes", "run_config", "run_lava", "run_stock_netx"]

@@ -17,11 +17,12 @@ import pytest
 import torch
 
 import sim.lava_net as lava_net  # first: Lava fixes multiprocessing's start method when imported
+from conftest import SHARED_DATA
 from conftest import one_line_error as _one_line_error
 from conftest import run_cli as _cli
 from conftest import write_das_file
 from export import fixed_point as fx
-from export.netx_h5 import read_network
+from export.netx_h5 import read_network, write_network
 from export.qat import run_fixed_point
 from export.qnet import QLayer, QNetwork, Synapse, run_network
 from export.quantize import quantize_model
@@ -29,8 +30,9 @@ from lava_procs import CubaLIF
 from lava_procs.models import PyCubaLIFModelFixed
 from sim.engine import run_fast
 from sim.integer_net import Inputs, run_batch
-from sim.simulate import load_split, sample_index
-from sim.tally import Tally, counted_ops, tally_batch
+from sim.simulate import load_split, sample_index, stream_gap
+from sim.stream import quiet_gap, run_stream
+from sim.tally import Tally, counted_ops
 from train.checkpoint import load_checkpoint
 from train.models import ModelConfig, build_model, model_from_checkpoint
 from train.ops import model_ops
@@ -81,18 +83,20 @@ def test_random_networks_same_spikes_counts_and_predictions(kind, layers):
     ref = run_network(net, counts)
     fast = run_batch(net, counts)
     lava = lava_net.run_lava(net, counts, record=True, progress=False)
+    stream = run_stream(net, counts, 0, keep_traces=True)  # the fast engine's account of Lava's stream
+    assert stream.carried.size, "a spike on a sample's last step reaches the next sample: the carry is tested"
     for k in range(layers):
         want = ref["spikes"][k]
         assert 0.02 < want.mean() < 0.9, f"layer {k} should fire sometimes: rate {want.mean()}"
         np.testing.assert_array_equal(qat["spikes"][k].numpy().astype(np.int8), want, err_msg=f"qat layer {k}")
         np.testing.assert_array_equal(fast["spikes"][k], want, err_msg=f"fast layer {k}")
-        np.testing.assert_array_equal(lava.spikes[k], want, err_msg=f"lava layer {k}")
-    assert ref["spikes"][-1][:-1, -1].any(), "a spike on a sample's last step tests the per-sample reset"
+        np.testing.assert_array_equal(lava.spikes[k], stream.spikes[k], err_msg=f"lava layer {k}")
+        np.testing.assert_array_equal(stream.spikes[k][0], want[0], err_msg=f"layer {k}: nothing before sample 0")
     np.testing.assert_array_equal(qat["readout"].numpy().astype(np.int64), ref["readout"])
     np.testing.assert_array_equal(fast["readout"], ref["readout"])
-    np.testing.assert_array_equal(lava.sample_max, ref["readout"].max(axis=1))
-    fast_counts = tally_batch(net, counts, fast["spikes"])
-    assert lava.tally.source == "lava" and lava.tally.equals(fast_counts), (lava.tally, fast_counts)
+    np.testing.assert_array_equal(stream.alone_max, ref["readout"].max(axis=1))
+    np.testing.assert_array_equal(lava.sample_max, stream.sample_max)
+    assert lava.tally.source == "lava" and lava.tally.equals(stream.tally), (lava.tally, stream.tally)
     assert_counts_match_table2(net, lava.tally)
 
 
@@ -123,9 +127,11 @@ def test_clip_reached_same_spikes_everywhere(kind):
     np.testing.assert_array_equal(fast["readout"], ref["readout"])
     if kind == "cuba-lif":
         lava = lava_net.run_lava(net, counts, record=True, progress=False)
+        stream = run_stream(net, counts, 0, keep_traces=True)
+        np.testing.assert_array_equal(stream.alone_max, ref["readout"].max(axis=1))
         for k in range(2):
-            np.testing.assert_array_equal(lava.spikes[k], ref["spikes"][k], err_msg=f"lava layer {k}")
-        np.testing.assert_array_equal(lava.sample_max, ref["readout"].max(axis=1))
+            np.testing.assert_array_equal(lava.spikes[k], stream.spikes[k], err_msg=f"lava layer {k}")
+        np.testing.assert_array_equal(lava.sample_max, stream.sample_max)
 
 
 def random_qnet(kind: str, rng, sizes=(9, 11, 8), n_classes=4) -> QNetwork:
@@ -226,34 +232,38 @@ def test_trained_network_lava_equals_fast_and_fixed_point(trained):
     _, split = load_split(net, "builtin", "test")
     index = sample_index(len(split), 6)
     counts = split.dense(index).numpy().astype(np.int64)
-    lava = lava_net.run_lava(net, counts, record=True, progress=False)
+    lava = lava_net.run_lava(net, counts, record=True, progress=False, gap=2)
+    stream = run_stream(net, split, 2, index, keep_traces=True)
     fast = run_fast(net, split, index=index, keep_traces=True, progress=False)
     with torch.no_grad():
         qat = run_fixed_point(model_from_checkpoint(load_checkpoint(trained / "best.pt")),
                               torch.tensor(counts, dtype=torch.float64))
     assert sum(int(s.sum()) for s in fast.spikes) > 50
     for k in range(2):
-        np.testing.assert_array_equal(lava.spikes[k], fast.spikes[k], err_msg=f"layer {k}")
+        np.testing.assert_array_equal(lava.spikes[k], stream.spikes[k], err_msg=f"layer {k}")
         np.testing.assert_array_equal(qat["spikes"][k].numpy().astype(np.int8), fast.spikes[k], err_msg=f"layer {k}")
-    np.testing.assert_array_equal(lava.pred, fast.pred)
-    assert float(np.mean(lava.pred == fast.labels)) == fast.accuracy
-    assert lava.tally.equals(fast.tally)
+    np.testing.assert_array_equal(lava.sample_max, stream.sample_max)
+    np.testing.assert_array_equal(stream.alone_max.argmax(axis=1), fast.pred)
+    assert lava.tally.equals(stream.tally)
     assert_counts_match_table2(net, lava.tally)
 
 
 def test_simulate_cli_both_engines(trained):
+    """Both engines run the same stream of the same 5 samples: equal predictions, counts and stream check."""
     lava = _cli("simulate", trained / "net.h5", "--engine", "lava", "--limit", "5", "--json", "--quiet")
     assert lava.exit_code == 0, lava.output
     r_lava = json.loads(lava.stdout)
-    fast = _cli("simulate", trained / "net.h5", "--engine", "fast", "--json", "--quiet")
+    fast = _cli("simulate", trained / "net.h5", "--engine", "fast", "--limit", "5", "--json", "--quiet")
     assert fast.exit_code == 0, fast.output
     r_fast = json.loads(fast.stdout)
-    assert r_lava["samples"] == 5 and r_fast["samples"] == r_fast["split_samples"] == 60
+    assert r_lava["samples"] == r_fast["samples"] == 5 and r_lava["index"] == r_fast["index"]
     assert r_lava["tally_from"] == "lava" and r_fast["tally_from"] == "fast"
-    pred_fast = dict(zip(r_fast["index"], r_fast["pred"]))
-    assert r_lava["pred"] == [pred_fast[i] for i in r_lava["index"]]
+    assert r_lava["pred"] == r_fast["pred"] and r_lava["stream"] == r_fast["stream"]
+    assert {k: v for k, v in r_lava["tally"].items() if k != "source"} == \
+        {k: v for k, v in r_fast["tally"].items() if k != "source"}
     text = _cli("simulate", trained / "net.h5", "--engine", "fast", "--quiet")
     assert text.exit_code == 0 and "accuracy" in text.output and "MAC+AC" in text.output, text.output
+    assert "stream: 60 samples back to back" in text.output and "stream check (fast engine)" in text.output
 
 
 def test_compare_cli_measured_equals_predicted(trained):
@@ -311,6 +321,8 @@ def test_bad_files_and_options(trained, tmp_path):
              ((trained / "net.h5", "--limit", "0"), "--limit"),
              ((trained / "net.h5", "--engine", "fast", "--threads", "0"), "--threads must be at least 1"),
              ((trained / "net.h5", "--stock-netx"), "--stock-netx needs a --netx-compatible file"),
+             ((trained / "net.h5", "--gap", "-1"), "--gap must be at least 0"),
+             ((trained / "net.h5", "--gap", "3", "--raw-stream"), "--raw-stream is --gap 0"),
              ((text,), "not an HDF5 file"),
              ((tmp_path / "none.h5",), "no such file")]
     for args, message in cases:
@@ -357,28 +369,29 @@ def netx_run(tmp_path_factory, _builtin_cache_dir):
 
 
 def test_netx_compatible_file_counted_build_equals_fast(netx_run):
-    """The counting Lava build of a --netx-compatible file equals the fast engine."""
+    """The counting Lava build of a --netx-compatible file equals the fast engine on the same stream."""
     counted = json.loads(_cli("simulate", netx_run / "nx.h5", "--limit", "3", "--json", "--quiet").stdout)
-    fast = json.loads(_cli("simulate", netx_run / "nx.h5", "--engine", "fast", "--json", "--quiet").stdout)
+    fast = json.loads(_cli("simulate", netx_run / "nx.h5", "--engine", "fast", "--limit", "3", "--json",
+                           "--quiet").stdout)
     assert counted["tally_from"] == "lava" and counted["netx_compatible"]
-    assert counted["pred"] == [dict(zip(fast["index"], fast["pred"]))[i] for i in counted["index"]]
+    assert counted["pred"] == fast["pred"] and counted["index"] == fast["index"]
 
 
-def test_stock_netx_stream_equals_fast_engine_sample_by_sample(netx_run):
-    """A stream of 12 test samples through stock netx: every sample's readout maxima (hence its class) equal the
-    fast engine's. Without clearing the recurrent synapse buffers between samples (the free-running stream) the
-    previous sample's last spikes leak into the next, and later samples differ."""
+def test_stock_netx_stream_equals_fast_engine_whatever_the_gap(netx_run):
+    """12 test samples through stock netx, 2 silent steps after each: every layer's spikes and every readout
+    maximum equal the fast engine's account of the stream (sim.stream.run_stream). The trained fixture does not
+    fall silent (quiet_gap says so), so spikes cross from sample to sample, and the account includes them."""
     net = read_network(netx_run / "nx.h5")
     _, split = load_split(net, None, "test")
+    assert quiet_gap(net, split).gap is None
     index = sample_index(len(split), 12)
     counts = split.dense(index).numpy().astype(np.int64)
-    ref = run_batch(net, counts)["readout"].max(axis=1)
-    assert len(set(ref.argmax(axis=1).tolist())) > 1  # a network that tells samples apart
-    stock = lava_net.run_stock_netx(netx_run / "nx.h5", net, counts, progress=False)
-    np.testing.assert_array_equal(stock.sample_max, ref)
-    raw = lava_net.run_stock_netx(netx_run / "nx.h5", net, counts, progress=False, clear=False)
-    np.testing.assert_array_equal(raw.sample_max[0], ref[0])  # the first sample has nothing before it
-    assert (raw.sample_max[1:] != ref[1:]).any()
+    stream = run_stream(net, counts, 2, keep_traces=True)
+    assert stream.carried.size > 5 and len(set(stream.alone_max.argmax(axis=1).tolist())) > 1
+    stock = lava_net.run_stock_netx(netx_run / "nx.h5", net, counts, record=True, progress=False, gap=2)
+    for k in range(2):
+        np.testing.assert_array_equal(stock.spikes[k], stream.spikes[k], err_msg=f"layer {k}")
+    np.testing.assert_array_equal(stock.sample_max, stream.sample_max)
 
 
 def test_compare_stock_netx_column(netx_run):
@@ -386,9 +399,145 @@ def test_compare_stock_netx_column(netx_run):
     assert res.exit_code == 0, res.output
     r = json.loads(res.stdout.rsplit("\nmeasured_vs", 1)[0])
     assert r["netx_compatible"] and r["stock_netx"]["agree_with_fast"] == 10
-    assert r["accuracy"]["stock_netx"] == r["accuracy"]["fixed"] and r["stock_netx"]["accuracy_minus_fast_points"] == 0
+    assert r["accuracy"]["stock_netx"] == r["accuracy"]["stream"] and r["stock_netx"]["accuracy_minus_fast_points"] == 0
     text = _cli("compare", netx_run / "nx.h5", "--limit", "2", "--quiet").output
     assert "stock netx (lava-dl's own layers, the route onto Loihi 2) vs fast engine: 2 of 2 predictions equal" in text
+
+
+# ------------------------------------------------------------------------------ the gapped stream
+def relay_network() -> QNetwork:
+    """A hand-set --netx-compatible network (2 input channels, Lava CUBA 6 -> 7, 3 classes) whose gap is necessary,
+    deterministically. Layer 1: A1..A5 copy channel 0, C copies channel 1, no recurrence. Layer 2: A'1..A'5 copy
+    A1..A5, C' copies C; B' gets 5 x 0.25 thresholds from A'1..A'5 through the recurrent synapse, so it fires
+    the step after all A' fire. Readout: class 0 <- A', class 1 <- B', class 2 <- C'. A sample on channel 0 (X)
+    keeps the A' firing for a few steps after its input ends (their current decays); a sample on channel 1 (Y)
+    never makes B' fire, unless the A' spike on the step before its reset: then B' fires on Y's first step."""
+    W1 = np.zeros((6, 2), np.int64)
+    W1[:5, 0] = W1[5, 1] = 127
+    W2 = np.zeros((7, 6), np.int64)
+    W2[np.arange(5), np.arange(5)] = W2[6, 5] = 127
+    U2 = np.zeros((7, 7), np.int64)
+    U2[5, :5] = 127
+    Wo = np.zeros((3, 7), np.int64)
+    Wo[0, :5], Wo[1, 5], Wo[2, 6] = 20, 127, 127
+    hidden = []
+    for W, U in ((W1, np.zeros((6, 6), np.int64)), (W2, U2)):
+        layer = QLayer("lava-cuba", Synapse(W, 1), Synapse(U, 1), bias_mant=np.full(len(W), -64), bias_exp=6)
+        layer.du, layer.v_decay = 800, np.array([400])
+        hidden.append(layer)
+    readout = QLayer("readout", Synapse(Wo, 1), bias_mant=np.zeros(3, np.int64), bias_exp=6, v_decay=np.full(3, 400))
+    return QNetwork(hidden + [readout], {"bin_hz": 50.0})
+
+
+def relay_samples() -> np.ndarray:
+    """X, Y, X, Y: 40 steps each, X on channel 0 for 30 steps, Y on channel 1 for 10."""
+    x = np.zeros((4, 40, 2), np.int64)
+    x[0::2, :30, 0] = 2
+    x[1::2, :10, 1] = 2
+    return x
+
+
+def test_one_gap_step_fewer_makes_a_sample_differ(tmp_path):
+    """The gap quiet_gap chooses (the smallest after which every calibration sample is silent) is necessary: one
+    step fewer and the A' spikes of X land on Y's reset step, B' fires on Y's first step and Y's class-1 maximum
+    is no longer 0; with the gap every sample equals its answer alone. The fast engine's account, our Lava
+    processes and stock netx agree spike for spike on both streams (zero Var writes, netx's own reset)."""
+    net = relay_network()
+    path = write_network(tmp_path / "relay.h5", net, netx_compatible=True)
+    counts = relay_samples()
+    choice = quiet_gap(net, counts, horizon=40)
+    assert choice.gap == 4 and choice.last.tolist() == [42, -1, 42, -1]  # A' last spike: step 42 of X
+    alone = run_batch(net, counts)["readout"].max(axis=1)
+    assert alone[1, 1] == 0
+    for gap, differs in ((choice.gap - 1, [1, 3]), (choice.gap, [])):
+        stream = run_stream(net, counts, gap, keep_traces=True)
+        np.testing.assert_array_equal(stream.alone_max, alone)
+        assert stream.differs.tolist() == differs, gap
+        assert (stream.sample_max[differs, 1] > 0).all()
+        ours = lava_net.run_lava(net, counts, record=True, progress=False, gap=gap)
+        stock = lava_net.run_stock_netx(path, net, counts, record=True, progress=False, gap=gap)
+        for k in range(2):
+            np.testing.assert_array_equal(ours.spikes[k], stream.spikes[k], err_msg=f"ours, gap {gap}, layer {k}")
+            np.testing.assert_array_equal(stock.spikes[k], stream.spikes[k], err_msg=f"netx, gap {gap}, layer {k}")
+        np.testing.assert_array_equal(ours.sample_max, stream.sample_max)
+        np.testing.assert_array_equal(stock.sample_max, stream.sample_max)
+        assert ours.tally.equals(stream.tally)
+    # A'1 driven by its bias fires in the pipeline's warm-up and never falls silent: no gap makes the samples
+    # independent; the account still equals both Lava forms, the first sample's carry from the warm-up included
+    net.hidden[1].bias_mant[0] = 1000
+    path = write_network(tmp_path / "biased.h5", net, netx_compatible=True)
+    assert quiet_gap(net, counts, horizon=40).gap is None
+    stream = run_stream(net, counts, 2)
+    assert stream.carried.tolist() == [0, 1, 2, 3]
+    for run in (lava_net.run_lava(net, counts, progress=False, gap=2),
+                lava_net.run_stock_netx(path, net, counts, progress=False, gap=2)):
+        np.testing.assert_array_equal(run.sample_max, stream.sample_max)
+
+
+def quiet_network(data: str, n_classes: int, seed: int = 2, drive: float = 0.0) -> QNetwork:
+    """A random --netx-compatible Lava CUBA 700 -> 24 -> 24 network that falls silent when its input does
+    (negative biases, a recurrence without loops: strictly lower-triangular, so nothing sustains itself),
+    binned at 50 Hz from `data` (its validation split chooses the gap); `drive`: the mean input weight."""
+    rng = np.random.default_rng(seed)
+    layers, m = [], 700
+    for mu in (drive, 25.0):
+        ff = Synapse(np.clip(rng.normal(mu, 6.0 if m == 700 else 40.0, (24, m)), -128, 127).astype(np.int64), 1)
+        rec = Synapse(np.tril(rng.integers(0, 128, (24, 24)) * (rng.random((24, 24)) < 0.3), -1), 1)
+        layer = QLayer("lava-cuba", ff, rec, bias_mant=rng.integers(-2000, -500, 24), bias_exp=6)
+        layer.du, layer.v_decay = 440, np.array([430])
+        layers.append(layer)
+        m = 24
+    readout = QLayer("readout", Synapse(rng.integers(-128, 128, (n_classes, 24)), 1),
+                     bias_mant=np.zeros(n_classes, np.int64), bias_exp=6, v_decay=np.full(n_classes, 400))
+    origin = {"data": data, "bin_hz": 50.0, "duration": 1.0, "n_channels": 700, "layout": "shd", "seed": 0,
+              "holdout_speaker": None, "valid_speaker": "auto"}
+    return QNetwork(layers + [readout], {"bin_hz": 50.0, "duration": 1.0, "origin": origin, "model": "cuba-lif",
+                                         "class_names": [str(c) for c in range(n_classes)]})
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "fsdd-shd").exists(), reason="../shared/data/fsdd-shd not present")
+def test_stock_netx_real_samples_equal_fast_engine_without_writes(tmp_path, monkeypatch):
+    """30 real test samples (fsdd-shd) through stock netx with the default gap (chosen on the validation split):
+    every sample's readout maxima and class equal the fast engine's for the sample alone, and nothing is written
+    into the network while it runs (Var.set is never called)."""
+    from lava.magma.core.process.variable import Var
+
+    net = quiet_network(str(SHARED_DATA / "fsdd-shd"), 10)
+    path = write_network(tmp_path / "quiet.h5", net, netx_compatible=True)
+    gap, how = stream_gap(net, None, False, None, None, path)
+    assert gap > 10 and "every one of 225 validation samples is silent" in how, how
+    _, split = load_split(net, None, "test")
+    counts = split.dense(sample_index(len(split), 30)).numpy().astype(np.int64)
+    alone = run_batch(net, counts)["readout"].max(axis=1)
+    assert len(set(alone.argmax(axis=1).tolist())) > 2
+    writes = []
+    original = Var.set
+    monkeypatch.setattr(Var, "set", lambda self, *a, **k: (writes.append(self.name), original(self, *a, **k))[1])
+    stock = lava_net.run_stock_netx(path, net, counts, progress=False, gap=gap)
+    assert writes == []
+    np.testing.assert_array_equal(stock.sample_max, alone)
+    np.testing.assert_array_equal(stock.pred, alone.argmax(axis=1))
+    assert run_stream(net, counts, gap).gap_spikes > 0  # the gap was not idle: spikes landed in it
+
+
+def test_fast_engine_gapped_stream_equals_samples_alone(tmp_path):
+    """The whole built-in test split as one gapped stream in the fast engine (simulate --engine fast, the gap
+    chosen on the validation split): every prediction equals the sample's alone, and the stream check says so;
+    the gap's cost is printed. With --raw-stream (no gap) the check names the sample the carry changes."""
+    net = quiet_network("builtin", 6, seed=2, drive=6.0)
+    path = write_network(tmp_path / "quiet.h5", net, netx_compatible=True)
+    r = json.loads(_cli("simulate", path, "--engine", "fast", "--json", "--quiet").stdout)
+    text = _cli("simulate", path, "--engine", "fast", "--quiet").output
+    raw = json.loads(_cli("simulate", path, "--engine", "fast", "--raw-stream", "--json", "--quiet").stdout)
+    _, split = load_split(net, None, "test")
+    alone = run_fast(net, split, progress=False)
+    st = r["stream"]
+    assert st["gap"] > 0 and st["differs"] == [] and r["pred"] == alone.pred.tolist()
+    assert r["tally"]["spikes"] == alone.tally.spikes and r["samples"] == len(split)
+    assert f"gap cost: {50 + st['gap']} steps per sample" in text and f"+{st['gap'] * 54} neuron updates" in text
+    assert "every sample's answer equals its answer alone" in text
+    assert raw["stream"]["gap"] == 0 and len(raw["stream"]["differs"]) == 1
+    assert raw["stream"]["accuracy_alone"] == float(np.mean(alone.pred == alone.labels))
 
 
 # ------------------------------------------------------------------------------- op counts that can fail
