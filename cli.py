@@ -123,6 +123,11 @@ def _training_options(f):
         click.option("--rate-reg", type=float, default=None, help="Penalty on hidden spikes per neuron per step."),
         click.option("--rate-target", type=float, default=None,
                      help="With --rate-reg: penalise each neuron's (rate - target)^2 instead of the layer's rate."),
+        click.option("--quiet-tail", type=int, default=None,
+                     help="Append this many silent steps to every training sample and penalise hidden spikes there "
+                          "(with --quiet-reg): a network that falls silent runs samples back to back on Loihi 2."),
+        click.option("--quiet-reg", type=float, default=None, help="Weight of the --quiet-tail penalty (spikes per "
+                     "neuron per step in the silent tail)."),
         click.option("--decay-range", type=float, nargs=2, default=None,
                      help="Clip the hidden layers' decays to [LOW, HIGH] after each step (study: 0 1)."),
         click.option("--device", default="cpu", show_default=True,

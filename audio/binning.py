@@ -95,6 +95,14 @@ class EventBatch:
         return EventBatch(self.channel[first:last], self.count[first:last],
                           self.offsets[start * T:stop * T] - first, torch.Size((stop - start, *self.shape[1:])))
 
+    def with_silence(self, steps: int) -> "EventBatch":
+        """The same samples followed by `steps` silent steps each."""
+        B, T, C = self.shape
+        bounds = torch.cat([self.offsets, self.offsets.new_tensor([len(self.channel)])])
+        ends = bounds[T::T][:, None].expand(B, steps)  # each sample's events end where the next one's start
+        offsets = torch.cat([self.offsets.view(B, T), ends], dim=1).reshape(-1)
+        return EventBatch(self.channel, self.count, offsets, torch.Size((B, T + steps, C)))
+
     def to(self, device: torch.device | str) -> "EventBatch":
         return EventBatch(self.channel.to(device), self.count.to(device), self.offsets.to(device), self.shape)
 

@@ -752,3 +752,15 @@ def test_fsdd_das_sizes():
     assert ds.n_classes == 11 and ds.class_names == DAS_CLASSES
     assert (ds.spec.n_steps, ds.spec.n_channels) == (250, 64)
     assert set(np.unique(ds.train.labels)) <= set(range(11))
+
+
+def test_silence_after_a_batch_is_the_same_in_both_forms():
+    from train.trainer import with_silence
+    split = load_dataset("builtin", bin_hz=25.0).train
+    idx = np.arange(5)
+    dense = split.dense(idx)
+    events = split.events(idx)
+    padded = with_silence(events, 7).dense()
+    assert padded.shape == (5, 32, 700)
+    assert torch.equal(padded, with_silence(dense, 7)) and torch.equal(padded[:, :25], dense)
+    assert float(padded[:, 25:].abs().sum()) == 0.0

@@ -28,6 +28,8 @@ class Recipe:
     rate_target: float = 0.0  # with rate_reg: the penalty is each neuron's (rate - target)^2 instead (0: the rate)
     blend: float = 0.0  # share of training samples mixed with another sample of their class (audio.binning)
     loss: str = "max"  # max (the study's: max over time, then cross-entropy) | softmax-mean | ce-mean (train.loss)
+    quiet_tail: int = 0  # silent steps appended to every training sample, where hidden spikes cost quiet_reg each:
+    quiet_reg: float = 0.0  # a network that falls silent after its input can run samples back to back (docs/loihi2.md)
     decay_min: float = 0.0  # hidden layers' decays (alpha, beta) are clipped to [decay_min, decay_max]
     decay_max: float = 1.0
 
@@ -36,7 +38,7 @@ class Recipe:
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
                 raise InputError(f"--{name.replace('_', '-')} must be in [0, 1), got {v}")
-        for name in ("weight_decay", "rate_reg", "time_stretch", "rate_target"):
+        for name in ("weight_decay", "rate_reg", "time_stretch", "rate_target", "quiet_reg"):
             if getattr(self, name) < 0:
                 raise InputError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.time_stretch >= 1.0:
@@ -45,6 +47,9 @@ class Recipe:
             raise InputError(f"--channel-shift must be >= 0, got {self.channel_shift}")
         if self.channel_shift and self.channel_shift_share:
             raise InputError("--channel-shift and --channel-shift-share both set: give the shift one way")
+        if self.quiet_tail < 0 or (self.quiet_reg > 0) != (self.quiet_tail > 0):
+            raise InputError(f"--quiet-tail {self.quiet_tail} and --quiet-reg {self.quiet_reg}: give both (steps > 0 "
+                             "and a weight > 0) or neither")
         if self.loss not in LOSSES:
             raise InputError(f"--loss {self.loss!r}: choose {', '.join(LOSSES)}")
         if not 0.0 <= self.decay_min < self.decay_max <= 1.0:

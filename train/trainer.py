@@ -161,6 +161,13 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig, recipe: Recipe) -> torc
     return torch.optim.Adam(model.parameters(), lr=cfg.lr)
 
 
+def with_silence(x, steps: int):
+    """A batch (dense [B, T, C] or EventBatch) followed by `steps` silent steps per sample."""
+    if isinstance(x, torch.Tensor):
+        return torch.cat([x, x.new_zeros(x.shape[0], steps, x.shape[2])], dim=1)
+    return x.with_silence(steps)
+
+
 def _rate_penalty(hidden: list[torch.Tensor], target: float = 0.0) -> torch.Tensor:
     """Mean over hidden layers of their spikes per neuron per step or, with a target rate, of each neuron's squared
     miss of it (silent and saturated neurons pay most: they are what makes one seed unlike the next)."""
@@ -258,7 +265,7 @@ def _epochs(cfg: TrainConfig, run_dir: Path, data: Dataset, mcfg: ModelConfig, m
             events: bool) -> tuple[list, float]:
     """Epochs start + 1 .. cfg.epochs, each ending with its checkpoints (rank 0); returns (history, best).
     events: batches as EventBatches (train.projection)."""
-    with_hidden = recipe.rate_reg > 0
+    with_hidden = recipe.rate_reg > 0 or recipe.quiet_reg > 0
     for epoch in range(start + 1, cfg.epochs + 1):
         if recipe.dropout > 0:  # the masks of this epoch, whatever ran before (resume)
             torch.manual_seed(int(np.random.default_rng([cfg.seed, epoch, 1, ctx.rank]).integers(1 << 62)))
@@ -270,10 +277,16 @@ def _epochs(cfg: TrainConfig, run_dir: Path, data: Dataset, mcfg: ModelConfig, m
         for x, y, n_global in epoch_batches(data.train, batch, cfg.seed, epoch, augment, cfg.workers, ctx.rank,
                                             ctx.world, events):
             x, y = x.to(ctx.device), y.to(ctx.device)
+            T = x.shape[1]
+            if recipe.quiet_tail:
+                x = with_silence(x, recipe.quiet_tail)
             out, hidden = net(x, return_hidden=True) if with_hidden else (net(x), None)
+            out, tails = out[:, :T], [h[:, T:] for h in hidden or []]
             loss = readout_loss(out, y, recipe.loss, recipe.label_smoothing)
-            if hidden:
-                loss = loss + recipe.rate_reg * _rate_penalty(hidden, recipe.rate_target)
+            if hidden and recipe.rate_reg > 0:
+                loss = loss + recipe.rate_reg * _rate_penalty([h[:, :T] for h in hidden], recipe.rate_target)
+            if recipe.quiet_tail and tails:  # every spike after the input has stopped
+                loss = loss + recipe.quiet_reg * torch.stack([t.mean() for t in tails]).mean()
             if not all(v == 0 for v in ctx.sum([0.0 if torch.isfinite(loss) else 1.0])):
                 bar.close()
                 kept = (f"the last good checkpoint (epoch {epoch - 1}) is kept" if epoch > 1 else
