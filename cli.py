@@ -297,6 +297,18 @@ def summary_cmd(runs, as_json):
     _echo_json(rows) if as_json else click.echo(format_summary(rows))
 
 
+@cli.command("paired")
+@click.argument("first", type=click.Path(exists=True, file_okay=False))
+@click.argument("second", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def paired_cmd(first, second, as_json):
+    """SECOND - FIRST: two cross-validations (or multi-seed runs) compared on the folds and seeds both ran, mean
+    +- 95 % CI of the per-fold-and-seed differences (a fold or seed on one side only is an error)."""
+    from train.stats import format_paired, paired_runs
+    r = paired_runs([first], [second])
+    _echo_json(r) if as_json else click.echo(format_paired(r))
+
+
 @cli.command("export")
 @click.argument("checkpoint")
 @click.option("--target", type=click.Choice(["loihi2", "nir"]), default="loihi2", show_default=True,

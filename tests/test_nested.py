@@ -162,3 +162,21 @@ def test_a_job_runs_in_its_own_process(tmp_path):
     assert done.returncode == 0, done.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert set(summary["test_acc_by_speaker"]) == {"ann", "bob"}
+
+
+def test_paired_command_compares_two_cross_validations_fold_by_fold(study, tmp_path):
+    plan, report = study
+    # the outer runs of one fold: every recipe chosen there has seeds 0 and 1 for both models
+    o = "ann"
+    a = plan.outer_dir(o, "gru-1", report["models"]["gru-1"]["recipes"][o], 0).parent
+    b = plan.outer_dir(o, "cuba-lif-1", report["models"]["cuba-lif-1"]["recipes"][o], 0).parent
+    res = run_cli("paired", a, b, "--json")
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.output)
+    acc = lambda d, k: json.loads((d / f"seed{k}" / "summary.json").read_text())["test_acc"]
+    diff = np.mean([acc(b, k) - acc(a, k) for k in (0, 1)])
+    assert r["difference"]["n"] == 2 and r["difference"]["mean"] == pytest.approx(diff)
+    lone = tmp_path / "lone"
+    (lone / "seed0").mkdir(parents=True)
+    (lone / "seed0" / "summary.json").write_text((b / "seed0" / "summary.json").read_text())
+    assert "unpaired comparison" in one_line_error(run_cli("paired", a, lone))

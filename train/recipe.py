@@ -65,7 +65,8 @@ class Recipe:
         return asdict(self)
 
     def describe(self) -> str:
-        on = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)
+        on = [f"{f.name}={getattr(self, f.name):.4g}" if isinstance(getattr(self, f.name), float) else
+              f"{f.name}={getattr(self, f.name)}" for f in fields(self)
               if f.name != "name" and getattr(self, f.name) != f.default]
         return ", ".join(on) if on else "the study's, no additions"
 

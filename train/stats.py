@@ -54,6 +54,36 @@ def seed_spread(acc: dict) -> dict:
     return {"mean": float(np.mean(list(ranges.values()))), "max": max(ranges.values()), "per_fold": ranges}
 
 
+def run_units(paths: list[str]) -> dict:
+    """(fold, seed) -> test accuracy of the finished runs under `paths`; the fold is the held-out speaker(s), or
+    'test split' for runs scored on a dataset's own test split. Two runs of one unit are an error."""
+    units = {}
+    for run in find_runs(paths):
+        unit = (_protocol(run).get("test_speaker", "test split"), run["seed"])
+        if unit in units:
+            raise InputError(f"{', '.join(paths)}: two runs of fold {unit[0]}, seed {unit[1]} ({run['run_dir']}); "
+                             "compare one configuration per side")
+        units[unit] = run["test_acc"]
+    return units
+
+
+def paired_runs(first: list[str], second: list[str]) -> dict:
+    """`cli.py paired A B`: B - A on the folds and seeds both ran (mismatched units are an error)."""
+    a, b = run_units(first), run_units(second)
+    return {"first": first, "second": second, "difference": paired_difference(a, b),
+            "first_mean": float(np.mean(list(a.values()))), "second_mean": float(np.mean(list(b.values()))),
+            "first_spread": seed_spread(a), "second_spread": seed_spread(b)}
+
+
+def format_paired(r: dict) -> str:
+    d = r["difference"]
+    spread = lambda s: "-" if s["mean"] is None else f"{100 * s['mean']:.2f}"
+    return (f"{' '.join(r['second'])} - {' '.join(r['first'])}, paired over {d['n']} folds x seeds: "
+            f"{100 * d['mean']:+.2f} +- {100 * d['ci95']:.2f} points (95 % CI; {d['better']} better, {d['worse']} "
+            f"worse)\nmeans {100 * r['first_mean']:.2f} % -> {100 * r['second_mean']:.2f} %; seed spread (mean "
+            f"max - min per fold) {spread(r['first_spread'])} -> {spread(r['second_spread'])} points")
+
+
 def find_runs(paths: list[str]) -> list[dict]:
     """summary.json of every finished run in `paths` (run directories or folders of them)."""
     found = []
