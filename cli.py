@@ -103,7 +103,7 @@ def _training_options(f):
                           "zero (in the step of the spike, as NIR reads a graph; trains with the plain loop, slower)."),
         click.option("--lava-cuba", is_flag=True, help="Cuba-LIF with Lava's own CUBA dynamics (hard reset, shared decays) for stock netx."),
         click.option("--recipe", "recipe_name", type=click.Choice(list(RECIPES)), default=None,
-                     help=f"Training recipe (default study). {help_text()}. The options below override single fields."),
+                     help=f"Training recipe. {help_text()}. The options below override single fields."),
         click.option("--dropout", type=float, default=None, help="Drop hidden spikes between layers with this probability."),
         click.option("--weight-decay", type=float, default=None, help="AdamW's decoupled weight decay (0: Adam)."),
         click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=None, help="Learning rate per epoch."),

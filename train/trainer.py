@@ -390,7 +390,7 @@ def config_from_options(model: str, layers: int = 2, hidden: int = 128, data: st
         options["shared_readout_decay"] = True
     cfg = TrainConfig(model=model, layers=layers, hidden=hidden, data=data, epochs=200 if epochs is None else epochs,
                       seed=seed, batch=batch, lr=lr, jitter=jitter, bin_hz=bin_hz, duration=duration,
-                      channels=channels, options=options, recipe=make_recipe(recipe_name, **recipe_fields).as_dict(),
+                      channels=channels, options=options, recipe=make_recipe(recipe_name, model, **recipe_fields).as_dict(),
                       holdout_speaker=holdout_speaker, valid_speaker=valid_speaker, device=device, workers=workers,
                       input_projection=input_projection)
     cfg.validate()
