@@ -658,12 +658,11 @@ def test_ssc_valid_file_is_used(tmp_path):
 
 
 def test_find_source_errors(tmp_path):
-    good_shd(tmp_path / "g_train.h5")
-    with pytest.raises(InputError, match="no test file"):
-        find_source(str(tmp_path))
+    train = good_shd(tmp_path / "g_train.h5")
+    assert find_source(str(tmp_path)).files == {"train": train}  # no test file: a seeded test split (below)
     lone = good_shd(tmp_path / "g_test.h5")
     assert find_source(str(lone)).files == {"file": lone}  # evaluation takes it whole
-    with pytest.raises(InputError, match="no train/test split"):
+    with pytest.raises(InputError, match="a test file alone: train on its training file"):
         load_dataset(str(lone))
     with pytest.raises(InputError, match="no such file or directory"):
         find_source(str(tmp_path / "absent"))
