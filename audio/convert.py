@@ -183,7 +183,7 @@ def convert(inputs: list[str], out: str | Path, layout: str = "shd", fe: Fronten
                 if layout == "shd":
                     _write_shd(h5, [results[j] for j in take], [class_names.index(names[jobs[j][0]][0]) for j in take],
                                class_names, [speaker_names.index(names[jobs[j][0]][1]) for j in take], speaker_names)
-                    if speeds != [1.0]:
+                    if any(jobs[j][1] != 1.0 for j in take):  # speed copies (a test file has none)
                         h5.create_dataset("extra/speed", data=np.array([jobs[j][1] for j in take], np.float32))
                         h5.create_dataset("extra/recording", data=np.array([jobs[j][0] for j in take], np.int32))
                 else:

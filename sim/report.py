@@ -47,7 +47,8 @@ def find_run_dirs(root: Path) -> list[Path]:
 
 def network_files(root: Path, run_dirs: list[Path]) -> dict[Path, list[Path]]:
     """The exported networks of each run: every network file (*.h5) under root whose recorded checkpoint is the
-    run's (export writes it into the file), and a file in a run directory that records none."""
+    run's (export writes it into the file), and a file in a run directory that records no run under root (a run
+    directory copied or moved since)."""
     from export.netx_h5 import read_network
 
     owner = {(d / "best.pt").resolve(): d for d in run_dirs}
@@ -58,7 +59,7 @@ def network_files(root: Path, run_dirs: list[Path]) -> dict[Path, list[Path]]:
             recorded = (read_network(h5).meta or {}).get("checkpoint")
         except InputError:
             recorded = None  # not a network (or a damaged one): a run's own file is still measured, and says so
-        run = owner.get(Path(recorded).resolve()) if recorded else inside
+        run = (owner.get(Path(recorded).resolve()) if recorded else None) or inside
         if run is not None:
             found[run].append(h5)
     return found

@@ -266,6 +266,22 @@ def test_simulate_cli_both_engines(trained):
     assert "stream: 60 samples back to back" in text.output and "stream check (fast engine)" in text.output
 
 
+def test_limit_takes_the_same_samples_in_eval_simulate_compare_and_report(trained, tmp_path):
+    """--limit N: N samples spread over the classes (audio.datasets.limit_index), the same in every command."""
+    ev = json.loads(_cli("eval", trained / "best.pt", "--limit", "10", "--json").stdout)
+    sim = json.loads(_cli("simulate", trained / "net.h5", "--engine", "fast", "--limit", "10", "--json",
+                          "--quiet").stdout)
+    cmp = json.loads(_cli("compare", trained / "net.h5", "--limit", "10", "--json", "--quiet").stdout
+                     .rsplit("measured_vs_predicted_fixed=", 1)[0])
+    assert ev["index"] == sim["index"] == cmp["index"] and len(ev["index"]) == 10
+    _, split = load_split(read_network(trained / "net.h5"), None, "test")
+    labels = np.asarray(split.labels)[ev["index"]]
+    assert np.bincount(labels).min() >= 1 and np.bincount(labels).max() <= 2  # 10 over 6 classes: 1 or 2 each
+    from sim.report import collect
+    (measured,) = collect(trained, progress=False, limit=10)["runs"][0]["fixed_point"]
+    assert measured["samples"] == 10 and measured["accuracy"] == pytest.approx(sim["accuracy"])
+
+
 def test_compare_cli_measured_equals_predicted(trained):
     res = _cli("compare", trained / "net.h5", "--limit", "4", "--quiet", "--e-mac", "3.1", "--e-ac", "0.1")
     assert res.exit_code == 0, res.output
