@@ -82,7 +82,8 @@ def _training_options(f):
     """The options `train` and `cv` share: model, data, recipe."""
     from train.recipe import RECIPES, help_text
     opts = [
-        click.option("--model", help="lif, cuba-lif, spikgru, rnn or gru (required; no default, except with --resume)."),
+        click.option("--model",
+                     help="lif, cuba-lif, spikgru, rnn or gru (required; no default, except with --resume)."),
         click.option("--layers", type=int, default=2, show_default=True, help="Recurrent layers."),
         click.option("--hidden", type=int, default=128, show_default=True, help="Neurons per recurrent layer."),
         click.option("--data", default="builtin", show_default=True,
@@ -98,7 +99,8 @@ def _training_options(f):
         click.option("--bin-hz", type=float, default=None, help="Bin rate (default 250 SHD/SSC, 200 N-TIDIGITS18)."),
         click.option("--duration", type=float, default=None,
                      help="Cut window in seconds (default 1 SHD/SSC, 1.25 N-TIDIGITS18)."),
-        click.option("--channels", type=int, default=None, help="Input channels (default 700 SHD/SSC, 64 N-TIDIGITS18)."),
+        click.option("--channels", type=int, default=None,
+                     help="Input channels (default 700 SHD/SSC, 64 N-TIDIGITS18)."),
         click.option("--clip", type=float, nargs=2, default=None, help="Training range of i and v (default -4 4)."),
         click.option("--no-clip", is_flag=True, help="Do not clip i and v."),
         click.option("--surrogate-scale", type=float, default=None, help="Height of the triangle surrogate (default 1)."),
@@ -109,11 +111,16 @@ def _training_options(f):
         click.option("--lava-cuba", is_flag=True, help="Cuba-LIF with Lava's own CUBA dynamics (hard reset, shared decays) for stock netx."),
         click.option("--recipe", "recipe_name", type=click.Choice(list(RECIPES)), default=None,
                      help=f"Training recipe (default study). {help_text()}. The options below override single fields."),
-        click.option("--dropout", type=float, default=None, help="Drop hidden spikes between layers with this probability (default: the recipe's)."),
-        click.option("--weight-decay", type=float, default=None, help="AdamW's decoupled weight decay (0: Adam) (default: the recipe's)."),
-        click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=None, help="Learning rate per epoch (default: the recipe's)."),
-        click.option("--label-smoothing", type=float, default=None, help="Cross-entropy label smoothing (default: the recipe's)."),
-        click.option("--channel-shift", type=int, default=None, help="Shift each sample's channels by up to +-K (default: the recipe's)."),
+        click.option("--dropout", type=float, default=None,
+                     help="Drop hidden spikes between layers with this probability (default: the recipe's)."),
+        click.option("--weight-decay", type=float, default=None,
+                     help="AdamW's decoupled weight decay (0: Adam) (default: the recipe's)."),
+        click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=None,
+                     help="Learning rate per epoch (default: the recipe's)."),
+        click.option("--label-smoothing", type=float, default=None,
+                     help="Cross-entropy label smoothing (default: the recipe's)."),
+        click.option("--channel-shift", type=int, default=None,
+                     help="Shift each sample's channels by up to +-K (default: the recipe's)."),
         click.option("--channel-shift-share", type=float, default=None,
                      help="The same as a share of the channel count (0.034: +-24 of 700, +-2 of 64; default: the "
                           "recipe's)."),
@@ -122,12 +129,17 @@ def _training_options(f):
                           "centres of mass (Nowotny et al. 2025; default: the recipe's)."),
         click.option("--loss", type=click.Choice(["max", "softmax-mean", "ce-mean"]), default=None,
                      help="Readout loss: max over time then cross-entropy (the study's), the per-step softmax averaged "
-                          "over time, or the per-step cross-entropy averaged. The class is always the largest maximum (default: the "
-                          "recipe's)."),
-        click.option("--time-stretch", type=float, default=None, help="Stretch each sample's time axis by a factor in [1-S, 1+S] (default: the recipe's)."),
-        click.option("--event-drop", type=float, default=None, help="Drop each input event with this probability (default: the recipe's)."),
-        click.option("--spectral-tilt", type=float, default=None, help="Random spectral slope per sample: drop up to this share of one end's events (default: the recipe's)."),
-        click.option("--rate-reg", type=float, default=None, help="Penalty on hidden spikes per neuron per step (default: the recipe's)."),
+                          "over time, or the per-step cross-entropy averaged. The class is always the largest maximum "
+                          "(default: the recipe's)."),
+        click.option("--time-stretch", type=float, default=None,
+                     help="Stretch each sample's time axis by a factor in [1-S, 1+S] (default: the recipe's)."),
+        click.option("--event-drop", type=float, default=None,
+                     help="Drop each input event with this probability (default: the recipe's)."),
+        click.option("--spectral-tilt", type=float, default=None,
+                     help="Random spectral slope per sample: drop up to this share of one end's events (default: "
+                          "the recipe's)."),
+        click.option("--rate-reg", type=float, default=None,
+                     help="Penalty on hidden spikes per neuron per step (default: the recipe's)."),
         click.option("--rate-target", type=float, default=None,
                      help="With --rate-reg: penalise each neuron's (rate - target)^2 instead of the layer's rate "
                           "(default: the recipe's)."),
@@ -236,7 +248,8 @@ def train_cmd(seeds, out, resume, quiet, **options):
 @click.option("--speakers", default=None,
               help="Only these folds (comma-separated speaker names or ids; default: every speaker).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Cross-validation directory, one run per fold and seed (required; no default, except with --resume).")
+              help="Cross-validation directory, one run per fold and seed (required; no default, except with "
+                   "--resume).")
 @click.option("--resume", type=click.Path(file_okay=False), default=None,
               help="Continue the cross-validation in this directory (default: start one in --out).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -298,7 +311,8 @@ def nested_cmd(models, recipes, data, seeds, seed, epochs, hidden, jobs, out, re
               "test set, its held-out speaker included).")
 @click.option("--split", type=click.Choice(["train", "valid", "test"]), default=None,
               help="train, valid or test (default: test; with --data FILE, every sample of the file).")
-@click.option("--limit", type=int, default=None, help="N samples spread evenly over the classes: the same N samples in eval, simulate, compare and report (default: all).")
+@click.option("--limit", type=int, default=None, help="N samples spread evenly over the classes, the same N in eval, "
+              "simulate, compare and report (default: all).")
 @click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def eval_cmd(checkpoint, data, split, limit, device, as_json):
@@ -396,7 +410,8 @@ def finetune_cmd(checkpoint, out, epochs, lr, data, batch, device, quiet):
 @click.option("--split", type=click.Choice(["train", "valid", "test"]), default=None,
               help="train, valid or test (default: test; with --data FILE, every sample of the file).")
 @click.option("--limit", type=int, default=None,
-              help="N samples spread evenly over the classes: the same N samples in eval, simulate, compare and report (default: Lava 20, the fast engine all).")
+              help="N samples spread evenly over the classes, the same N in eval, simulate, compare and report "
+                   "(default: Lava 20, the fast engine all).")
 @click.option("--engine", type=click.Choice(["lava", "fast"]), default="lava", show_default=True,
               help="lava: Lava processes with event counters; fast: the batched integer engine (same spikes and counts).")
 @click.option("--backend", type=click.Choice(["sim", "loihi2"]), default="sim", show_default=True,
@@ -443,7 +458,8 @@ def infer_cmd(model, recordings, engine, plot, as_json):
 @click.option("--split", type=click.Choice(["train", "valid", "test"]), default=None,
               help="train, valid or test (default: test; with --data FILE, every sample of the file).")
 @click.option("--limit", type=int, default=None,
-              help="Samples run in Lava and compared: N samples spread evenly over the classes: the same N samples in eval, simulate, compare and report (default 20).")
+              help="Samples run in Lava and compared: N spread evenly over the classes, the same N in eval, simulate "
+                   "and report (default 20).")
 @click.option("--e-mac", type=float, default=4.6, show_default=True, help="Energy per MAC in pJ (Horowitz 45 nm, 32-bit float).")
 @click.option("--e-ac", type=float, default=0.9, show_default=True, help="Energy per AC in pJ (Horowitz 45 nm, 32-bit float).")
 @click.option("--channels", type=int, default=None,
@@ -467,7 +483,8 @@ def compare_cmd(network, data, checkpoint, split, limit, e_mac, e_ac, channels, 
 @click.argument("runs_dir")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="report.html (self-contained) or report.md (+ report.png).")
 @click.option("--limit", type=int, default=None,
-              help="Evaluate each model (and its exported networks) on n samples spread evenly over the classes: the same N samples in eval, simulate, compare and report (default: all).")
+              help="Evaluate each model and its exported networks on N samples spread evenly over the classes, the "
+                   "same N as in eval, simulate and compare; accuracies are then on those (default: all).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--force", is_flag=True, help="Replace --out (and its .png) if they exist.")
 def report_cmd(runs_dir, out, limit, quiet, force):

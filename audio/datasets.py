@@ -196,7 +196,7 @@ def test_share_split(labels, speakers, share: float, seed: int = TEST_SEED) -> n
     test = np.zeros(len(labels), dtype=bool)
     for key in sorted(set(keys), key=str):
         members = np.flatnonzero([k == key for k in keys])
-        test[rng.permutation(members)[:int(round(share * len(members)))]] = True
+        test[rng.permutation(members)[:int(np.floor(share * len(members) + 0.5))]] = True  # halves round up
     return test
 
 

@@ -122,7 +122,8 @@ def collect(root: str | Path, progress: bool = True, limit: int | None = None) -
                      "seed": (config or summary or {}).get("seed", 0), "qat": ev["qat"], "best_epoch": ev["epoch"],
                      "epochs": (summary or {}).get("epochs", ev["epoch"]),
                      "recipe": (summary or {}).get("recipe", "study"), "protocol": ev["protocol"],
-                     "test_acc": summary["test_acc"] if summary else ev["accuracy"],
+                     # with --limit, the float model's accuracy on the samples its networks ran too
+                     "test_acc": summary["test_acc"] if summary and limit is None else ev["accuracy"],
                      "fixed_acc": float(np.mean(fixed)) if fixed else None,
                      "ops": ev["ops_total"], "layer_ops": ev["ops"], "rates": [ev["input_rate"]] + ev["layer_rates"],
                      "fixed_point": fixed_point})
@@ -327,11 +328,12 @@ def report(root: str | Path, out: str | Path, progress: bool = True, limit: int 
 def format_report(r: dict) -> str:
     from train.stats import data_label, format_accuracy
 
-    lines = [f"{'protocol':<22}{'model':<10}{'size':<8}{'data':<12}{'recipe':<8}{'runs':>5}   "
+    w = max([10] + [len(data_label(row)) + 2 for row in r["rows"]])
+    lines = [f"{'protocol':<22}{'model':<10}{'size':<8}{'data':<{w}}{'recipe':<8}{'runs':>5}   "
              f"{'accuracy (95 % CI)':<28}{'MAC+AC/step':>12}{'fixed pt':>12}   settings"]
     for row in r["rows"]:
         lines.append(f"{row['protocol']:<22}{row['model']:<10}{str(row['layers']) + 'x' + str(row['hidden']):<8}"
-                     f"{data_label(row):<12}{row['recipe']:<8}{row['runs']:>5}   {format_accuracy(row):<28}"
+                     f"{data_label(row):<{w}}{row['recipe']:<8}{row['runs']:>5}   {format_accuracy(row):<28}"
                      f"{row['ops']:>12,.0f}{_fmt(row['fixed_ops']):>12}   {row['settings']}")
     for run in r["runs"]:
         if "error" in run:

@@ -310,6 +310,15 @@ def test_describe_reports_dropped_and_cut_events(tmp_path):
     assert "1 events after the 1.0 s cut" in text
 
 
+def test_info_lists_the_speaker_names_holdout_speaker_takes(tmp_path):
+    path = write_shd_file(tmp_path / "x_train.h5", SHD_TIMES, SHD_UNITS, SHD_LABELS, SHD_KEYS, SHD_SPEAKERS)
+    with h5py.File(path, "a") as h5:
+        h5.create_dataset("extra/speaker_names", data=np.array([b"ann", b"bob", b"cid", b"dee"]))
+    (row,) = describe(str(path))
+    assert row["speaker_names"] == ["bob", "dee"]  # the speakers with samples
+    assert "speakers (--holdout-speaker NAME): bob, dee" in format_info([row])
+
+
 # --------------------------------------------------------------------------- CLI
 
 def _invoke(*args):

@@ -282,18 +282,19 @@ def members_line(members: list[str]) -> str:
 
 def format_summary(rows: list[dict]) -> str:
     lines = []
+    w = max([10] + [len(data_label(r)) + 2 for r in rows])
     for protocol in dict.fromkeys(r["protocol"] for r in rows):
         part = [r for r in rows if r["protocol"] == protocol]
         folds = part[0].get("folds") is not None
         lines += ([""] if lines else []) + [protocol_title(protocol)]
-        lines.append(f"{'model':<10}{'size':<8}{'data':<12}{'recipe':<9}{'epochs':>6}{'seeds':>6}"
+        lines.append(f"{'model':<10}{'size':<8}{'data':<{w}}{'recipe':<9}{'epochs':>6}{'seeds':>6}"
                      + (f"{'folds':>6}" if folds else "") + f"   {'accuracy':<27}"
                      + ("per fold" if folds else "speakers" if protocol == HELD_OUT else "test voices")
                      + "   settings")
         for r in part:
             what = (", ".join(f"{k} {100 * v:.1f}" for k, v in r["fold_acc"].items()) if folds else
                     r["test_speakers"] if protocol == HELD_OUT else r["test_voices"] or "-")
-            lines.append(f"{r['model']:<10}{str(r['layers']) + 'x' + str(r['hidden']):<8}{data_label(r):<12}"
+            lines.append(f"{r['model']:<10}{str(r['layers']) + 'x' + str(r['hidden']):<8}{data_label(r):<{w}}"
                          f"{r['recipe']:<9}{r['epochs']:>6}{r['seeds']:>6}" + (f"{r['folds']:>6}" if folds else "")
                          + f"   {format_accuracy(r):<27}{what:<11}" + (f"   {r['settings']}" if r["settings"] else ""))
             lines.append(f"    {members_line(r['members'])}")
