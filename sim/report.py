@@ -22,7 +22,6 @@ import base64
 import html
 import io
 import json
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -112,8 +111,9 @@ def collect(root: str | Path, progress: bool = True, limit: int | None = None) -
         try:
             ev = evaluate(str(d / "best.pt"), limit=limit)
         except InputError as exc:
-            why = " (an imported NIR graph: eval it with --data FILE)" if (d / "import.json").exists() else ""
-            runs.append({"run_dir": str(d), "error": f"{exc}{why}"})
+            imported = (d / "import.json").exists() and summary is None
+            runs.append({"run_dir": str(d), "error": "an imported NIR graph brings no test set of its own (eval it "
+                         "with --data FILE)" if imported else str(exc)})
             continue
         fixed_point = _fixed_point_ops(networks[d], progress, limit)
         fixed = [m["accuracy"] for m in fixed_point if "error" not in m]
@@ -148,8 +148,20 @@ def collect(root: str | Path, progress: bool = True, limit: int | None = None) -
 
 
 def figure_png(rows: list[dict]) -> bytes:
+    """accuracy_figure as PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = accuracy_figure(rows)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def accuracy_figure(rows: list[dict]):
     """Fig. 3 style, one panel per dataset: accuracy (mean +- 95 % CI, at most 100 %) vs MAC+AC per timestep (log x),
-    one point per model; an exported fixed-point network of a model is an open marker of the same colour."""
+    one point per model; an exported fixed-point network of a model is an open marker of the same colour. The legend
+    names what is drawn, nothing else."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -188,10 +200,7 @@ def figure_png(rows: list[dict]) -> bytes:
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    return fig
 
 
 def _figure_label(r: dict) -> str:

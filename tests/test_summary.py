@@ -70,6 +70,54 @@ def test_report_groups_as_summary_does(runs, tmp_path):
     assert "(1 run)" in (tmp_path / "r.md").read_text()
 
 
+def test_report_leaves_out_an_imported_graph_with_a_reason_and_measures_networks_anywhere_under_runs(runs, tmp_path):
+    """An imported NIR graph (no dataset of its own) is left out in words, not with another dataset's channel
+    error; a network exported anywhere under the runs directory is measured with the run it records."""
+    import shutil
+
+    import torch
+    from sim.report import report
+    shutil.copytree(runs / "base", tmp_path / "runs" / "base")
+    ckpt = torch.load(runs / "base" / "best.pt", weights_only=False)
+    ckpt.pop("train_config")
+    ckpt["nir"] = {"source": "graph.nir"}
+    (tmp_path / "runs" / "imported").mkdir()
+    torch.save(ckpt, tmp_path / "runs" / "imported" / "best.pt")
+    (tmp_path / "runs" / "imported" / "import.json").write_text("{}")
+    (tmp_path / "runs" / "nets").mkdir()
+    assert run_cli("export", tmp_path / "runs" / "base", "--out", tmp_path / "runs" / "nets" / "b.h5").exit_code == 0
+    r = report(tmp_path / "runs", tmp_path / "r.md", progress=False, limit=6)
+    (left,) = [x for x in r["runs"] if "error" in x]
+    assert left["error"] == "an imported NIR graph brings no test set of its own (eval it with --data FILE)"
+    (row,) = r["rows"]
+    assert row["fixed_ops"] is not None and row["members"] == [str(tmp_path / "runs" / "base")]
+
+
+def test_report_figure_one_panel_per_dataset_capped_at_100_with_labelled_ticks():
+    """Each dataset its own panel; no error bar above 100 %; several labelled ticks on a narrow log axis; the
+    legend names each drawn point and the open marker only where one is drawn."""
+    import matplotlib.pyplot as plt
+    from sim.report import accuracy_figure
+    row = lambda model, data, acc, ci, ops, fixed=None: {
+        "model": model, "layers": 1, "hidden": 8, "recipe": "study", "settings": "", "protocol": "test-split",
+        "data_path": data, "test_acc_mean": acc, "test_acc_ci95": ci, "ops": ops, "fixed_ops": fixed,
+        "fixed_acc": acc if fixed else None}
+    fig = accuracy_figure([row("gru", "fsdd-shd", 0.97, 0.05, 3000.0), row("lif", "fsdd-shd", 0.9, None, 1200.0),
+                           row("cuba-lif", "builtin", 0.99, 0.04, 1500.0, fixed=1450.0)])
+    shd, builtin = fig.axes
+    assert (shd.get_title(), builtin.get_title()) == ("fsdd-shd", "builtin")
+    for ax in fig.axes:
+        assert ax.get_ylim()[1] <= 100.5
+        assert all(line.get_ydata().max() <= 100 for line in ax.get_lines() if len(line.get_ydata()))
+        fig.canvas.draw()
+        assert len([t for t in ax.get_xticklabels() if t.get_text() and ax.get_xlim()[0] <= t.get_position()[0]
+                    <= ax.get_xlim()[1]]) >= 2
+    assert len(shd.get_legend().get_texts()) == 2 and "open" not in " ".join(t.get_text() for t in
+                                                                              shd.get_legend().get_texts())
+    assert [t.get_text().startswith("open") for t in builtin.get_legend().get_texts()] == [False, True]
+    plt.close(fig)
+
+
 def _held_out_run(d, speakers: list[str], seed: int = 0, acc: float = 0.5) -> None:
     d.mkdir(parents=True)
     (d / "summary.json").write_text(json.dumps({
