@@ -343,7 +343,7 @@ def format_report(r: dict) -> str:
     for row in r["rows"]:
         lines.append(f"{row['protocol']:<22}{row['model']:<10}{str(row['layers']) + 'x' + str(row['hidden']):<8}"
                      f"{data_label(row):<{w}}{row['recipe']:<8}{row['runs']:>5}   {format_accuracy(row):<28}"
-                     f"{row['ops']:>12,.0f}{_fmt(row['fixed_ops']):>12}   {row['settings']}")
+                     f"{row['ops']:>12,.0f}{_fmt(row['fixed_ops']):>12}   {row['settings']}".rstrip())
     for run in r["runs"]:
         if "error" in run:
             lines.append(f"left out {run['run_dir']}: {run['error']}")

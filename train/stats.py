@@ -294,9 +294,10 @@ def format_summary(rows: list[dict]) -> str:
         for r in part:
             what = (", ".join(f"{k} {100 * v:.1f}" for k, v in r["fold_acc"].items()) if folds else
                     r["test_speakers"] if protocol == HELD_OUT else r["test_voices"] or "-")
-            lines.append(f"{r['model']:<10}{str(r['layers']) + 'x' + str(r['hidden']):<8}{data_label(r):<{w}}"
+            lines.append((f"{r['model']:<10}{str(r['layers']) + 'x' + str(r['hidden']):<8}{data_label(r):<{w}}"
                          f"{r['recipe']:<9}{r['epochs']:>6}{r['seeds']:>6}" + (f"{r['folds']:>6}" if folds else "")
-                         + f"   {format_accuracy(r):<27}{what:<11}" + (f"   {r['settings']}" if r["settings"] else ""))
+                         + f"   {format_accuracy(r):<27}{what:<11}" + (f"   {r['settings']}" if r["settings"] else "")
+                         ).rstrip())
             lines.append(f"    {members_line(r['members'])}")
     return "\n".join(lines)
 
