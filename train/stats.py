@@ -188,7 +188,10 @@ def group_runs(runs: list[dict]) -> list[tuple[dict, list[dict]]]:
     """(same_model_key, its runs) for each model among `runs`, in a stable order."""
     groups = {}
     for run in runs:
-        key = same_model_key(run)
+        try:
+            key = same_model_key(run)
+        except InputError as exc:
+            raise InputError(f"{run.get('run_dir', 'a run')}: {exc}") from None
         groups.setdefault(json.dumps(key, sort_keys=True), (key, []))[1].append(run)
     order = lambda g: (g[0]["protocol"] != TEST_SPLIT, g[0]["protocol"], g[0]["model"], g[0]["layers"],
                        g[0]["hidden"], g[0]["data"], json.dumps(g[0], sort_keys=True))
