@@ -69,7 +69,7 @@ def data_info(path, channels, duration, as_json):
 @click.argument("path")
 @click.option("--index", type=int, default=0, show_default=True, help="Sample index.")
 @click.option("--split", default="train", show_default=True, help="Split, for a dataset with several.")
-@click.option("--channels", type=int, default=None, help="Channel count.")
+@click.option("--channels", type=int, default=None, help="Channel count (default: 700 SHD/SSC, 64 N-TIDIGITS18).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output image (.png, .pdf, .svg).")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 def data_plot(path, index, split, channels, out, force):
@@ -82,18 +82,25 @@ def _training_options(f):
     """The options `train` and `cv` share: model, data, recipe."""
     from train.recipe import RECIPES, help_text
     opts = [
-        click.option("--model", help="lif, cuba-lif, spikgru, rnn or gru."),
+        click.option("--model",
+                     help="lif, cuba-lif, spikgru, rnn or gru (required; no default, except with --resume)."),
         click.option("--layers", type=int, default=2, show_default=True, help="Recurrent layers."),
         click.option("--hidden", type=int, default=128, show_default=True, help="Neurons per recurrent layer."),
-        click.option("--data", default="builtin", show_default=True, help="'builtin', a dataset directory or an HDF5 file."),
-        click.option("--epochs", type=int, default=None, help="Epochs (study: 200; with --resume: extend to this many)."),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--data", default="builtin", show_default=True,
+                     help="'builtin', a dataset directory or an HDF5 file (a training file without a test file beside "
+                          "it: a seeded 10 % test split of each speaker and class, README)."),
+        click.option("--epochs", type=int, default=None,
+                     help="Epochs to train (default 200, the study's; with --resume: extend the run to this many)."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed of the initial weights, the shuffle, the augmentation and the validation split."),
         click.option("--batch", type=int, default=None, help="Batch size (default 128, 512 for SSC)."),
-        click.option("--lr", type=float, default=1e-3, show_default=True),
+        click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam's learning rate."),
         click.option("--jitter", type=float, default=None, help="Channel jitter sigma (default 2 for SHD/SSC, 0 for N-TIDIGITS18)."),
         click.option("--bin-hz", type=float, default=None, help="Bin rate (default 250 SHD/SSC, 200 N-TIDIGITS18)."),
-        click.option("--duration", type=float, default=None, help="Cut window in seconds."),
-        click.option("--channels", type=int, default=None, help="Input channels."),
+        click.option("--duration", type=float, default=None,
+                     help="Cut window in seconds (default 1 SHD/SSC, 1.25 N-TIDIGITS18)."),
+        click.option("--channels", type=int, default=None,
+                     help="Input channels (default 700 SHD/SSC, 64 N-TIDIGITS18)."),
         click.option("--clip", type=float, nargs=2, default=None, help="Training range of i and v (default -4 4)."),
         click.option("--no-clip", is_flag=True, help="Do not clip i and v."),
         click.option("--surrogate-scale", type=float, default=None, help="Height of the triangle surrogate (default 1)."),
@@ -104,32 +111,47 @@ def _training_options(f):
         click.option("--lava-cuba", is_flag=True, help="Cuba-LIF with Lava's own CUBA dynamics (hard reset, shared decays) for stock netx."),
         click.option("--recipe", "recipe_name", type=click.Choice(list(RECIPES)), default=None,
                      help=f"Training recipe. {help_text()}. The options below override single fields."),
-        click.option("--dropout", type=float, default=None, help="Drop hidden spikes between layers with this probability."),
-        click.option("--weight-decay", type=float, default=None, help="AdamW's decoupled weight decay (0: Adam)."),
-        click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=None, help="Learning rate per epoch."),
-        click.option("--label-smoothing", type=float, default=None, help="Cross-entropy label smoothing."),
-        click.option("--channel-shift", type=int, default=None, help="Shift each sample's channels by up to +-K."),
+        click.option("--dropout", type=float, default=None,
+                     help="Drop hidden spikes between layers with this probability (default: the recipe's)."),
+        click.option("--weight-decay", type=float, default=None,
+                     help="AdamW's decoupled weight decay (0: Adam) (default: the recipe's)."),
+        click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=None,
+                     help="Learning rate per epoch (default: the recipe's)."),
+        click.option("--label-smoothing", type=float, default=None,
+                     help="Cross-entropy label smoothing (default: the recipe's)."),
+        click.option("--channel-shift", type=int, default=None,
+                     help="Shift each sample's channels by up to +-K (default: the recipe's)."),
         click.option("--channel-shift-share", type=float, default=None,
-                     help="The same as a share of the channel count (0.034: +-24 of 700, +-2 of 64)."),
+                     help="The same as a share of the channel count (0.034: +-24 of 700, +-2 of 64; default: the "
+                          "recipe's)."),
         click.option("--blend", type=float, default=None,
                      help="Share of training samples mixed with another sample of their class, aligned on their "
-                          "centres of mass (Nowotny et al. 2025)."),
+                          "centres of mass (Nowotny et al. 2025; default: the recipe's)."),
         click.option("--loss", type=click.Choice(["max", "softmax-mean", "ce-mean"]), default=None,
                      help="Readout loss: max over time then cross-entropy (the study's), the per-step softmax averaged "
-                          "over time, or the per-step cross-entropy averaged. The class is always the largest maximum."),
-        click.option("--time-stretch", type=float, default=None, help="Stretch each sample's time axis by a factor in [1-S, 1+S]."),
-        click.option("--event-drop", type=float, default=None, help="Drop each input event with this probability."),
-        click.option("--spectral-tilt", type=float, default=None, help="Random spectral slope per sample: drop up to this share of one end's events."),
-        click.option("--rate-reg", type=float, default=None, help="Penalty on hidden spikes per neuron per step."),
+                          "over time, or the per-step cross-entropy averaged. The class is always the largest maximum "
+                          "(default: the recipe's)."),
+        click.option("--time-stretch", type=float, default=None,
+                     help="Stretch each sample's time axis by a factor in [1-S, 1+S] (default: the recipe's)."),
+        click.option("--event-drop", type=float, default=None,
+                     help="Drop each input event with this probability (default: the recipe's)."),
+        click.option("--spectral-tilt", type=float, default=None,
+                     help="Random spectral slope per sample: drop up to this share of one end's events (default: "
+                          "the recipe's)."),
+        click.option("--rate-reg", type=float, default=None,
+                     help="Penalty on hidden spikes per neuron per step (default: the recipe's)."),
         click.option("--rate-target", type=float, default=None,
-                     help="With --rate-reg: penalise each neuron's (rate - target)^2 instead of the layer's rate."),
+                     help="With --rate-reg: penalise each neuron's (rate - target)^2 instead of the layer's rate "
+                          "(default: the recipe's)."),
         click.option("--quiet-tail", type=int, default=None,
                      help="Append this many silent steps to every training sample and penalise hidden spikes there "
-                          "(with --quiet-reg): a network that falls silent runs samples back to back on Loihi 2."),
+                          "(with --quiet-reg): a network that falls silent runs samples back to back on Loihi 2 "
+                          "(default: the recipe's)."),
         click.option("--quiet-reg", type=float, default=None, help="Weight of the --quiet-tail penalty (spikes per "
-                     "neuron per step in the silent tail)."),
+                     "neuron per step in the silent tail; default: the recipe's)."),
         click.option("--decay-range", type=float, nargs=2, default=None,
-                     help="Clip the hidden layers' decays to [LOW, HIGH] after each step (study: 0 1)."),
+                     help="Clip the hidden layers' decays to [LOW, HIGH] after each step (default: the recipe's; "
+                          "study: 0 1)."),
         click.option("--device", default="cpu", show_default=True,
                      help="auto (CUDA when present), cpu, cuda or cuda:N. Several processes: torchrun (README)."),
         click.option("--workers", type=int, default=0, show_default=True,
@@ -154,9 +176,13 @@ def _training_options(f):
               help="shd: 700 channels (SHD/SSC layout); ntidigits: 64 channels (N-TIDIGITS18 layout).")
 @click.option("--label-regex", default=r"^([^_]+)_", show_default=True, help="Label from the file name (first group).")
 @click.option("--speaker-regex", default=r"^[^_]+_([^_]+)_", show_default=True, help="Speaker from the file name.")
-@click.option("--include", default=None, help="Only files whose name matches this regular expression.")
+@click.option("--include", default=None, help="Only files whose name matches this regular expression (default: all).")
 @click.option("--classes", default=None, help="Class names in order, comma-separated (default: 0..max for digits).")
-@click.option("--split", default="train", show_default=True, help="ntidigits layout: the split name (train or test).")
+@click.option("--split", default=None, help="ntidigits layout: the one split the file holds, train or test (default: "
+              "train; --test-share writes both).")
+@click.option("--test-share", type=float, default=None,
+              help="Write a split: this share of each speaker's recordings of each class (seeded, e.g. 0.1) is the "
+                   "test set, at its own speed; shd: OUT's name with _train and _test (default: one file, no split).")
 @click.option("--workers", type=int, default=2, show_default=True, help="Processes converting recordings.")
 @click.option("--rate", type=int, default=8000, show_default=True, help="Resample every recording to this rate (Hz).")
 @click.option("--fmin", type=float, default=80.0, show_default=True, help="Lowest centre frequency (Hz).")
@@ -171,8 +197,8 @@ def _training_options(f):
                    "each recording also played 10 %% slower and faster).")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def data_convert(inputs, out, layout, label_regex, speaker_regex, include, classes, split, workers, rate, fmin, fmax,
-                 envelope_hz, resolution, floor, max_rate, no_normalize, speed, force, quiet):
+def data_convert(inputs, out, layout, label_regex, speaker_regex, include, classes, split, test_share, workers, rate,
+                 fmin, fmax, envelope_hz, resolution, floor, max_rate, no_normalize, speed, force, quiet):
     """Recordings (wav files or directories) -> spikes through a gammatone front end -> one HDF5 file."""
     from audio.convert import convert, format_convert
     from audio.frontend import LAYOUT_CHANNELS, Frontend
@@ -182,16 +208,21 @@ def data_convert(inputs, out, layout, label_regex, speaker_regex, include, class
     except ValueError:
         raise click.BadParameter(f"{speed!r}: comma-separated numbers", param_hint="--speed") from None
     r = convert(list(inputs), out, layout, fe, label_regex, speaker_regex, include,
-                [c for c in classes.split(",") if c] if classes else None, split, workers, not quiet, force, speeds)
+                [c for c in classes.split(",") if c] if classes else None, split, workers, not quiet, force, speeds,
+                test_share)
     click.echo(format_convert(r))
 
 
 @cli.command("train")
 @_training_options
 @click.option("--seeds", type=int, default=1, show_default=True, help="Train this many seeds (seed, seed+1, ...) and report mean +- 95 % CI.")
-@click.option("--holdout-speaker", default=None, help="Test on this speaker (name or id) alone, train on the others.")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory.")
-@click.option("--resume", type=click.Path(file_okay=False), default=None, help="Continue the run in this directory.")
+@click.option("--holdout-speaker", default=None,
+              help="Test on this speaker (name or id; `data info` lists them) alone, train on the others (default: "
+                   "the dataset's own test split).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Run directory (required; no default, except with --resume).")
+@click.option("--resume", type=click.Path(file_okay=False), default=None,
+              help="Continue the run in this directory (default: start a new run in --out).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_cmd(seeds, out, resume, quiet, **options):
     """Train one of the study's models (Adam 1e-3, max-over-time loss; see --recipe)."""
@@ -207,6 +238,9 @@ def train_cmd(seeds, out, resume, quiet, **options):
     if not is_main_process():  # torchrun: rank 0 reports
         return
     for r in runs:
+        if r.get("finished_already"):
+            click.echo(f"note: {r['run_dir']} finished its {r['epochs']} epochs already, nothing to resume; "
+                       f"`train --resume {r['run_dir']} --epochs N` trains it on to N epochs", err=True)
         click.echo(f"{r['run_dir']}: best valid {100 * r['best_valid_acc']:.2f} % (epoch {r['best_epoch']}), "
                    f"test {100 * r['test_acc']:.2f} %")
     if len(runs) > 1:
@@ -217,9 +251,13 @@ def train_cmd(seeds, out, resume, quiet, **options):
 @_training_options
 @click.option("--by", type=click.Choice(["speaker"]), default="speaker", show_default=True, help="What each fold holds out.")
 @click.option("--seeds", type=int, default=1, show_default=True, help="Seeds per fold (seed, seed+1, ...).")
-@click.option("--speakers", default=None, help="Only these folds (comma-separated speaker names or ids).")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Cross-validation directory (one run per fold and seed).")
-@click.option("--resume", type=click.Path(file_okay=False), default=None, help="Continue the cross-validation in this directory.")
+@click.option("--speakers", default=None,
+              help="Only these folds (comma-separated speaker names or ids; default: every speaker).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Cross-validation directory, one run per fold and seed (required; no default, except with "
+                   "--resume).")
+@click.option("--resume", type=click.Path(file_okay=False), default=None,
+              help="Continue the cross-validation in this directory (default: start one in --out).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def cv_cmd(by, seeds, speakers, out, resume, quiet, **options):
     """Leave-one-speaker-out cross-validation: held-out accuracy mean +- 95 % CI over folds (resumable)."""
@@ -248,8 +286,10 @@ def cv_cmd(by, seeds, speakers, out, resume, quiet, **options):
 @click.option("--hidden", type=int, default=128, show_default=True, help="Neurons per recurrent layer.")
 @click.option("--jobs", type=int, default=2, show_default=True,
               help="Runs side by side, each a one-thread process (0: one at a time in this process).")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Study directory.")
-@click.option("--resume", type=click.Path(file_okay=False), default=None, help="Continue the study in this directory.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Study directory (required; no default, except with --resume).")
+@click.option("--resume", type=click.Path(file_okay=False), default=None,
+              help="Continue the study in this directory (default: start one in --out).")
 @click.option("--report-only", is_flag=True, help="With --resume: print what the finished runs say, train nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def nested_cmd(models, recipes, data, seeds, seed, epochs, hidden, jobs, out, resume, report_only, as_json):
@@ -277,7 +317,8 @@ def nested_cmd(models, recipes, data, seeds, seed, epochs, hidden, jobs, out, re
               "test set, its held-out speaker included).")
 @click.option("--split", type=click.Choice(["train", "valid", "test"]), default=None,
               help="train, valid or test (default: test; with --data FILE, every sample of the file).")
-@click.option("--limit", type=int, default=None, help="Only the first N samples.")
+@click.option("--limit", type=int, default=None, help="N samples spread evenly over the classes, the same N in eval, "
+              "simulate, compare and report (default: all).")
 @click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def eval_cmd(checkpoint, data, split, limit, device, as_json):
@@ -349,9 +390,13 @@ def export_cmd(checkpoint, target, out, netx_compatible, chips, split_weights, d
               "the Braille graphs: 1e-4).")
 @click.option("--reset", type=click.Choice(["zero", "subtract"]), default=None,
               help="How the spiking nodes reset (default: the graph's metadata, else NIR's own: zero, to v_reset).")
-@click.option("--bin-hz", type=float, default=None, help="Bin rate of the data the model takes (for eval on a file).")
-@click.option("--duration", type=float, default=None, help="Window of the data the model takes, in seconds.")
-@click.option("--classes", default=None, help="Class names in order, comma-separated.")
+@click.option("--bin-hz", type=float, default=None,
+              help="Bin rate of the data the model takes, for eval on a file (default: the file's layout's, 250 "
+                   "SHD/SSC, 200 N-TIDIGITS18).")
+@click.option("--duration", type=float, default=None,
+              help="Window of the data the model takes, in seconds (default: the file's layout's, 1 SHD/SSC, 1.25 "
+                   "N-TIDIGITS18).")
+@click.option("--classes", default=None, help="Class names in order, comma-separated (default: 0, 1, ...).")
 @click.option("--force", is_flag=True, help="Replace a checkpoint already in --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def import_nir_cmd(graph, out, dt, reset, bin_hz, duration, classes, force, as_json):
@@ -382,12 +427,15 @@ def finetune_cmd(checkpoint, out, epochs, lr, data, batch, device, quiet):
 @click.option("--data", default=None, help="Dataset (default: the one the network was trained on).")
 @click.option("--split", type=click.Choice(["train", "valid", "test"]), default=None,
               help="train, valid or test (default: test; with --data FILE, every sample of the file).")
-@click.option("--limit", type=int, default=None, help="Only the first N samples (Lava's default: 20).")
+@click.option("--limit", type=int, default=None,
+              help="N samples spread evenly over the classes, the same N in eval, simulate, compare and report "
+                   "(default: Lava 20, the fast engine all).")
 @click.option("--engine", type=click.Choice(["lava", "fast"]), default="lava", show_default=True,
               help="lava: Lava processes with event counters; fast: the batched integer engine (same spikes and counts).")
 @click.option("--backend", type=click.Choice(["sim", "loihi2"]), default="sim", show_default=True,
               help="Lava run config: Loihi2SimCfg, or Loihi2HwCfg (needs Intel's lava-loihi).")
-@click.option("--channels", type=int, default=None, help="Read the dataset with this many channels.")
+@click.option("--channels", type=int, default=None,
+              help="Read the dataset with this many channels (default: the network's inputs).")
 @click.option("--stock-netx", is_flag=True, help="Run a --netx-compatible file in lava-dl's stock netx Network "
               "(netx's own reset, nothing written into the network during the run).")
 @click.option("--gap", type=int, default=None, help="Silent steps after each sample of the stream (every engine; "
@@ -412,7 +460,7 @@ def simulate_cmd(network, data, split, limit, engine, backend, channels, stock_n
 @click.option("--engine", type=click.Choice(["fast", "lava"]), default="fast", show_default=True,
               help="For an exported network (.h5): the fast engine or Lava.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
-              help="PNG: input raster, hidden spikes and readout over time (one file per recording).")
+              help="PNG: input raster, hidden spikes and readout over time (one file per recording; default: none).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def infer_cmd(model, recordings, engine, plot, as_json):
     """Classify wav RECORDINGS with MODEL (a checkpoint or an exported .h5) through its own audio front end."""
@@ -427,10 +475,13 @@ def infer_cmd(model, recordings, engine, plot, as_json):
 @click.option("--checkpoint", default=None, help="Float model (default: the file's own checkpoint, if it is there).")
 @click.option("--split", type=click.Choice(["train", "valid", "test"]), default=None,
               help="train, valid or test (default: test; with --data FILE, every sample of the file).")
-@click.option("--limit", type=int, default=None, help="Samples run in Lava and compared (default 20).")
+@click.option("--limit", type=int, default=None,
+              help="Samples run in Lava and compared: N spread evenly over the classes, the same N in eval, simulate "
+                   "and report (default 20).")
 @click.option("--e-mac", type=float, default=4.6, show_default=True, help="Energy per MAC in pJ (Horowitz 45 nm, 32-bit float).")
 @click.option("--e-ac", type=float, default=0.9, show_default=True, help="Energy per AC in pJ (Horowitz 45 nm, 32-bit float).")
-@click.option("--channels", type=int, default=None, help="Read the dataset with this many channels.")
+@click.option("--channels", type=int, default=None,
+              help="Read the dataset with this many channels (default: the network's inputs).")
 @click.option("--gap", type=int, default=None, help="Silent steps after each sample of the Lava stream (default: "
               "the smallest after which the network falls silent on the validation split).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the last line stays measured_vs_predicted_fixed=).")
@@ -449,7 +500,9 @@ def compare_cmd(network, data, checkpoint, split, limit, e_mac, e_ac, channels, 
 @cli.command("report")
 @click.argument("runs_dir")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="report.html (self-contained) or report.md (+ report.png).")
-@click.option("--limit", type=int, default=None, help="Evaluate each model on the first N test samples only.")
+@click.option("--limit", type=int, default=None,
+              help="Evaluate each model and its exported networks on N samples spread evenly over the classes, the "
+                   "same N as in eval, simulate and compare; accuracies are then on those (default: all).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--force", is_flag=True, help="Replace --out (and its .png) if they exist.")
 def report_cmd(runs_dir, out, limit, quiet, force):

@@ -2,8 +2,13 @@
 file in the SHD/SSC layout (700 channels) or the N-TIDIGITS18 layout (64 channels).
 
 `speeds` (e.g. 0.9, 1.0, 1.1) converts each recording once per factor, played that much faster (tempo and pitch
-together, the speed perturbation of Ko et al. 2015): same label and speaker, `extra/speed` records the factor.
-Meant for a training file: a test file keeps 1.0 alone.
+together, the speed perturbation of Ko et al. 2015): same label and speaker, `extra/speed` records the factor and
+`extra/recording` which recording a sample is a copy of. Meant for a training file: a test file keeps 1.0 alone.
+
+`test_share` (e.g. 0.1) writes a split: that share of each speaker's recordings of each class
+(audio.datasets.test_share_split, seeded: the split a lone training file would get) is the test set, converted at
+its own speed only; the SHD layout writes two files (OUT's name with 'train' and 'test': `x.h5` -> `x_train.h5`,
+`x_test.h5`), the N-TIDIGITS18 layout one file with both splits.
 
 Labels and speakers come from the file names (regular expressions, first group); every name is checked and
 every file read before anything is written; the output is written atomically (nothing is left on any error)
@@ -13,6 +18,7 @@ the output is the same whatever the number of workers.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import re
@@ -24,6 +30,7 @@ import numpy as np
 
 from scipy import signal
 
+from audio.datasets import TEST_SEED, test_share_split
 from audio.frontend import LAYOUT_CHANNELS, Frontend, label_and_speaker, read_wav, spikes_of
 from audio.spike_files import DAS_CLASSES
 from common.atomic import atomic_path, check_output
@@ -93,17 +100,31 @@ def _class_list(labels: list[str], classes: list[str] | None) -> list[str]:
     return sorted(set(labels))
 
 
+def split_outputs(out: Path) -> dict[str, Path]:
+    """The two files of an SHD-layout split: OUT's name with 'train' and 'test' (x.h5 -> x_train.h5, x_test.h5;
+    x_train.h5 -> x_train.h5, x_test.h5)."""
+    if re.search(r"(?i)train", out.stem):
+        return {s: out.with_name(re.sub(r"(?i)train", s, out.stem) + out.suffix) for s in ("train", "test")}
+    return {s: out.with_name(f"{out.stem}_{s}{out.suffix}") for s in ("train", "test")}
+
+
 def convert(inputs: list[str], out: str | Path, layout: str = "shd", fe: Frontend | None = None,
             label_regex: str = DEFAULT_LABEL_REGEX, speaker_regex: str = DEFAULT_SPEAKER_REGEX,
-            include: str | None = None, classes: list[str] | None = None, split: str = "train", workers: int = 2,
-            progress: bool = True, force: bool = False, speeds: list[float] | None = None) -> dict:
-    """Converts the recordings; returns a summary (files, samples, spikes, classes, speakers, seconds)."""
+            include: str | None = None, classes: list[str] | None = None, split: str | None = None, workers: int = 2,
+            progress: bool = True, force: bool = False, speeds: list[float] | None = None,
+            test_share: float | None = None) -> dict:
+    """Converts the recordings; returns a summary (files, samples, spikes, classes, speakers, seconds, outputs)."""
     import time
     speeds = list(speeds or [1.0])
     if any(not 0.5 <= v <= 2.0 for v in speeds) or len(set(speeds)) != len(speeds):
         raise InputError(f"--speed {','.join(map(str, speeds))}: distinct factors between 0.5 and 2")
     if layout not in LAYOUT_CHANNELS:
         raise InputError(f"--layout {layout!r}: choose {', '.join(LAYOUT_CHANNELS)}")
+    if test_share is not None and not 0 < test_share < 1:
+        raise InputError(f"--test-share must be between 0 and 1, got {test_share}")
+    if test_share is not None and split is not None:
+        raise InputError("--split names the one split of an N-TIDIGITS18 file; --test-share writes both: give one")
+    split = split or "train"
     fe = fe or Frontend(channels=LAYOUT_CHANNELS[layout])
     fe.validate()
     if fe.channels != LAYOUT_CHANNELS[layout]:
@@ -116,46 +137,63 @@ def convert(inputs: list[str], out: str | Path, layout: str = "shd", fe: Fronten
         except re.error as exc:
             raise InputError(f"--{what}-regex {pattern!r}: not a regular expression ({exc})") from None
     files = wav_files(inputs, include)
-    out = check_output(out, files, force)
+    out = Path(out)
     if out.suffix.lower() not in (".h5", ".hdf5", ".hdf"):
         raise InputError(f"--out {out}: name an HDF5 file (.h5 or .hdf5)")
+    outputs = split_outputs(out) if test_share is not None and layout == "shd" else {"all": out}
+    for path in outputs.values():
+        check_output(path, files, force)
     names = [label_and_speaker(f, label_regex, speaker_regex) for f in files]  # every name, before any work
-    labels = [n[0] for f, n in zip(files, names) for _ in speeds]
-    speakers = [n[1] for f, n in zip(files, names) for _ in speeds]
     if layout == "ntidigits":
-        bad = [l for l in labels if DIGIT_WORDS.get(l.lower(), l) not in DAS_CLASSES]
+        bad = [n[0] for n in names if DIGIT_WORDS.get(n[0].lower(), n[0]) not in DAS_CLASSES]
         if bad:
             raise InputError(f"the N-TIDIGITS18 layout holds single digits (z, o, 1..9); label {bad[0]!r} is not one")
-    class_names = _class_list(labels, classes) if layout == "shd" else list(DAS_CLASSES)
+    is_test = test_share_split([n[0] for n in names], [n[1] for n in names], test_share, TEST_SEED) \
+        if test_share is not None else np.zeros(len(files), dtype=bool)
+    if test_share is not None and (is_test.all() or not is_test.any()):
+        raise InputError(f"--test-share {test_share}: leaves {'no' if not is_test.any() else 'only'} test recordings "
+                         "(too few recordings per speaker and class)")
+    # one job per (recording, speed); a test recording at its own speed only
+    jobs = [(k, v) for k, t in enumerate(is_test) for v in ([1.0] if t else speeds)]
+    class_names = _class_list([names[k][0] for k, _ in jobs], classes) if layout == "shd" else list(DAS_CLASSES)
     t0 = time.perf_counter()
-    jobs = [(f, fe, v) for f in files for v in speeds]
     bar = progress_bar(len(jobs), "convert", progress, unit="file")
     results = []
+    work = [(files[k], fe, v) for k, v in jobs]
     if workers == 1:
-        for job in jobs:
+        for job in work:
             results.append(_convert_one(job))
             bar.update(1)
     else:
         with mp.get_context("fork").Pool(workers, initializer=quiet_child_signals) as pool:
-            for res in pool.imap(_convert_one, jobs, chunksize=8):
+            for res in pool.imap(_convert_one, work, chunksize=8):
                 results.append(res)
                 bar.update(1)
     bar.close()
     seconds = time.perf_counter() - t0
-    speaker_names = sorted(set(speakers))
-    with atomic_path(out) as tmp:
-        with h5py.File(tmp, "w") as h5:
-            h5.attrs["frontend"] = json.dumps(fe.as_dict())
-            if layout == "shd":
-                _write_shd(h5, results, [class_names.index(l) for l in labels], class_names,
-                           [speaker_names.index(s) for s in speakers], speaker_names)
-                if speeds != [1.0]:
-                    h5.create_dataset("extra/speed", data=np.array([v for _ in files for v in speeds], np.float32))
-            else:
-                _write_das(h5, results, labels, speakers, split)
+    speaker_names = sorted({n[1] for n in names})
+    parts = {"train": [j for j, (k, _) in enumerate(jobs) if not is_test[k]],
+             "test": [j for j, (k, _) in enumerate(jobs) if is_test[k]]}
+    with contextlib.ExitStack() as stack:
+        temps = {s: stack.enter_context(atomic_path(p)) for s, p in outputs.items()}
+        for part, tmp in temps.items():
+            take = list(range(len(jobs))) if part == "all" else parts[part]
+            with h5py.File(tmp, "w") as h5:
+                h5.attrs["frontend"] = json.dumps(fe.as_dict())
+                if layout == "shd":
+                    _write_shd(h5, [results[j] for j in take], [class_names.index(names[jobs[j][0]][0]) for j in take],
+                               class_names, [speaker_names.index(names[jobs[j][0]][1]) for j in take], speaker_names)
+                    if any(jobs[j][1] != 1.0 for j in take):  # speed copies (a test file has none)
+                        h5.create_dataset("extra/speed", data=np.array([jobs[j][1] for j in take], np.float32))
+                        h5.create_dataset("extra/recording", data=np.array([jobs[j][0] for j in take], np.int32))
+                else:
+                    taken = {}  # takes counted over both splits: every id is unique in the file
+                    for s, idx in (parts.items() if test_share is not None else [(split, take)]):
+                        _write_das(h5, [results[j] for j in idx], [names[jobs[j][0]][0] for j in idx],
+                                   [names[jobs[j][0]][1] for j in idx], s, taken)
     n_spikes = [len(r[0]) for r in results]
-    return {"out": str(out), "layout": layout, "files": len(files), "samples": len(jobs), "speeds": speeds,
-            "classes": class_names,
+    return {"out": str(out), "outputs": [str(p) for p in outputs.values()], "layout": layout, "files": len(files),
+            "test_files": int(is_test.sum()), "samples": len(jobs), "speeds": speeds, "classes": class_names,
             "speakers": speaker_names, "spikes_mean": float(np.mean(n_spikes)), "spikes_min": int(np.min(n_spikes)),
             "spikes_max": int(np.max(n_spikes)), "seconds": seconds, "files_per_s": len(files) / max(seconds, 1e-9),
             "frontend": fe.as_dict()}
@@ -178,9 +216,9 @@ def _write_shd(h5, results, labels, class_names, speakers, speaker_names) -> Non
     h5.create_dataset("extra/speaker_names", data=np.array([s.encode() for s in speaker_names]))
 
 
-def _write_das(h5, results, labels, speakers, split: str) -> None:
-    """N-TIDIGITS18 ids <speaker><take>-<digit><letter>: the take counts each speaker's recordings."""
-    ids, taken = [], {}
+def _write_das(h5, results, labels, speakers, split: str, taken: dict) -> None:
+    """N-TIDIGITS18 ids <speaker><take>-<digit><letter>: the take counts each speaker's recordings (in `taken`)."""
+    ids = []
     for label, speaker in zip(labels, speakers):
         clean = re.sub(r"[^A-Za-z]", "", speaker) or "speaker"
         taken[clean] = taken.get(clean, -1) + 1
@@ -194,6 +232,8 @@ def _write_das(h5, results, labels, speakers, split: str) -> None:
 
 def format_convert(r: dict) -> str:
     copies = f" x {len(r['speeds'])} speeds = {r['samples']} samples" if len(r["speeds"]) > 1 else ""
-    return (f"wrote {r['out']} ({r['layout']} layout): {r['files']} recordings{copies}, {len(r['classes'])} classes, "
+    split = f" ({r['test_files']} of them the test split, at their own speed)" if r["test_files"] else ""
+    return (f"wrote {' and '.join(r['outputs'])} ({r['layout']} layout): {r['files']} recordings{split}{copies}, "
+            f"{len(r['classes'])} classes, "
             f"{len(r['speakers'])} speakers; spikes per recording mean {r['spikes_mean']:.0f}, min {r['spikes_min']}, "
             f"max {r['spikes_max']}; {r['seconds']:.1f} s ({r['files_per_s']:.1f} recordings/s)")

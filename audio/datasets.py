@@ -5,6 +5,12 @@ SSC `*valid*`), one SHD/SSC training file (its test and valid siblings are found
 name), an N-TIDIGITS18 file, or a directory holding one. Validation is the
 dataset's own valid file where it ships one (SSC), else a seeded fraction of the
 training split: 10 % for the SHD layout, 20 % for N-TIDIGITS18.
+
+A training file with no test file beside it (a lone SHD/SSC file, whatever its name says unless it says 'test' or
+'valid'; an N-TIDIGITS18 file with no test split: what `data convert` writes without --test-share) gets a seeded
+test split (test_share_split): 10 % of each speaker's recordings of each class, the same samples for every run
+and seed; speed-perturbed copies of a recording (`data convert --speed`) stay on its side, and the test side keeps
+the recordings at their own speed only.
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from audio.binning import BinnedSet, BinSpec, bin_spikes
@@ -57,9 +64,11 @@ def _shd_source(files: list[Path], name_hint: str, where: Path) -> Source:
         if split in by_split:
             raise InputError(f"{where}: two {split} files ({by_split[split].name}, {f.name})")
         by_split[split] = f
-    for need in ("train", "test"):
-        if need not in by_split:
-            raise InputError(f"{where}: no {need} file found (expected a name containing '{need}')")
+    if "train" not in by_split:
+        data = [f for f in files if _split_of(f) is None]
+        if len(data) != 1:
+            raise InputError(f"{where}: no train file found (expected a name containing 'train')")
+        by_split["train"] = data[0]  # a folder holding one data file: that file, with a seeded test split
     by_split = {k: by_split[k] for k in SPLITS if k in by_split}
     name = "ssc" if "valid" in by_split or "ssc" in name_hint.lower() else "shd"
     return Source(name, "shd", by_split)
@@ -97,16 +106,21 @@ def find_source(spec: str) -> Source:
         if das:
             if len(das) > 1:
                 raise InputError(f"{path}: several N-TIDIGITS18 files ({', '.join(f.name for f in das)}); pass one")
-            return Source("das", "das", {"train": das[0], "test": das[0]})
+            return _das_source(das[0])
         return _shd_source(files, path.name, path)
     layout = detect_layout(path)
     if layout == "das":
-        return Source("das", "das", {"train": path, "test": path})
+        return _das_source(path)
     if _split_of(path) != "train":
         return Source("ssc" if "ssc" in path.name.lower() else "shd", "shd", {"file": path})
     stems = {path.stem.lower().replace("train", w) for w in ("train", "test", "valid", "val")}
     siblings = [p for p in path.parent.iterdir() if p.suffix.lower() in HDF5_SUFFIXES and p.stem.lower() in stems]
     return _shd_source(siblings, path.name, path)
+
+
+def _das_source(path: Path) -> Source:
+    """An N-TIDIGITS18 file: its train and test splits (no test split: a seeded one, load_dataset)."""
+    return Source("das", "das", {s: path for s in das_splits(path)} or {"train": path})
 
 
 def read_split(source: Source, split: str, n_channels: int | None = None) -> SpikeSet:
@@ -167,6 +181,55 @@ class Dataset:
         return 0.0 if self.source.layout == "das" else 2.0
 
 
+TEST_SHARE = 0.1  # the seeded test split of a training file that comes without one
+TEST_SEED = 0  # ... drawn with a seed of its own: the same test samples for every run and seed
+
+
+def test_share_split(labels, speakers, share: float, seed: int = TEST_SEED) -> np.ndarray:
+    """Which recordings are test recordings (a bool mask): round(share x n) of the n recordings of each speaker and
+    class, drawn by a seeded generator (group by group, in sorted order, so the same inputs give the same mask).
+    labels, speakers: one entry per recording (speakers None: classes alone); `data convert --test-share` and the
+    seeded test split of a lone training file both use it."""
+    labels = np.asarray(labels)
+    keys = list(zip(np.asarray(speakers).tolist(), labels.tolist())) if speakers is not None else labels.tolist()
+    rng = np.random.default_rng(seed)
+    test = np.zeros(len(labels), dtype=bool)
+    for key in sorted(set(keys), key=str):
+        members = np.flatnonzero([k == key for k in keys])
+        test[rng.permutation(members)[:int(np.floor(share * len(members) + 0.5))]] = True  # halves round up
+    return test
+
+
+def _recordings(path: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(recording of each sample, whether it is the recording at its own speed) of an SHD-layout file: speed copies
+    (`data convert --speed`: extra/speed, and extra/recording) are one recording."""
+    with h5py.File(path, "r") as h5:
+        speed = np.asarray(h5["extra/speed"][()], dtype=float) if "extra/speed" in h5 else np.ones(n)
+        recording = np.asarray(h5["extra/recording"][()]).astype(np.int64) if "extra/recording" in h5 else None
+    if recording is None:  # converted before extra/recording: each recording's copies are consecutive
+        k = len(np.unique(speed))
+        if n % k or not (speed.reshape(-1, k) == speed[:k]).all():
+            raise InputError(f"{path}: speed copies (extra/speed) in no order this toolchain wrote; give a test file")
+        recording = np.arange(n) // k
+    return recording, speed == 1.0
+
+
+def seeded_test_split(samples: SpikeSet, path: Path, layout: str) -> tuple[np.ndarray, np.ndarray]:
+    """(training, test) sample indices of a training file that comes without a test file (test_share_split): every
+    copy of a test recording leaves training; the test keeps the recordings at their own speed."""
+    recording, original = _recordings(path, len(samples)) if layout == "shd" else \
+        (np.arange(len(samples)), np.ones(len(samples), dtype=bool))
+    first = np.unique(recording, return_index=True)[1]
+    mask = test_share_split(samples.labels[first], None if samples.speakers is None else samples.speakers[first],
+                            TEST_SHARE)
+    is_test = np.isin(recording, np.unique(recording)[mask])
+    test = np.flatnonzero(is_test & original)
+    if test.size == 0:
+        raise InputError(f"{path}: too few recordings per speaker and class for a {100 * TEST_SHARE:.0f} % test split; "
+                         "give a test file (data convert --test-share)")
+    return np.flatnonzero(~is_test), test
+
+
 def validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, validation indices): a seeded random `fraction` of 0..n-1 held out."""
     order = np.random.default_rng(seed).permutation(n)
@@ -205,12 +268,18 @@ def load_dataset(spec: str, *, bin_hz: float | None = None, duration: float | No
         binned = bin_spikes(pool, bins)
         del pool  # splitting the binned events, not the events, keeps one copy of the data in memory
         return Dataset(source.name, source, binned.subset(tr), binned.subset(va), binned.subset(te), bins, protocol)
-    if "file" in source.files:
+    if "file" in source.files and _split_of(source.files["file"]) is not None:
         f = source.files["file"]
-        raise InputError(f"{f}: one SHD/SSC file with no train/test split (its name does not say 'train'): pass a "
-                         "directory with *train* and *test* files, the train file, or --holdout-speaker")
-    train = bin_spikes(read_split(source, "train", bins.n_channels), bins)
-    test = read_split(source, "test", bins.n_channels)
+        raise InputError(f"{f}: a {_split_of(f)} file alone: train on its training file (the {_split_of(f)} file is "
+                         "found beside it), or pass --holdout-speaker")
+    if "test" in source.files:
+        train = bin_spikes(read_split(source, "train", bins.n_channels), bins)
+        test = read_split(source, "test", bins.n_channels)
+    else:  # a training file without a test file: its seeded test split
+        path = source.files.get("train") or source.files["file"]
+        whole = read_split(Source(source.name, source.layout, {"train": path}), "train", bins.n_channels)
+        tr, te = seeded_test_split(whole, path, source.layout)
+        train, test = bin_spikes(whole.subset(tr), bins), whole.subset(te)
     if "valid" in source.files:
         valid = read_split(source, "valid", bins.n_channels)
     else:
@@ -221,6 +290,25 @@ def load_dataset(spec: str, *, bin_hz: float | None = None, duration: float | No
             raise InputError(f"{s.source}: {split} classes {s.class_names[:5]}... differ from the train file's")
     binned = lambda s: s if isinstance(s, BinnedSet) else bin_spikes(s, bins)
     return Dataset(source.name, source, train, binned(valid), binned(test), bins)
+
+
+def limit_index(labels, limit: int | None) -> np.ndarray:
+    """The samples a --limit N run takes, in eval, simulate, compare and report alike: all of them, or N spread
+    evenly over the classes (one of each class in turn, as long as a class has samples left; each class's share
+    spread evenly over its samples, each class starting a little further in, so that a split ordered by class and
+    speaker is sampled across its speakers too), in sample order."""
+    labels = np.asarray(labels)
+    if limit is None or limit >= len(labels):
+        return np.arange(len(labels))
+    members = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    share = np.zeros(len(members), dtype=np.int64)
+    while share.sum() < limit:
+        for k, m in enumerate(members):
+            if share.sum() < limit and share[k] < len(m):
+                share[k] += 1
+    c = len(members)
+    picks = [m[((np.arange(n) * c + k) * len(m)) // (n * c)] for k, (m, n) in enumerate(zip(members, share)) if n]
+    return np.sort(np.concatenate(picks))
 
 
 @dataclass

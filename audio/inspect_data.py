@@ -40,6 +40,8 @@ def describe(spec: str, n_channels: int | None = None, duration: float | None = 
             "split": split, "file": str(source.files[split]), "layout": source.layout,
             "samples": len(s), "classes": s.n_classes, "class_names": s.class_names,
             "speakers": None if s.speakers is None else int(len(np.unique(s.speakers))),
+            "speaker_names": None if s.speakers is None else sorted({s.speaker_name(int(k))
+                                                                     for k in np.unique(s.speakers)}),
             "channels": s.n_channels,
             "spikes_mean": float(counts.mean()), "spikes_min": int(counts.min()), "spikes_max": int(counts.max()),
             "duration_mean_s": float(last.mean()), "duration_max_s": float(last.max()),
@@ -58,6 +60,7 @@ def format_info(rows: list[dict]) -> str:
             f"[{r['split']}] {r['file']} ({r['layout']} layout)",
             f"  samples {r['samples']}, classes {r['classes']} ({', '.join(r['class_names'][:12])}"
             f"{', ...' if r['classes'] > 12 else ''}), speakers {speakers}, channels {r['channels']}",
+            *([f"  speakers (--holdout-speaker NAME): {', '.join(r['speaker_names'])}"] if r["speaker_names"] else []),
             f"  spikes per sample: mean {r['spikes_mean']:.1f}, min {r['spikes_min']}, max {r['spikes_max']}",
             f"  duration (last event): mean {r['duration_mean_s']:.3f} s, max {r['duration_max_s']:.3f} s;"
             f" {r['events_after_cut']} events after the {r['cut_s']} s cut",

@@ -46,7 +46,8 @@ from export.exporter import export_checkpoint  # noqa: E402
 from export.netx_h5 import read_network  # noqa: E402
 from sim.engine import default_threads, run_fast  # noqa: E402
 from sim.lava_net import run_lava  # noqa: E402
-from sim.simulate import load_split, sample_index  # noqa: E402
+from audio.datasets import limit_index  # noqa: E402
+from sim.simulate import load_split  # noqa: E402
 from sim.stream import run_stream  # noqa: E402
 from train.checkpoint import save_checkpoint  # noqa: E402
 from train.models import ModelConfig, build_model  # noqa: E402
@@ -120,7 +121,7 @@ def main() -> None:
     if [l.n_out for l in net.hidden] != [HIDDEN] * LAYERS:
         print(f"note: the network is {'x'.join(str(l.n_out) for l in net.hidden)}, not 2x128", file=sys.stderr)
     _, split = load_split(net, args.data, "test")
-    index = sample_index(len(split), args.samples)
+    index = limit_index(split.labels, args.samples)
     n, T = len(index), split.spec.n_steps
     print(f"network: {', '.join(f'{l.kind} {l.n_in}->{l.n_out}' for l in net.layers)}; {n} of {len(split)} "
           f"{args.data} test samples x {T} steps")

@@ -104,6 +104,7 @@ def format_finetune(r: dict) -> str:
         a = r[name]
         lines.append(f"{name:<8}{100 * a['float']['valid']:>11.2f} %{100 * a['fixed']['valid']:>11.2f} %"
                      f"{100 * a['float']['test']:>10.2f} %{100 * a['fixed']['test']:>10.2f} %")
-    lines.append(f"fine-tuned checkpoint: {r['run_dir']}/best.pt (export it; 'fixed test' is what run_network gives)")
+    lines.append(f"fine-tuned checkpoint: {r['run_dir']}/best.pt (export it: the exported network scores the 'fixed "
+                 "test' accuracy above)")
     return "\n".join(lines)
 

@@ -1,6 +1,7 @@
 """`cli.py compare`: predicted vs measured operations, accuracy and energy of an exported network.
 
-On the same first N samples of a split (N = --limit, small because Lava runs them):
+On the same N samples of a split (N = --limit, small because Lava runs them; spread over the classes as eval and
+simulate take them, audio.datasets.limit_index):
   * predicted (float):  Table 2 (train.ops.model_ops) at the float model's activity (its checkpoint);
   * predicted (fixed):  Table 2 at the fixed-point network's activity (fast engine spikes);
   * measured (Lava):    the Lava run's event counters (sim.lava_net);
@@ -35,8 +36,9 @@ from common.errors import InputError
 from export.resources import estimate
 from sim.engine import run_fast
 from sim.hardware import LOIHI_SOURCE, explain, hardware_ops, loihi_energy_pj
-from sim.simulate import (LAVA_DEFAULT_LIMIT, format_stream, load_net, load_split, run_engine, sample_index,
-                          stream_gap, stream_report)
+from audio.datasets import limit_index
+from sim.simulate import (LAVA_DEFAULT_LIMIT, format_stream, load_net, load_split, run_engine, stream_gap,
+                          stream_report)
 from sim.tally import counted_ops, layer_names
 from train.ops import model_ops
 
@@ -90,6 +92,12 @@ def _float_activity(checkpoint, split, index: np.ndarray, net) -> tuple[dict | N
             "split_accuracy": whole["accuracy"]}, []
 
 
+def _checkpoint_file(path: str | Path) -> Path:
+    """A checkpoint as a file (a run directory means its best.pt, as train.checkpoint.load_checkpoint reads it)."""
+    path = Path(path)
+    return (path / "best.pt" if path.is_dir() else path).resolve()
+
+
 def compare(path: str | Path, data: str | None = None, checkpoint: str | None = None, split: str = "test",
             limit: int | None = None, e_mac: float = E_MAC_PJ, e_ac: float = E_AC_PJ, channels: int | None = None,
             progress: bool = True, gap: int | None = None) -> dict:
@@ -100,7 +108,7 @@ def compare(path: str | Path, data: str | None = None, checkpoint: str | None = 
         raise InputError("--e-mac and --e-ac are energies per operation in pJ and cannot be negative")
     net, netx = load_net(path)
     dataset, binned = load_split(net, data, split, channels, path)
-    index = sample_index(len(binned), limit or LAVA_DEFAULT_LIMIT)
+    index = limit_index(binned.labels, limit or LAVA_DEFAULT_LIMIT)
     n = len(index)
     notes = []
     kind = net.layers[0].kind
@@ -109,8 +117,12 @@ def compare(path: str | Path, data: str | None = None, checkpoint: str | None = 
                      "AC per spike); Lava's CUBA counts 2n MAC and no reset, so measured and predicted differ there")
     # float model: --checkpoint, else the file's own checkpoint where it still exists
     ckpt = checkpoint
+    meta_ckpt = net.meta.get("checkpoint")
+    if ckpt is not None and meta_ckpt and _checkpoint_file(ckpt) != _checkpoint_file(meta_ckpt):
+        notes.append(f"--checkpoint {ckpt} is not the checkpoint {path} was exported from ({meta_ckpt}): the float "
+                     "columns describe another model's weights (a fine-tuned network's own float model is its "
+                     "fine-tuned checkpoint; leave --checkpoint out to use it)")
     if ckpt is None:
-        meta_ckpt = net.meta.get("checkpoint")
         if meta_ckpt and Path(meta_ckpt).exists():
             ckpt = meta_ckpt
         else:
@@ -169,7 +181,8 @@ def compare(path: str | Path, data: str | None = None, checkpoint: str | None = 
            "stock_netx": float(np.mean(stock["pred"] == labels)) if stock else None,
            "float_split": flt["split_accuracy"] if flt else None, "fixed_split": whole.accuracy}
     return {"file": str(path), "model": net.meta.get("model", kind), "netx_compatible": netx, "data": dataset.name,
-            "split": dataset.what, "samples": n, "split_samples": len(binned), "steps": fast.tally.steps,
+            "split": dataset.what, "samples": n, "split_samples": len(binned), "index": index.tolist(),
+            "steps": fast.tally.steps,
             "checkpoint": flt["checkpoint"] if flt else None, "rows": rows, "total": total,
             "rates": {"float": flt["rates"] if flt else None, "fixed": fixed_rates},
             "accuracy": acc, "lava_equals_fast": {"predictions": bool(np.array_equal(lava["pred"], fast.pred)),
@@ -196,7 +209,7 @@ def _pct(x, width=9) -> str:
 
 def format_compare(r: dict) -> str:
     lines = [f"{r['file']}: {r['model']} on {r['data']}, {r['split']}: "
-             + (f"{r['samples']} of them (spread evenly)" if r['samples'] < r['split_samples'] else "all")
+             + (f"{r['samples']} of them (spread over the classes)" if r['samples'] < r['split_samples'] else "all")
              + f" x {r['steps']} steps" + (f"; float model {r['checkpoint']}" if r["checkpoint"] else ""),
              "operations per timestep per sample: predicted by Table 2 from the float / fixed-point activity, "
              "measured by the Lava counters / the fast engine"]
@@ -242,8 +255,13 @@ def format_compare(r: dict) -> str:
     le = r["energy"]["loihi_estimate"]
     lines.append(f"energy, Loihi per-operation estimate: {le['pj_per_step']:.0f} pJ/step ({le['nj_per_sample']:.1f} "
                  f"nJ/sample); {hw['energy_source']}")
+    lines.append("which energy: the 45 nm figure prices Table 2's MAC and AC alike for every model (the study's "
+                 "SNN-vs-ANN comparison on one conventional chip); the Loihi estimate is what this exported network "
+                 "would cost on Loihi 2")
     lines += format_stream(r["stream"], r["samples"])
     lines += [f"note: {n}" for n in r["notes"]]
     x = r["measured_vs_predicted_fixed"]
+    lines.append("last line: the largest relative difference between the measured counts and Table 2 at the same "
+                 "fixed-point activity, over every layer's MAC and AC (0: the counters and the formulas agree)")
     lines.append(f"measured_vs_predicted_fixed={0 if x == 0 else format(x, '.6g')}")
     return "\n".join(lines)

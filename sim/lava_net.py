@@ -29,8 +29,9 @@ import lava.magma.runtime.message_infrastructure.multiprocessing  # noqa: F401  
 
 import contextlib
 import importlib
-import sys
+import io
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -261,6 +262,16 @@ def run_lava(net: QNetwork, counts: np.ndarray, record: bool = False, progress: 
     return LavaResult(sample_max.argmax(axis=1), sample_max, tally, spikes, seconds, total)
 
 
+def netx_network_class():
+    """lava-dl's netx Network, imported quietly: lava-dl prints notes about optional packages and torch's CUDA when
+    imported ("No CUDA runtime is found", "Prophesee Dataset Toolbox could not be found"); none concerns netx."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from lava.lib.dl.netx.hdf5 import Network
+    return Network
+
+
 def run_stock_netx(path: str | Path, net: QNetwork, counts: np.ndarray, record: bool = False,
                    progress: bool = True, run_cfg: RunConfig | None = None, gap: int = 0) -> LavaResult:
     """A --netx-compatible file in stock lava-dl netx (``Network(path, input_message_bits=8,
@@ -275,8 +286,7 @@ def run_stock_netx(path: str | Path, net: QNetwork, counts: np.ndarray, record: 
 
     The readout's voltage is probed (Monitor) and its maximum over each sample's T steps gives the class. Stock
     layers have no counters: the tally stays empty here (the caller takes the fast engine's)."""
-    with contextlib.redirect_stdout(sys.stderr):  # lava-dl prints a warning about an optional package on import
-        from lava.lib.dl.netx.hdf5 import Network
+    Network = netx_network_class()
     from lava.proc.io.source import RingBuffer as Source
     from lava.proc.monitor.process import Monitor
 

@@ -4,11 +4,11 @@ for every trained model found under a runs directory.
 A run directory is one holding ``best.pt`` (with ``summary.json`` once training finished). Each model is
 evaluated on its own test set by train.evaluate.evaluate (accuracy, activity, Table 2 ops from the float
 activity): the dataset's test split, or for a speaker-held-out run (``train --holdout-speaker``, ``cv``) its
-held-out speaker. Runs of one configuration (protocol, model, layers, hidden, data, recipe) are grouped as
-train.stats.group_accuracy does: mean +- 95 % CI over seeds, or over folds for the held-out protocol; ops
-averaged. Where an exported network file (``*.h5``) lies in a run directory, the fixed-point network's operations
-are counted by the fast engine on the same test set (the counts the Lava counters give, tests/test_sim.py), with
-its accuracy.
+held-out speaker. Runs are grouped into models as `summary` groups them (train.stats.same_model_key): mean +- 95 %
+CI over seeds, or over folds for a cross-validation; ops averaged. A run's exported networks (``*.h5`` anywhere under
+the runs directory that record its checkpoint, or lie in its directory) are counted by the fast engine on the same
+test set (the counts the Lava counters give, tests/test_sim.py), with their accuracy. ``limit``: the samples eval
+takes with --limit (audio.datasets.limit_index), for the float model and the networks alike.
 
 Output: ``--out report.html`` (one self-contained file, the figure embedded as PNG) or ``--out report.md``
 (Markdown, the figure beside it as report.png). Written atomically.
@@ -22,7 +22,6 @@ import base64
 import html
 import io
 import json
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -45,23 +44,44 @@ def find_run_dirs(root: Path) -> list[Path]:
     return dirs
 
 
-def _fixed_point_ops(run_dir: Path, progress: bool) -> list[dict]:
-    """Fast-engine measurements of every network file in run_dir, on the network's own test set: ops per step
-    per sample and accuracy."""
+def network_files(root: Path, run_dirs: list[Path]) -> dict[Path, list[Path]]:
+    """The exported networks of each run: every network file (*.h5) under root whose recorded checkpoint is the
+    run's (export writes it into the file), and a file in a run directory that records no run under root (a run
+    directory copied or moved since)."""
+    from export.netx_h5 import read_network
+
+    owner = {(d / "best.pt").resolve(): d for d in run_dirs}
+    found = {d: [] for d in run_dirs}
+    for h5 in sorted(root.rglob("*.h5")):
+        inside = h5.parent if h5.parent in found else None
+        try:
+            recorded = (read_network(h5).meta or {}).get("checkpoint")
+        except InputError:
+            recorded = None  # not a network (or a damaged one): a run's own file is still measured, and says so
+        run = (owner.get(Path(recorded).resolve()) if recorded else None) or inside
+        if run is not None:
+            found[run].append(h5)
+    return found
+
+
+def _fixed_point_ops(files: list[Path], progress: bool, limit: int | None) -> list[dict]:
+    """Fast-engine measurements of each network file on the network's own test set (the samples eval takes with the
+    same --limit): ops per step per sample and accuracy."""
+    from audio.datasets import limit_index
     from export.netx_h5 import read_network
     from sim.engine import run_fast
     from sim.simulate import load_split
     from sim.tally import counted_ops
 
     out = []
-    for h5 in sorted(run_dir.glob("*.h5")):
+    for h5 in files:
         try:
             net = read_network(h5)
             _, split = load_split(net, None, None, None, h5)
         except InputError as exc:
             out.append({"file": str(h5), "error": str(exc)})
             continue
-        res = run_fast(net, split, progress=progress)
+        res = run_fast(net, split, progress=progress, index=limit_index(split.labels, limit))
         rows = counted_ops(net, res.tally)
         mac, ac = sum(r["mac"] for r in rows), sum(r["ac"] for r in rows)
         out.append({"file": str(h5), "accuracy": res.accuracy, "mac": mac, "ac": ac, "ops": mac + ac,
@@ -69,96 +89,138 @@ def _fixed_point_ops(run_dir: Path, progress: bool) -> list[dict]:
     return out
 
 
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text()) if path.exists() else None
+    except json.JSONDecodeError:
+        raise InputError(f"{path}: not readable JSON") from None
+
+
 def collect(root: str | Path, progress: bool = True, limit: int | None = None) -> dict:
-    """Every model under root evaluated on its own test set (a held-out speaker's, for a speaker-held-out run);
-    grouped rows for the tables and the figures."""
-    from audio.speakers import SEEN
+    """Every model under root evaluated on its own test set (a held-out speaker's, for a speaker-held-out run), and
+    one row per model (train.stats.same_model_key, as `summary` groups them) for the tables and the figure."""
     from train.evaluate import evaluate
-    from train.stats import group_accuracy
+    from train.stats import group_accuracy, group_row, group_runs
 
     root = Path(root)
+    dirs = find_run_dirs(root)
+    networks = network_files(root, dirs)
     runs = []
-    for d in find_run_dirs(root):
-        summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else None
+    for d in dirs:
+        summary, config = _read_json(d / "summary.json"), _read_json(d / "config.json")
         try:
             ev = evaluate(str(d / "best.pt"), limit=limit)
         except InputError as exc:
-            runs.append({"run_dir": str(d), "error": str(exc)})
+            imported = (d / "import.json").exists() and summary is None
+            runs.append({"run_dir": str(d), "error": "an imported NIR graph brings no test set of its own (eval it "
+                         "with --data FILE)" if imported else str(exc)})
             continue
-        fixed_point = _fixed_point_ops(d, progress)
+        fixed_point = _fixed_point_ops(networks[d], progress, limit)
         fixed = [m["accuracy"] for m in fixed_point if "error" not in m]
-        runs.append({"run_dir": str(d), "finished": summary is not None, "model": ev["model"], "layers": ev["layers"],
-                     "hidden": ev["hidden"], "data": ev["data"], "epoch": ev["epoch"],
+        runs.append({"run_dir": str(d), "finished": summary is not None, "config": config, "model": ev["model"],
+                     "layers": ev["layers"], "hidden": ev["hidden"], "data": ev["data"],
+                     "seed": (config or summary or {}).get("seed", 0), "qat": ev["qat"], "best_epoch": ev["epoch"],
+                     "epochs": (summary or {}).get("epochs", ev["epoch"]),
                      "recipe": (summary or {}).get("recipe", "study"), "protocol": ev["protocol"],
-                     "test_acc": summary["test_acc"] if summary else ev["accuracy"],
+                     # with --limit, the float model's accuracy on the samples its networks ran too
+                     "test_acc": summary["test_acc"] if summary and limit is None else ev["accuracy"],
                      "fixed_acc": float(np.mean(fixed)) if fixed else None,
                      "ops": ev["ops_total"], "layer_ops": ev["ops"], "rates": [ev["input_rate"]] + ev["layer_rates"],
                      "fixed_point": fixed_point})
-    groups = defaultdict(list)
-    for r in runs:
-        if "error" not in r:
-            groups[(r["protocol"].get("kind", SEEN), r["model"], r["layers"], r["hidden"], r["data"], r["recipe"])].append(r)
     rows = []
-    for (kind, model, layers, hidden, data, recipe), rs in sorted(groups.items()):
+    for key, rs in group_runs([r for r in runs if "error" not in r]):
+        row = group_row(key, rs)
         meas = [m for r in rs for m in r["fixed_point"] if "error" not in m]
         with_fixed = [r for r in rs if r["fixed_acc"] is not None]
-        acc = group_accuracy(rs, kind)
-        rows.append({
-            "protocol": kind, "model": model, "layers": layers, "hidden": hidden, "data": data, "recipe": recipe,
-            "seeds": len(rs) if "folds" not in acc else len(rs) // max(1, acc["folds"]), "folds": acc.get("folds"),
-            "fold_acc": acc.get("fold_acc"), "finished": sum(r["finished"] for r in rs),
-            "runs": len(rs), "epochs": max(r["epoch"] for r in rs),
-            "acc_mean": acc["test_acc_mean"], "acc_ci95": acc["test_acc_ci95"],
-            "mac": float(np.mean([r["ops"]["mac"] for r in rs])), "ac": float(np.mean([r["ops"]["ac"] for r in rs])),
-            "ops": float(np.mean([r["ops"]["ops"] for r in rs])),
+        mean = lambda values: float(np.mean(values)) if values else None
+        row.update({
+            "finished": sum(r["finished"] for r in rs),
+            "mac": mean([r["ops"]["mac"] for r in rs]), "ac": mean([r["ops"]["ac"] for r in rs]),
+            "ops": mean([r["ops"]["ops"] for r in rs]),
             "rates": [float(x) for x in np.mean([r["rates"] for r in rs], axis=0)] if rs[0]["rates"] else [],
-            "fixed_mac": float(np.mean([m["mac"] for m in meas])) if meas else None,
-            "fixed_ac": float(np.mean([m["ac"] for m in meas])) if meas else None,
-            "fixed_ops": float(np.mean([m["ops"] for m in meas])) if meas else None,
-            "fixed_acc": group_accuracy(with_fixed, kind, "fixed_acc")["test_acc_mean"] if with_fixed else None,
+            "fixed_mac": mean([m["mac"] for m in meas]), "fixed_ac": mean([m["ac"] for m in meas]),
+            "fixed_ops": mean([m["ops"] for m in meas]),
+            "fixed_acc": group_accuracy(with_fixed, key["protocol"], "fixed_acc")["test_acc_mean"] if with_fixed
+            else None,
         })
+        rows.append(row)
     return {"root": str(root), "runs": runs, "rows": rows}
 
 
-PROTOCOL_TITLES = {"seen-speakers": "seen speakers (the dataset's test split)",
-                   "speaker-held-out": "speaker held out (leave-one-speaker-out)"}
-
-
 def figure_png(rows: list[dict]) -> bytes:
-    """Fig. 3 style, one panel per protocol: accuracy (mean +- 95 % CI) vs MAC+AC per timestep (log x), one point
-    per configuration."""
+    """accuracy_figure as PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = accuracy_figure(rows)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def accuracy_figure(rows: list[dict]):
+    """Fig. 3 style, one panel per dataset: accuracy (mean +- 95 % CI, at most 100 %) vs MAC+AC per timestep (log x),
+    one point per model; an exported fixed-point network of a model is an open marker of the same colour. The legend
+    names what is drawn, nothing else."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
+    from matplotlib.lines import Line2D
 
-    kinds = [k for k in PROTOCOL_TITLES if any(r["protocol"] == k for r in rows)] or list(PROTOCOL_TITLES)[:1]
-    fig, axes = plt.subplots(1, len(kinds), figsize=(6.4 * len(kinds), 4.6), dpi=110, squeeze=False)
+    from train.stats import data_label
+
+    datasets = list(dict.fromkeys(data_label(r) for r in rows)) or ["-"]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.4 * len(datasets), 5.8), dpi=110, squeeze=False)
     markers = {"gru": "s", "rnn": "D", "lif": "v", "cuba-lif": "^", "spikgru": "o"}
-    xs = [r["ops"] for r in rows] + [r["fixed_ops"] for r in rows if r["fixed_ops"] is not None]
-    for ax, kind in zip(axes[0], kinds):
-        for r in (r for r in rows if r["protocol"] == kind):
-            label = f"{r['model']} {r['layers']}x{r['hidden']} ({r['data']}, {r['recipe']})"
-            ax.errorbar(r["ops"], 100 * r["acc_mean"], yerr=100 * r["acc_ci95"], fmt=markers.get(r["model"], "o"),
-                        capsize=3, label=label)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, dataset in zip(axes[0], datasets):
+        part = [r for r in rows if data_label(r) == dataset]
+        handles, xs, ys, open_drawn = [], [], [], False
+        for k, r in enumerate(part):
+            colour, marker = colours[k % len(colours)], markers.get(r["model"], "o")
+            acc, ci = 100 * r["test_acc_mean"], 100 * (r["test_acc_ci95"] or 0.0)
+            ax.errorbar(r["ops"], acc, yerr=[[min(ci, acc)], [min(ci, 100 - acc)]], fmt=marker, color=colour,
+                        capsize=3)
+            xs.append(r["ops"])
+            ys.append(acc - ci)
             if r["fixed_ops"] is not None and r["fixed_acc"] is not None:
-                ax.plot(r["fixed_ops"], 100 * r["fixed_acc"], marker=markers.get(r["model"], "o"),
-                        mfc="none", color="gray", ls="none")
-        ax.set_xscale("log")
-        if xs:
-            ax.set_xlim(min(xs) / 3, max(xs) * 3)
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+                ax.plot(r["fixed_ops"], 100 * r["fixed_acc"], marker=marker, mfc="none", color=colour, ls="none")
+                xs.append(r["fixed_ops"])
+                ys.append(100 * r["fixed_acc"])
+                open_drawn = True
+            handles.append(Line2D([], [], color=colour, marker=marker, ls="none", label=_figure_label(r)))
+        if open_drawn:
+            handles.append(Line2D([], [], color="grey", marker="o", mfc="none", ls="none",
+                                  label="open: its exported fixed-point network (fast engine)"))
+        _log_ops_axis(ax, xs)
+        ax.set_ylim(max(0.0, min(ys, default=0.0) - 5), 100.5)
         ax.set_xlabel("operations (MAC + AC) per timestep per sample")
         ax.set_ylabel("test accuracy (%)")
-        ax.set_title(PROTOCOL_TITLES[kind] + "\n(open grey: exported fixed-point network, fast engine)", fontsize=9)
-        ax.grid(True, which="both", alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6, loc="best")
+        ax.set_title(dataset)
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return fig
+
+
+def _figure_label(r: dict) -> str:
+    where = {"test-split": "test split", "speaker-held-out": f"held out: {r.get('test_speakers')}"}
+    return (f"{r['model']} {r['layers']}x{r['hidden']}, {r['recipe']}" + (f", {r['settings']}" if r["settings"] else "")
+            + f" ({where.get(r['protocol'], r['protocol'])})")
+
+
+def _log_ops_axis(ax, xs: list[float]) -> None:
+    """A log x axis with labelled ticks at 1, 2 and 5 of every decade of the data (a narrow range still gets several)."""
+    import matplotlib.ticker as ticker
+
+    ax.set_xscale("log")
+    if xs:
+        lo, hi = min(xs) / 1.6, max(xs) * 1.6
+        ax.set_xlim(lo, hi)
+    ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_minor_locator(ticker.LogLocator(base=10, subs=tuple(range(1, 10))))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k" if x >= 1000 else f"{x:g}"))
 
 
 def _fmt(x, prec=0) -> str:
@@ -166,46 +228,51 @@ def _fmt(x, prec=0) -> str:
 
 
 def _tables(res: dict) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(title, header, rows) of each table: Table 1 per protocol present, then Table 2."""
+    """(title, header, rows) of each table: Table 1 for each protocol present (as `summary` prints them), then
+    Table 2."""
+    from train.stats import HELD_OUT, data_label, format_accuracy, members_line, protocol_title
+
     size = lambda r: f"{r['layers']}x{r['hidden']}"
     pct = lambda x: "-" if x is None else f"{100 * x:.2f} %"
     tables = []
-    seen = [r for r in res["rows"] if r["protocol"] != "speaker-held-out"]
-    held = [r for r in res["rows"] if r["protocol"] == "speaker-held-out"]
-    if seen or not held:
-        h = ["model", "size", "data", "recipe", "seeds", "epochs", "test accuracy (mean +- 95 % CI)",
-             "fixed-point accuracy"]
-        t = [[r["model"], size(r), r["data"], r["recipe"], f"{r['seeds']}" +
-              ("" if r["finished"] == r["runs"] else f" ({r['runs'] - r['finished']} unfinished)"), str(r["epochs"]),
-              f"{100 * r['acc_mean']:.2f} +- {100 * r['acc_ci95']:.2f} %", pct(r["fixed_acc"])] for r in seen]
-        tables.append(("Accuracy, seen speakers (Table 1)", h, t))
-    if held:
-        h = ["model", "size", "data", "recipe", "folds", "seeds", "epochs",
-             "held-out accuracy (mean +- 95 % CI over folds)", "fixed-point accuracy", "per fold"]
-        t = [[r["model"], size(r), r["data"], r["recipe"], str(r["folds"]), str(r["seeds"]), str(r["epochs"]),
-              f"{100 * r['acc_mean']:.2f} +- {100 * r['acc_ci95']:.2f} %", pct(r["fixed_acc"]),
-              ", ".join(f"{k} {100 * v:.1f}" for k, v in r["fold_acc"].items())] for r in held]
-        tables.append(("Accuracy, speaker held out (Table 1, leave-one-speaker-out)", h, t))
-    h2 = ["protocol", "model", "size", "data", "recipe", "MAC/step", "AC/step", "MAC+AC/step", "fixed-point MAC/step",
-          "fixed-point AC/step", "fixed-point MAC+AC/step", "ops vs largest ANN"]
+    for protocol in dict.fromkeys(r["protocol"] for r in res["rows"]):
+        part = [r for r in res["rows"] if r["protocol"] == protocol]
+        folds = part[0].get("folds") is not None
+        h = ["model", "size", "data", "recipe", "settings", "epochs", "seeds"] + (["folds"] if folds else []) + \
+            ["accuracy (mean +- 95 % CI)", "fixed-point accuracy",
+             "per fold" if folds else "speakers" if protocol == HELD_OUT else "test voices", "runs"]
+        t = [[r["model"], size(r), data_label(r), r["recipe"], r["settings"] or "-", str(r["epochs"]),
+              f"{r['seeds']}" + ("" if r["finished"] == r["runs"] else f" ({r['runs'] - r['finished']} unfinished)")]
+             + ([str(r["folds"])] if folds else [])
+             + [format_accuracy(r), pct(r["fixed_acc"]),
+                ", ".join(f"{k} {100 * v:.1f}" for k, v in r["fold_acc"].items()) if folds else
+                r["test_speakers"] if protocol == HELD_OUT else r["test_voices"] or "-",
+                members_line(r["members"])[len("runs: "):]] for r in part]
+        tables.append((f"Accuracy (Table 1): {protocol_title(protocol)}", h, t))
+    h2 = ["protocol", "model", "size", "data", "recipe", "settings", "MAC/step", "AC/step", "MAC+AC/step",
+          "fixed-point MAC/step", "fixed-point AC/step", "fixed-point MAC+AC/step", "ops vs largest ANN"]
     t2 = []
     for r in res["rows"]:
-        anns = [a["ops"] for a in res["rows"] if a["model"] in ("gru", "rnn") and a["protocol"] == r["protocol"]]
+        anns = [a["ops"] for a in res["rows"] if a["model"] in ("gru", "rnn") and a["protocol"] == r["protocol"]
+                and data_label(a) == data_label(r)]
         ref = max(anns) if anns else None
-        t2.append([r["protocol"], r["model"], size(r), r["data"], r["recipe"], _fmt(r["mac"]), _fmt(r["ac"]),
-                   _fmt(r["ops"]), _fmt(r["fixed_mac"]), _fmt(r["fixed_ac"]), _fmt(r["fixed_ops"]),
+        t2.append([r["protocol"], r["model"], size(r), data_label(r), r["recipe"], r["settings"] or "-",
+                   _fmt(r["mac"]), _fmt(r["ac"]), _fmt(r["ops"]), _fmt(r["fixed_mac"]), _fmt(r["fixed_ac"]),
+                   _fmt(r["fixed_ops"]),
                    "-" if ref is None or r["model"] in ("gru", "rnn") else f"{ref / r['ops']:.1f}x fewer"])
     tables.append(("Operations (Table 2)", h2, t2))
     return tables
 
 
-NOTES = ("Accuracy, seen speakers: the dataset's test split, mean over seeds with a Student-t 95 % confidence "
-         "interval. Speaker held out: accuracy on every sample of a speaker the model never heard (nor chose its "
+NOTES = ("Rows: one per model, as `summary` groups runs (every setting that changes what is trained, the protocol, "
+         "fine-tuned or not); 'seeds' counts distinct seeds, 'epochs' the epochs trained; one seed (or fold) gives "
+         "no interval. Accuracy on the dataset's test split: mean over seeds with a Student-t 95 % confidence "
+         "interval. Cross-validation: accuracy on every sample of a speaker the model never heard (nor chose its "
          "epoch on), each fold's seeds averaged, mean and Student-t 95 % CI over folds. "
          "Operations: per timestep per sample, the study's Table 2 at each model's activity on its test set "
-         "(float model); fixed-point: the fast engine's event counts of the exported fixed-point network found in the "
-         "run directory, counted by the fast engine (equal to the Lava counters). 'ops vs largest ANN': MAC+AC of the largest ANN of the same "
-         "protocol / this model's.")
+         "(float model); fixed-point: the event counts of the model's exported networks (found under the runs "
+         "directory by the checkpoint they record), counted by the fast engine (equal to the Lava counters). "
+         "'ops vs largest ANN': MAC+AC of the largest ANN of the same protocol and data / this model's.")
 
 
 def render_markdown(res: dict, png_name: str) -> str:
@@ -268,13 +335,15 @@ def report(root: str | Path, out: str | Path, progress: bool = True, limit: int 
 
 
 def format_report(r: dict) -> str:
-    lines = [f"{'protocol':<18}{'model':<10}{'size':<8}{'data':<9}{'recipe':<8}{'runs':>5}   "
-             f"{'accuracy (95 % CI)':<22}{'MAC+AC/step':>14}{'fixed pt':>12}"]
+    from train.stats import data_label, format_accuracy
+
+    w = max([10] + [len(data_label(row)) + 2 for row in r["rows"]])
+    lines = [f"{'protocol':<22}{'model':<10}{'size':<8}{'data':<{w}}{'recipe':<8}{'runs':>5}   "
+             f"{'accuracy (95 % CI)':<28}{'MAC+AC/step':>12}{'fixed pt':>12}   settings"]
     for row in r["rows"]:
-        lines.append(f"{row['protocol']:<18}{row['model']:<10}{str(row['layers']) + 'x' + str(row['hidden']):<8}"
-                     f"{row['data']:<9}{row['recipe']:<8}{row['runs']:>5}   "
-                     f"{100 * row['acc_mean']:6.2f} +- {100 * row['acc_ci95']:5.2f} %{'':<5}"
-                     f"{row['ops']:>14,.0f}{_fmt(row['fixed_ops']):>12}")
+        lines.append(f"{row['protocol']:<22}{row['model']:<10}{str(row['layers']) + 'x' + str(row['hidden']):<8}"
+                     f"{data_label(row):<{w}}{row['recipe']:<8}{row['runs']:>5}   {format_accuracy(row):<28}"
+                     f"{row['ops']:>12,.0f}{_fmt(row['fixed_ops']):>12}   {row['settings']}".rstrip())
     for run in r["runs"]:
         if "error" in run:
             lines.append(f"left out {run['run_dir']}: {run['error']}")

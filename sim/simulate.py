@@ -31,6 +31,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from audio.datasets import limit_index
 from common.errors import InputError
 from export.netx_h5 import read_network
 from export.qnet import QNetwork
@@ -86,14 +87,6 @@ def load_split(net: QNetwork, data: str | None, split: str | None = None, channe
     if ev.n_classes > n_classes:
         raise InputError(f"{where}: {ev.n_classes} classes, the network {path} has {n_classes} outputs")
     return ev, ev.samples
-
-
-def sample_index(n_split: int, limit: int | None) -> np.ndarray:
-    """The samples a run takes: all, or `limit` of them spread evenly over the split (every class shows up
-    in a split ordered by class), always including the first."""
-    if limit is None or limit >= n_split:
-        return np.arange(n_split)
-    return np.unique(np.floor(np.arange(limit) * (n_split / limit)).astype(np.int64))
 
 
 def stream_gap(net: QNetwork, gap: int | None, raw_stream: bool, data: str | None, channels: int | None,
@@ -205,7 +198,7 @@ def simulate(path: str | Path, data: str | None = None, split: str | None = None
             notes.append(f"Lava runs {limit} of the {len(binned)} samples by default (--limit N for more; "
                          "--engine fast runs the whole split)")
     t0 = time.perf_counter()
-    index = sample_index(len(binned), limit)
+    index = limit_index(binned.labels, limit)
     gap, how = stream_gap(net, gap, raw_stream, data, channels, path, threads)
     run = run_engine(net, binned, engine, index, backend, progress, path, stock_netx, netx, gap, threads)
     tally: Tally = run["tally"]
@@ -232,7 +225,7 @@ def format_simulate(r: dict) -> str:
            "fast": "fast engine"}[r["engine"]]
     lines = [f"{r['file']}: {r['model']} ({', '.join(r['layers'])})",
              f"{eng} on {r['data']}, {r['split']}: "
-             + (f"{r['samples']} of them (spread evenly)" if r['samples'] < r['split_samples'] else "all")
+             + (f"{r['samples']} of them (spread over the classes)" if r['samples'] < r['split_samples'] else "all")
              + f" x {r['steps']} steps "
              f"in {r['seconds']:.2f} s ({r['samples'] / max(r['seconds'], 1e-9):.1f} samples/s)",
              f"accuracy {100 * r['accuracy']:.2f} % ({r['correct']}/{r['samples']})",

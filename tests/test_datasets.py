@@ -310,6 +310,15 @@ def test_describe_reports_dropped_and_cut_events(tmp_path):
     assert "1 events after the 1.0 s cut" in text
 
 
+def test_info_lists_the_speaker_names_holdout_speaker_takes(tmp_path):
+    path = write_shd_file(tmp_path / "x_train.h5", SHD_TIMES, SHD_UNITS, SHD_LABELS, SHD_KEYS, SHD_SPEAKERS)
+    with h5py.File(path, "a") as h5:
+        h5.create_dataset("extra/speaker_names", data=np.array([b"ann", b"bob", b"cid", b"dee"]))
+    (row,) = describe(str(path))
+    assert row["speaker_names"] == ["bob", "dee"]  # the speakers with samples
+    assert "speakers (--holdout-speaker NAME): bob, dee" in format_info([row])
+
+
 # --------------------------------------------------------------------------- CLI
 
 def _invoke(*args):
@@ -635,6 +644,92 @@ def test_shd_layout_holds_out_ten_percent(tmp_path):
     assert a.default_jitter == 2.0
 
 
+def _toy_recordings(path: Path, per_group: int = 10, speeds=None) -> Path:
+    """2 speakers x 3 classes x per_group recordings, recording r firing on channel r; with speeds, every recording
+    once per factor (channel r + 300 for the perturbed copies), as `data convert --speed` writes them."""
+    rec = [(sp, c) for sp in range(2) for c in range(3) for _ in range(per_group)]
+    speeds = speeds or [1.0]
+    order = [(r, v) for r in range(len(rec)) for v in speeds]
+    units = [[r if v == 1.0 else r + 300] * 2 for r, v in order]
+    write_shd_file(path, [[0.1, 0.2]] * len(order), units, [rec[r][1] for r, _ in order], ["a", "b", "c"],
+                   [rec[r][0] for r, _ in order])
+    if speeds != [1.0]:
+        with h5py.File(path, "a") as h5:
+            h5.create_dataset("extra/speed", data=np.array([v for _, v in order], np.float32))
+            h5.create_dataset("extra/recording", data=np.array([r for r, _ in order], np.int32))
+    return path
+
+
+@pytest.mark.parametrize("name", ["digits.h5", "digits_train.h5"])
+def test_training_file_alone_gets_a_seeded_test_split_per_speaker_and_class(tmp_path, name):
+    """A training file with no test file beside it (what `data convert` writes): 10 % of each speaker's recordings
+    of each class are the test set, the same for every seed; validation comes out of the rest as usual."""
+    path = _toy_recordings(tmp_path / name)
+    a, b = load_dataset(str(path), seed=0), load_dataset(str(path), seed=3)
+    te = _ids_of(a.test, 700)
+    assert len(te) == 6 and {(r // 30, r // 10 % 3) for r in te} == {(sp, c) for sp in range(2) for c in range(3)}
+    assert _ids_of(b.test, 700) == te and _ids_of(b.valid, 700) != _ids_of(a.valid, 700)
+    tr, va = _ids_of(a.train, 700), _ids_of(a.valid, 700)
+    assert sorted(tr + va + te) == list(range(60)) and (len(tr), len(va)) == (49, 5)
+    assert _ids_of(load_dataset(str(tmp_path), seed=0).test, 700) == te  # the folder holding it: the same split
+    # eval on the file takes every sample; --split test its seeded test split
+    from audio.datasets import load_eval_set
+    assert len(load_eval_set(str(path)).samples) == 60
+    assert _ids_of(load_eval_set(str(path), "test").samples, 700) == te
+
+
+def test_seeded_test_split_keeps_speed_copies_together(tmp_path):
+    """Every copy of a test recording leaves training; the test holds the recordings at their own speed only."""
+    path = _toy_recordings(tmp_path / "sp.h5", speeds=[0.9, 1.0, 1.1])
+    ds = load_dataset(str(path), seed=0)
+    te, rest = _ids_of(ds.test, 700), _ids_of(ds.train, 700) + _ids_of(ds.valid, 700)
+    assert len(te) == 6 and all(r < 300 for r in te)  # speed 1.0 alone
+    assert not {r % 300 for r in rest} & set(te) and len(rest) == 3 * 54
+
+
+def test_ntidigits_file_without_test_split_gets_the_seeded_split(tmp_path):
+    samples = {f"{sp}{k:02d}-{DAS_CLASSES[c]}a": ([0.1, 0.3], [10 * c + k % 10, 10 * c + k % 10])
+               for sp in ("ann", "bob") for c in range(3) for k in range(10)}
+    path = write_das_file(tmp_path / "conv.hdf5", {"train": samples})
+    ds = load_dataset(str(path), seed=0)
+    assert len(ds.test) == 6 and len(ds.train) + len(ds.valid) == 54
+    assert sorted(ds.test.speaker_set()) == ["ann", "bob"]
+
+
+def test_convert_test_share_writes_a_split_that_trains(tmp_path):
+    """data convert --test-share: per speaker and class, the test recordings at their own speed in x_test.h5, the
+    rest at every speed in x_train.h5; the folder then trains with its own test file."""
+    from scipy.io import wavfile
+
+    from audio.convert import convert
+    rate = 8000
+    t = np.arange(int(0.3 * rate)) / rate
+    wavs = tmp_path / "wav"
+    wavs.mkdir()
+    for digit, hz in ((1, 400), (2, 900)):
+        for speaker in ("amy", "bo"):
+            for take in range(5):
+                tone = 0.3 * np.sin(2 * np.pi * (hz + 20 * take) * t) * np.hanning(len(t))
+                wavfile.write(wavs / f"{digit}_{speaker}_{take}.wav", rate, (tone * 32767).astype(np.int16))
+    out = tmp_path / "data" / "x.h5"
+    out.parent.mkdir()
+    r = convert([str(wavs)], out, test_share=0.2, speeds=[1.0, 1.1], workers=1, progress=False)
+    assert r["outputs"] == [str(out.parent / "x_train.h5"), str(out.parent / "x_test.h5")] and not out.exists()
+    train, test = read_shd(out.parent / "x_train.h5"), read_shd(out.parent / "x_test.h5")
+    assert len(test) == 4 and len(train) == 2 * 16  # one of each speaker's 5 takes of each digit; two speeds
+    with h5py.File(out.parent / "x_test.h5") as h5:
+        assert "extra/speed" not in h5
+    with h5py.File(out.parent / "x_train.h5") as h5:
+        assert np.allclose(sorted(set(h5["extra/speed"][()])), [1.0, 1.1]) and len(set(h5["extra/recording"][()])) == 16
+    ds = load_dataset(str(out.parent))
+    assert len(ds.test) == 4 and set(ds.source.files) == {"train", "test"}
+    das = convert([str(wavs)], tmp_path / "x.hdf5", layout="ntidigits", test_share=0.2, workers=1, progress=False)
+    assert das["outputs"] == [str(tmp_path / "x.hdf5")]
+    assert (len(read_das(tmp_path / "x.hdf5", "train")), len(read_das(tmp_path / "x.hdf5", "test"))) == (16, 4)
+    with pytest.raises(InputError, match="--test-share"):
+        convert([str(wavs)], tmp_path / "y.h5", test_share=1.5, workers=1, progress=False)
+
+
 def test_das_layout_holds_out_twenty_percent(tmp_path):
     samples = {f"s{i % 3}{i:02d}-{DAS_CLASSES[i % 11]}a": ([0.1, 0.3], [i, i]) for i in range(40)}
     samples["s999-12a"] = ([0.1], [63])  # multi-digit: not a sample
@@ -658,12 +753,11 @@ def test_ssc_valid_file_is_used(tmp_path):
 
 
 def test_find_source_errors(tmp_path):
-    good_shd(tmp_path / "g_train.h5")
-    with pytest.raises(InputError, match="no test file"):
-        find_source(str(tmp_path))
+    train = good_shd(tmp_path / "g_train.h5")
+    assert find_source(str(tmp_path)).files == {"train": train}  # no test file: a seeded test split (below)
     lone = good_shd(tmp_path / "g_test.h5")
     assert find_source(str(lone)).files == {"file": lone}  # evaluation takes it whole
-    with pytest.raises(InputError, match="no train/test split"):
+    with pytest.raises(InputError, match="a test file alone: train on its training file"):
         load_dataset(str(lone))
     with pytest.raises(InputError, match="no such file or directory"):
         find_source(str(tmp_path / "absent"))

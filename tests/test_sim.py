@@ -21,6 +21,7 @@ from conftest import SHARED_DATA
 from conftest import one_line_error as _one_line_error
 from conftest import run_cli as _cli
 from conftest import write_das_file
+from audio.datasets import limit_index
 from export import fixed_point as fx
 from export.netx_h5 import read_network, write_network
 from export.qat import run_fixed_point
@@ -30,7 +31,7 @@ from lava_procs import CubaLIF
 from lava_procs.models import PyCubaLIFModelFixed
 from sim.engine import run_fast
 from sim.integer_net import Inputs, run_batch
-from sim.simulate import load_split, sample_index, stream_gap
+from sim.simulate import load_split, stream_gap
 from sim.stream import quiet_gap, run_stream
 from sim.tally import Tally, counted_ops
 from train.checkpoint import load_checkpoint
@@ -209,7 +210,6 @@ def test_inputs_from_split_equal_dense_and_counts_add_up():
     assert threaded.tally.equals(single.tally) and np.array_equal(threaded.pred, single.pred)
     assert all(np.array_equal(a, b) for a, b in zip(threaded.spikes, single.spikes))
     assert threaded.spikes[0].shape[0] == 10
-    assert list(sample_index(60, 6)) == [0, 10, 20, 30, 40, 50] and list(sample_index(5, 20)) == [0, 1, 2, 3, 4]
 
 
 # ------------------------------------------------------------------------------- a trained network
@@ -230,7 +230,7 @@ def trained(tmp_path_factory, _builtin_cache_dir):
 def test_trained_network_lava_equals_fast_and_fixed_point(trained):
     net = read_network(trained / "net.h5")
     _, split = load_split(net, "builtin", "test")
-    index = sample_index(len(split), 6)
+    index = limit_index(split.labels, 6)
     counts = split.dense(index).numpy().astype(np.int64)
     lava = lava_net.run_lava(net, counts, record=True, progress=False, gap=2)
     stream = run_stream(net, split, 2, index, keep_traces=True)
@@ -266,6 +266,22 @@ def test_simulate_cli_both_engines(trained):
     assert "stream: 60 samples back to back" in text.output and "stream check (fast engine)" in text.output
 
 
+def test_limit_takes_the_same_samples_in_eval_simulate_compare_and_report(trained, tmp_path):
+    """--limit N: N samples spread over the classes (audio.datasets.limit_index), the same in every command."""
+    ev = json.loads(_cli("eval", trained / "best.pt", "--limit", "10", "--json").stdout)
+    sim = json.loads(_cli("simulate", trained / "net.h5", "--engine", "fast", "--limit", "10", "--json",
+                          "--quiet").stdout)
+    cmp = json.loads(_cli("compare", trained / "net.h5", "--limit", "10", "--json", "--quiet").stdout
+                     .rsplit("measured_vs_predicted_fixed=", 1)[0])
+    assert ev["index"] == sim["index"] == cmp["index"] and len(ev["index"]) == 10
+    _, split = load_split(read_network(trained / "net.h5"), None, "test")
+    labels = np.asarray(split.labels)[ev["index"]]
+    assert np.bincount(labels).min() >= 1 and np.bincount(labels).max() <= 2  # 10 over 6 classes: 1 or 2 each
+    from sim.report import collect
+    (measured,) = collect(trained, progress=False, limit=10)["runs"][0]["fixed_point"]
+    assert measured["samples"] == 10 and measured["accuracy"] == pytest.approx(sim["accuracy"])
+
+
 def test_compare_cli_measured_equals_predicted(trained):
     res = _cli("compare", trained / "net.h5", "--limit", "4", "--quiet", "--e-mac", "3.1", "--e-ac", "0.1")
     assert res.exit_code == 0, res.output
@@ -286,13 +302,13 @@ def test_report_html_and_markdown(trained, tmp_path):
     assert res.exit_code == 0, res.output
     text = html_out.read_text()
     assert "data:image/png;base64," in text and "Table 1" in text and "Table 2" in text and "cuba-lif" in text
-    assert re.search(r"\d+\.\d\d \+- 0\.00 %", text)  # one seed: CI 0
+    assert re.search(r"\d+\.\d\d % \(1 run\)", text) and "+- 0.00 %" not in text  # one run: no CI
     md_out = tmp_path / "report.md"
     res = _cli("report", runs, "--out", md_out, "--quiet")
     assert res.exit_code == 0, res.output
     assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
-    row = [l for l in md_out.read_text().splitlines() if l.startswith("| seen-speakers | cuba-lif")][0]
-    measured = [c.strip() for c in row.split("|")[9:12]]
+    row = [l for l in md_out.read_text().splitlines() if l.startswith("| test-split | cuba-lif")][0]
+    measured = [c.strip() for c in row.split("|")[10:13]]
     assert all(re.fullmatch(r"[\d,]+", c) for c in measured), row  # measured columns filled
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.md", "report.png", "runs"]  # no temp
     (tmp_path / "empty").mkdir()
@@ -384,7 +400,7 @@ def test_stock_netx_stream_equals_fast_engine_whatever_the_gap(netx_run):
     net = read_network(netx_run / "nx.h5")
     _, split = load_split(net, None, "test")
     assert quiet_gap(net, split).gap is None
-    index = sample_index(len(split), 12)
+    index = limit_index(split.labels, 12)
     counts = split.dense(index).numpy().astype(np.int64)
     stream = run_stream(net, counts, 2, keep_traces=True)
     assert stream.carried.size > 5 and len(set(stream.alone_max.argmax(axis=1).tolist())) > 1
@@ -507,7 +523,7 @@ def test_stock_netx_real_samples_equal_fast_engine_without_writes(tmp_path, monk
     gap, how = stream_gap(net, None, False, None, None, path)
     assert gap > 10 and "every one of 225 validation samples is silent" in how, how
     _, split = load_split(net, None, "test")
-    counts = split.dense(sample_index(len(split), 30)).numpy().astype(np.int64)
+    counts = split.dense(limit_index(split.labels, 30)).numpy().astype(np.int64)
     alone = run_batch(net, counts)["readout"].max(axis=1)
     assert len(set(alone.argmax(axis=1).tolist())) > 2
     writes = []
@@ -547,7 +563,7 @@ def test_lava_counters_equal_an_independent_count(trained):
     path = trained / "net.h5"
     net = read_network(path)
     _, split = load_split(net, None, "test")
-    counts = np.minimum(split.dense(sample_index(len(split), 5)).numpy().astype(np.int64), 255)
+    counts = np.minimum(split.dense(limit_index(split.labels, 5)).numpy().astype(np.int64), 255)
     lava = lava_net.run_lava(net, counts, record=True, progress=False)
     with h5py.File(path, "r") as f:
         W = [f[f"layer/{i}/weight"][()] for i in (1, 2, 3)]

@@ -117,8 +117,8 @@ def test_cross_validation_tiny_builtin(tmp_path):
     assert folds == [f"speaker{k}" for k in range(5)]
     accs = [json.loads((out / f / "seed0" / "summary.json").read_text())["test_acc"] for f in folds]
     mean, half = mean_ci(accs)
-    assert f"{100 * mean:6.2f} +- {100 * half:5.2f} %" in res.output  # mean +- 95 % CI over the 5 folds
-    assert "speaker held out" in res.output and res.output.count("speaker") >= 6
+    assert f"{100 * mean:.2f} +- {100 * half:.2f} %" in res.output  # mean +- 95 % CI over the 5 folds
+    assert "cross-validation (leave-one-speaker-out)" in res.output and res.output.count("speaker") >= 6
     # an interrupted fold (no summary yet) is resumed, finished ones are kept as they are
     stamp = (out / "speaker0" / "seed0" / "best.pt").stat().st_mtime_ns
     (out / "speaker3" / "seed0" / "summary.json").unlink()
@@ -131,7 +131,8 @@ def test_cross_validation_tiny_builtin(tmp_path):
 
 
 def test_summary_held_out_ci_over_folds(tmp_path):
-    """Seeds are averaged within a fold first; the CI is over folds."""
+    """Seeds are averaged within a fold first; the CI is over folds (the folds of a cross-validation: cv.json)."""
+    (tmp_path / "cv.json").write_text("{}")
     rows = {("a", 0): 0.5, ("a", 1): 0.7, ("b", 0): 0.9, ("c", 0): 0.8}
     for (speaker, seed), acc in rows.items():
         d = tmp_path / speaker / f"seed{seed}"
@@ -164,7 +165,7 @@ def test_eval_simulate_compare_on_a_file_with_any_name(tiny_run, tmp_path, _buil
     assert r["split"] == "file" and r["samples"] == 60 and r["accuracy"] == whole["accuracy"]
     assert "all 60 samples of my recordings (final).h5" in r["evaluated_on"]
     limited = run_cli("eval", tiny_run, "--data", mine, "--limit", "7")
-    assert "the first 7" in limited.output, limited.output
+    assert "7 of them spread over the classes" in limited.output, limited.output
     assert run_cli("export", tiny_run / "best.pt", "--out", tmp_path / "n.h5").exit_code == 0
     sim = json.loads(run_cli("simulate", tmp_path / "n.h5", "--data", mine, "--engine", "fast", "--json",
                              "--quiet").stdout)

@@ -132,6 +132,22 @@ def test_resume_reproduces_uninterrupted_weights(tmp_path):
     assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 3
 
 
+def test_resume_of_a_finished_run_says_so_and_how_to_extend(tmp_path):
+    """--resume on a finished run trains nothing and says so; --epochs N trains it on; fewer epochs is refused."""
+    run = tmp_path / "done"
+    train(TrainConfig(model="lif", epochs=1, **FAST), run, progress=False)
+    stamp = (run / "last.pt").stat().st_mtime_ns
+    res = _cli("train", "--resume", run, "--quiet")
+    assert res.exit_code == 0, res.output
+    assert f"note: {run} finished its 1 epochs already, nothing to resume; `train --resume {run} --epochs N`" \
+        in res.output
+    assert (run / "last.pt").stat().st_mtime_ns == stamp
+    longer = _cli("train", "--resume", run, "--epochs", "2", "--quiet")
+    assert longer.exit_code == 0 and load_checkpoint(run / "last.pt")["epoch"] == 2, longer.output
+    shorter = _cli("train", "--resume", run, "--epochs", "1", "--quiet")
+    assert "--epochs 1" in _one_line_error(shorter) and "has trained 2 epochs already" in shorter.output
+
+
 def test_resume_after_sigkill(tmp_path):
     args = ["--model", "cuba-lif", "--layers", "1", "--hidden", "16", "--bin-hz", "25", "--batch", "16",
             "--epochs", "4", "--seed", "1", "--quiet"]

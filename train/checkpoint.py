@@ -63,9 +63,11 @@ def load_checkpoint(path: str | Path, expect_kind: str | None = None) -> dict:
 
 
 def checkpoint_origin(ckpt: dict) -> dict:
-    """audio.datasets.origin_of for a loaded checkpoint (older checkpoints: what they record)."""
+    """audio.datasets.origin_of for a loaded checkpoint (older checkpoints: what they record; an imported NIR graph:
+    no dataset)."""
     from audio.datasets import origin_of
     tc, data = ckpt.get("train_config", {}), ckpt.get("data", {})
     layout = data.get("layout") or ("das" if data.get("name") == "das" else "shd")
-    return origin_of(tc.get("data", "builtin"), tc.get("seed", 0), tc.get("holdout_speaker"),
+    # an imported NIR graph was trained elsewhere: it has no dataset of its own (eval --data FILE)
+    return origin_of(tc.get("data", None if "nir" in ckpt else "builtin"), tc.get("seed", 0), tc.get("holdout_speaker"),
                      tc.get("valid_speaker") or "auto", data.get("spec", {}), layout)

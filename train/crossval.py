@@ -19,11 +19,10 @@ from audio.spike_files import SpikeSet
 from common.atomic import atomic_path
 from common.errors import InputError
 from common.rundir import run_lock, run_parts
+from train.stats import training_settings
 from train.trainer import TrainConfig, train
 
 BY = ("speaker",)
-_KEYS = ("model", "layers", "hidden", "data", "batch", "lr", "jitter", "bin_hz", "duration", "channels", "options",
-         "recipe", "valid_speaker")
 
 
 def fold_speakers(cfg: TrainConfig) -> tuple[list[str], SpikeSet]:
@@ -37,14 +36,21 @@ def _dir_name(speaker: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", speaker) or "speaker"
 
 
-def _check_or_write_plan(out: Path, plan: dict) -> None:
+def _check_or_write_plan(out: Path, plan: dict, data_name: str) -> None:
+    """Writes OUT/cv.json, or checks that the one there trains the same model (train.stats.training_settings:
+    the definition summary and report group by), adding any new folds and seeds to it."""
     path = out / "cv.json"
     if path.exists():
         try:
             old = json.loads(path.read_text())
         except json.JSONDecodeError:
             raise InputError(f"{path}: unreadable cross-validation plan") from None
-        diff = [k for k in _KEYS if old.get("train_config", {}).get(k) != plan["train_config"].get(k)]
+        try:
+            had = training_settings(old.get("train_config", {}), data_name, held_out=True)
+        except InputError as exc:
+            raise InputError(f"{path}: unreadable cross-validation plan ({exc})") from None
+        new = training_settings(plan["train_config"], data_name, held_out=True)
+        diff = [k for k in dict.fromkeys([*new, *had]) if had.get(k) != new.get(k)]
         if diff or old.get("by") != plan["by"]:
             raise InputError(f"{out}: holds a cross-validation with other settings ({', '.join(diff) or 'by'}); "
                              "pick another --out, or --resume it as it is")
@@ -71,7 +77,8 @@ def cross_validate(cfg: TrainConfig, out: str | Path, by: str = "speaker", n_see
     out = Path(out)
     plan_cfg = asdict(replace(cfg, holdout_speaker=None))
     with run_lock(out):
-        _check_or_write_plan(out, {"by": by, "folds": folds, "seeds": seeds, "train_config": plan_cfg})
+        _check_or_write_plan(out, {"by": by, "folds": folds, "seeds": seeds, "train_config": plan_cfg},
+                             find_source(cfg.data).name)
         summaries = []
         for k, speaker in enumerate(folds, 1):
             for seed in seeds:

@@ -11,7 +11,7 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from audio.datasets import eval_set_for
+from audio.datasets import eval_set_for, limit_index
 from common.errors import InputError
 from train.checkpoint import checkpoint_origin, load_checkpoint
 from train.distributed import resolve_device
@@ -24,10 +24,11 @@ from train.ops import config_ops, totals
 @torch.no_grad()
 def run_split(model: torch.nn.Module, split, batch: int = 256, limit: int | None = None,
               index: np.ndarray | None = None, kind: str | None = None, device: torch.device | str = "cpu") -> dict:
-    """Predictions, accuracy and mean activity of each layer over a split (its first `limit` samples, or those of
-    `index`); with the model's `kind`, also NeuroBench's metrics of the same run (train.neurobench_defs)."""
+    """Predictions, accuracy and mean activity of each layer over a split (`limit` samples spread over the classes,
+    audio.datasets.limit_index, or those of `index`); with the model's `kind`, also NeuroBench's metrics of the same
+    run (train.neurobench_defs)."""
     if index is None:
-        index = np.arange(len(split) if limit is None else min(limit, len(split)))
+        index = limit_index(split.labels, limit)
     index = np.asarray(index, dtype=np.int64)
     preds, event_sums, widths = [], None, []
     workload = Accumulator(model, kind) if kind else None
@@ -44,7 +45,7 @@ def run_split(model: torch.nn.Module, split, batch: int = 256, limit: int | None
     per = len(index) * split.spec.n_steps
     rates = [s / (per * w) for s, w in zip(event_sums, widths)]
     return {"pred": pred, "accuracy": float((pred == np.asarray(split.labels)[index]).mean()), "rates": rates,
-            "samples": len(index), "neurobench": workload.result() if workload else None}
+            "samples": len(index), "index": index, "neurobench": workload.result() if workload else None}
 
 
 def evaluate(checkpoint: str, data: str | None = None, split: str | None = None, limit: int | None = None,
@@ -71,7 +72,8 @@ def evaluate(checkpoint: str, data: str | None = None, split: str | None = None,
     return {
         "checkpoint": ckpt["path"], "model": cfg.kind, "layers": cfg.layers, "hidden": cfg.hidden,
         "data": ev.name, "split": ev.split, "evaluated_on": ev.what, "protocol": ev.protocol,
-        "samples": res["samples"], "set_samples": len(ev.samples), "epoch": ckpt["epoch"], "accuracy": res["accuracy"], "input_rate": res["rates"][0],
+        "samples": res["samples"], "set_samples": len(ev.samples), "index": res["index"].tolist(),
+        "epoch": ckpt["epoch"], "qat": bool(ckpt.get("qat")), "accuracy": res["accuracy"], "input_rate": res["rates"][0],
         "layer_rates": res["rates"][1:] if cfg.kind in SPIKING else [],
         "ops": [asdict(r) for r in rows], "ops_total": totals(rows), **res["neurobench"],
     }
@@ -79,7 +81,7 @@ def evaluate(checkpoint: str, data: str | None = None, split: str | None = None,
 
 def format_eval(r: dict) -> str:
     lines = [f"{r['model']} {r['layers']}x{r['hidden']} (epoch {r['epoch']}) on {r['data']}, {r['evaluated_on']}"
-             + (f", the first {r['samples']}" if r["samples"] < r["set_samples"] else "") + f": accuracy {100 * r['accuracy']:.2f} %",
+             + (f", {r['samples']} of them spread over the classes" if r["samples"] < r["set_samples"] else "") + f": accuracy {100 * r['accuracy']:.2f} %",
              f"input events per channel per step: {r['input_rate']:.4f}"]
     for l, rate in enumerate(r["layer_rates"], 1):
         lines.append(f"layer{l} spikes per neuron per step: {rate:.4f}")

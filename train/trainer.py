@@ -345,7 +345,8 @@ def train_seeds(cfg: TrainConfig, out: str | Path, n_seeds: int = 1, progress: b
 
 
 def resume_runs(run_dir: str | Path, epochs: int | None = None, progress: bool = True) -> list[dict]:
-    """Continues a run (or every seed<k> run under a multi-seed directory), optionally to more epochs."""
+    """Continues a run (or every seed<k> run under a multi-seed directory), optionally to more epochs; a finished
+    run (summary.json) with no more epochs asked for is left as it is, its summary marked 'finished_already'."""
     run_dir = Path(run_dir)
     if (run_dir / "config.json").exists():
         dirs = [run_dir]
@@ -356,6 +357,12 @@ def resume_runs(run_dir: str | Path, epochs: int | None = None, progress: bool =
     summaries = []
     for d in dirs:
         cfg = config_from_run(d)
+        done = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else None
+        if done is not None and (epochs is None or epochs <= done["epochs"]):
+            if epochs is not None and epochs < done["epochs"]:
+                raise InputError(f"--epochs {epochs}: {d} has trained {done['epochs']} epochs already")
+            summaries.append({**done, "run_dir": str(d), "finished_already": True})  # nothing to resume
+            continue
         if epochs is not None:
             cfg.epochs = epochs
         summaries.append(train(cfg, d, resume=True, progress=progress))
