@@ -16,7 +16,10 @@ and the last line
     ops_ratio=<GRU ops / the spiking family's>
 
     .venv/bin/python benchmarks/speaker_generalisation.py --out runs/nested-shd [--data DATA] [--models ...]
-        [--recipes ...] [--seeds 2] [--epochs 20] [--jobs 2] [--report-only]
+        [--recipes ...] [--seeds 2] [--epochs 20] [--jobs 2] [--report-only] [--figure heldout.png]
+
+--figure: accuracy on the held-out speakers (mean +- 95 % CI over folds) against operations per step, one point per
+model at the recipes chosen for it (open: its fixed-point networks), drawn by sim.report.accuracy_figure.
 """
 from __future__ import annotations
 
@@ -90,6 +93,21 @@ def measure(plan, report: dict) -> dict:
     return rows
 
 
+def figure_rows(plan, report: dict, extra: dict) -> list[dict]:
+    """report's per-model outcomes as the rows sim.report.accuracy_figure draws."""
+    rows = []
+    for m, r in report["models"].items():
+        if not r["runs"] or m not in extra:
+            continue
+        kind, _, layers = m.rpartition("-")
+        chosen = sorted(set(r["recipes"].values()))
+        rows.append({"model": kind, "layers": int(layers), "hidden": plan.hidden, "data_path": plan.data,
+                     "recipe": "/".join(chosen) + " (chosen per fold)", "settings": "", "protocol": "nested",
+                     "test_acc_mean": r["mean"], "test_acc_ci95": r["ci95"], "ops": extra[m]["ops"],
+                     "fixed_ops": extra[m]["ops"] if "fixed" in extra[m] else None, "fixed_acc": extra[m].get("fixed")})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "nested-shd")
@@ -101,6 +119,7 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--report-only", action="store_true", help="only collect what is there")
+    ap.add_argument("--figure", type=Path, default=None, help="write the accuracy-vs-operations figure here (.png)")
     args = ap.parse_args()
     announce_load(f"data {args.data}")
     if args.report_only:
@@ -117,6 +136,12 @@ def main() -> None:
         fixed = "-" if "fixed" not in row else f"{100 * row['fixed']:.2f} %"
         loss = "-" if "fixed_loss" not in row else f"{100 * row['fixed_loss']:+.2f}"
         print(f"{m:<14}{fixed:>12}{loss:>15}{row['ops']:>14,.0f}")
+    if args.figure:
+        from sim.report import accuracy_figure
+        fig = accuracy_figure(figure_rows(plan, report, extra))
+        fig.axes[0].set_ylabel("accuracy on the held-out speaker (%), nested")
+        fig.savefig(args.figure)
+        print(f"wrote {args.figure}")
     fams = report["families"]
     if "ann" not in fams or "spiking" not in fams or "gap" not in report:
         print("the families are not complete yet: no last line")
