@@ -396,11 +396,12 @@ def simulate_cmd(network, data, split, limit, engine, backend, channels, stock_n
               help="For an exported network (.h5): the fast engine or Lava.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="PNG: input raster, hidden spikes and readout over time (one file per recording).")
+@click.option("--force", is_flag=True, help="Replace --plot's files if they exist (never an input).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def infer_cmd(model, recordings, engine, plot, as_json):
+def infer_cmd(model, recordings, engine, plot, force, as_json):
     """Classify wav RECORDINGS with MODEL (a checkpoint or an exported .h5) through its own audio front end."""
     from sim.infer import format_infer, infer
-    r = infer(model, list(recordings), engine, plot)
+    r = infer(model, list(recordings), engine, plot, force)
     _echo_json(r) if as_json else click.echo(format_infer(r))
 
 

@@ -43,13 +43,26 @@ class Layer:
         return self.ff.weight.shape[0]
 
 
+def numbers_of(name: str, field: str, value) -> np.ndarray:
+    """A node's field as float64, finite: anything else is a one-line InputError naming the node and field."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"node '{name}': '{field}' is not numeric") from None
+    if not np.isfinite(arr).all():
+        raise InputError(f"node '{name}': '{field}' holds NaN or inf")
+    return arr
+
+
 def _synapse(name: str, node) -> Synapse:
-    w = np.asarray(node.weight, dtype=np.float64)
+    w = numbers_of(name, "weight", node.weight)
     if w.ndim != 2:
         raise InputError(f"node '{name}': a {type(node).__name__} weight of shape {w.shape}; only 2-D (dense) weights map")
     bias = getattr(node, "bias", None)
-    b = np.zeros(w.shape[0]) if bias is None else np.broadcast_to(np.asarray(bias, dtype=np.float64), (w.shape[0],))
-    return Synapse(name, w, np.array(b))
+    b = np.zeros(w.shape[0]) if bias is None else numbers_of(name, "bias", bias).ravel()
+    if b.size not in (1, w.shape[0]):
+        raise InputError(f"node '{name}': 'bias' has {b.size} values for {w.shape[0]} outputs")
+    return Synapse(name, w, np.broadcast_to(b, (w.shape[0],)).copy())
 
 
 def flatten(graph: nir.NIRGraph, prefix: str = "") -> tuple[dict, list]:
