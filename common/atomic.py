@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from common.errors import InputError
-from common.rundir import KIND_NAMES, RUN_FILES, dir_kind, file_lock, run_parts, study_above
+from common.rundir import KIND_NAMES, RUN_FILES, dir_kind, file_lock, require_unheld, run_parts, study_above
 
 
 def _pid_alive(pid: int) -> bool:
@@ -98,6 +98,7 @@ def check_output(out: str | Path, inputs: list[str | Path] = (), force: bool = F
         return out
     if out.exists() and not out.is_dir():
         raise InputError(f"{what} {out}: is a file, not a directory")
+    require_unheld(out)
     study = study_above(out)
     if study is not None and (within is None or study != Path(within).resolve()):
         raise InputError(f"{what} {out}: lies inside {KIND_NAMES[dir_kind(study)]} ({study}), which runs its own "

@@ -27,12 +27,16 @@ RUN_FILES = tuple(f for files in KIND_FILES.values() for f in files) + SHARED_FI
 STUDIES = ("cv", "nested")  # kinds that hold run directories of their own below them
 
 
+def _busy(fd: int, what: Path, hint: str) -> InputError:
+    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+    return InputError(f"{what}: in use by another command (pid {holder}); {hint}")
+
+
 def _hold(fd: int, what: Path, hint: str) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-        raise InputError(f"{what}: in use by another command (pid {holder}); {hint}") from None
+        raise _busy(fd, what, hint) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
@@ -88,6 +92,23 @@ def file_lock(target: str | Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(OSError):
             os.unlink(lock)  # while still holding it: a waiting writer sees the removal and starts again
+        os.close(fd)
+
+
+def require_unheld(run_dir: str | Path) -> None:
+    """A one-line InputError, naming the holder's pid, when another command holds RUN_DIR's lock now."""
+    run_dir = Path(run_dir)
+    if run_dir.resolve() in _HELD or not (run_dir / LOCK).is_file():
+        return
+    try:
+        fd = os.open(run_dir / LOCK, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _busy(fd, run_dir, "wait for it or pick another --out") from None
+    finally:
         os.close(fd)
 
 

@@ -127,14 +127,18 @@ def test_resume_without_checkpoint_says_so(tmp_path):
     assert res.exit_code == 0 and "no checkpoint yet (stopped during epoch 1): starting from epoch 1" in res.output
 
 
-def test_resume_with_another_size_checkpoint(tmp_path):
+@pytest.mark.parametrize("name", ["last.pt", "best.pt"])
+def test_resume_with_another_size_checkpoint(name, tmp_path):
+    """Either checkpoint of another size is refused before any epoch runs (best.pt was read only at the end,
+    after the extra epochs had trained)."""
     a, b = tmp_path / "a", tmp_path / "b"
     assert run_cli("train", *TINY, "--epochs", "1", "--out", a, "--quiet").exit_code == 0
     assert run_cli("train", *TINY[:-4], "--hidden", "12", "--bin-hz", "25", "--epochs", "1", "--out", b,
                    "--quiet").exit_code == 0
-    shutil.copy(b / "last.pt", a / "last.pt")
+    shutil.copy(b / name, a / name)
     line = one_line_error(run_cli("train", "--resume", a, "--epochs", "2"))
-    assert "last.pt: does not fit the run's config.json" in line
+    assert f"{name}: does not fit the run's config.json" in line
+    assert len((a / "metrics.jsonl").read_text().splitlines()) == 1  # no epoch trained
 
 
 # ---- 3: never overwrite an input, never an output without --force ----------------------------------------
@@ -151,8 +155,9 @@ def test_export_never_replaces_its_input_nor_an_output_unasked(tiny_net, tmp_pat
     assert out.read_text() == "precious"
     assert run_cli("export", ckpt, "--out", out, "--force").exit_code == 0
     assert h5py.is_hdf5(out)
-    fine = run_cli("finetune", ckpt, "--out", tiny_net, "--epochs", "1")
-    assert "already holds a run" in one_line_error(fine) or "holds the checkpoint" in one_line_error(fine)
+    assert "already holds a run" in one_line_error(run_cli("finetune", ckpt, "--out", tiny_net, "--epochs", "1"))
+    line = one_line_error(run_cli("finetune", tiny_net / "best.pt", "--out", tiny_net, "--epochs", "1"))
+    assert "holds best.pt, an input of this command" in line
 
 
 def test_report_and_plot_refuse_existing_outputs(tiny_net, tmp_path):
@@ -218,6 +223,15 @@ def test_eval_limit_and_plot_format_and_unwritable_locations(tiny_net, tmp_path)
     assert "is a directory" in one_line_error(run_cli("simulate", tmp_path))
 
 
+def test_eval_and_compare_on_a_file_without_samples(tiny_net, tmp_path):
+    from train.checkpoint import load_checkpoint
+    names = load_checkpoint(tiny_net / "best.pt")["data"]["class_names"]
+    empty = write_shd_file(tmp_path / "empty.h5", [], [], [], keys=names)
+    for args in (("eval", tiny_net, "--data", empty), ("compare", tiny_net / "net.h5", "--data", empty),
+                 ("simulate", tiny_net / "net.h5", "--data", empty, "--engine", "fast")):
+        assert "empty.h5: no samples to evaluate" in one_line_error(run_cli(*args))
+
+
 def test_nan_in_first_epoch_says_no_checkpoint(tmp_path, monkeypatch):
     from train import trainer
     from train.trainer import TrainingDiverged, config_from_options
@@ -227,6 +241,114 @@ def test_nan_in_first_epoch_says_no_checkpoint(tmp_path, monkeypatch):
         trainer.train(config_from_options(model="lif", layers=1, hidden=8, bin_hz=25, batch=32, epochs=2),
                       tmp_path / "n", progress=False)
     assert not (tmp_path / "n" / "last.pt").exists()
+
+
+# ---- cross-validation and nested studies: their directories, resumes and plans -------------------------
+
+CV = ["cv", "--model", "lif", "--layers", "1", "--hidden", "4", "--bin-hz", "25", "--batch", "32",
+      "--speakers", "speaker0,speaker1", "--quiet"]
+
+
+def test_cv_resume_keeps_its_folds_honest(tmp_path):
+    """Fewer --epochs than a finished cv is refused (cv.json kept), more extends every fold; a fold directory
+    holding another run is refused before anything trains; no train writes inside a cv's directory."""
+    out = tmp_path / "cv"
+    assert run_cli(*CV, "--epochs", "1", "--out", out).exit_code == 0
+    plan = (out / "cv.json").read_text()
+    line = one_line_error(run_cli(*CV, "--epochs", "1", "--out", out, "--lr", "0.002"))
+    assert "other settings (lr)" in line and (out / "cv.json").read_text() == plan
+    longer = run_cli(*CV, "--epochs", "2", "--out", out)
+    assert longer.exit_code == 0, longer.output
+    assert [json.loads((out / f"speaker{k}" / "seed0" / "summary.json").read_text())["epochs"] for k in (0, 1)] == [2, 2]
+    plan = (out / "cv.json").read_text()
+    line = one_line_error(run_cli(*CV, "--epochs", "1", "--out", out))
+    assert "its folds train for 2 epochs; --epochs 1 cannot shorten them" in line and (out / "cv.json").read_text() == plan
+    # a fold directory holding another run
+    other = tmp_path / "cv2"
+    assert run_cli("train", *TINY, "--epochs", "1", "--out", tmp_path / "foreign", "--quiet").exit_code == 0
+    shutil.copytree(tmp_path / "foreign", other / "speaker1" / "seed0")
+    line = one_line_error(run_cli(*CV, "--epochs", "1", "--out", other))
+    assert "speaker1/seed0: holds another run (model, hidden" in line, line
+    assert not (other / "speaker0").exists() and not (other / "cv.json").exists()
+    # nothing else writes inside a cv: its folds not yet running are safe from a train --out there
+    for args in (("train", *TINY, "--epochs", "1", "--out", out / "speaker0" / "seed9"),
+                 ("train", "--resume", out / "speaker0" / "seed0"),
+                 ("finetune", out / "speaker0" / "seed0" / "best.pt", "--out", out / "ft"),
+                 ("nested", "--out", out / "study")):
+        assert f"lies inside a cross-validation ({out})" in one_line_error(run_cli(*args))
+
+
+def test_nested_refuses_bad_outputs_options_and_plans(tmp_path):
+    """nested --out on a file, a run of another kind or a cv; bad --models and --recipes; --report-only without
+    --resume; a study whose nested.json is corrupt: one line each, nothing written."""
+    run, cv = tmp_path / "run", tmp_path / "cv"
+    assert run_cli("train", *TINY, "--epochs", "1", "--out", run, "--quiet").exit_code == 0
+    cv.mkdir()
+    (cv / "cv.json").write_text("{}")
+    (tmp_path / "file").write_text("x")
+    for out, words in ((tmp_path / "file", "is a file"), (run, "holds a run (config.json"),
+                       (cv, "holds a cross-validation (cv.json), not a nested study")):
+        assert words in one_line_error(run_cli("nested", "--out", out))
+    assert not (run / "nested.json").exists() and not (cv / "nested.json").exists()
+    study = tmp_path / "s"
+    for args, words in ((["--models", "tpu-2"], "--models tpu-2: expected KIND-LAYERS"),
+                        (["--models", "gru-x"], "--models gru-x"), (["--recipes", "magic"], "--recipes magic: unknown"),
+                        (["--report-only"], "--report-only needs --resume"), (["--seeds", "1"], "--seeds 1"),
+                        (["--jobs", "-1"], "--jobs must be >= 0")):
+        assert words in one_line_error(run_cli("nested", "--out", study, *args))
+    assert not study.exists()
+    study.mkdir()
+    for text in ("not json", "[]", '{"data": 5}', json.dumps({"data": "builtin", "models": ["gru-2"], "recipes": ["study"],
+                 "seeds": "01", "epochs": 2, "hidden": 8, "speakers": ["a", "b", "c"]})):
+        (study / "nested.json").write_text(text)
+        line = one_line_error(run_cli("nested", "--resume", study, "--report-only"))
+        assert "nested.json: unreadable nested plan" in line, line
+
+
+PROBES = [  # (arguments, words of the one-line error): inputs found broken by hand, kept broken-proof here
+    (["data", "convert", "{wav}", "--speed", "fast", "--out", "{tmp}/a.h5"], "--speed"),
+    (["data", "convert", "{wav}", "--speed", "0.1,1", "--out", "{tmp}/a.h5"], "distinct factors between 0.5 and 2"),
+    (["data", "convert", "{wav}", "--speed", "1,1", "--out", "{tmp}/a.h5"], "distinct factors"),
+    (["data", "convert", "{wav}", "--floor", "1", "--out", "{tmp}/a.h5"], "--floor 1.0"),
+    (["data", "convert", "{wav}", "--out", "{tmp}/none/a.h5"], "does not exist"),
+    (["data", "convert", "{wav}", "--out", "{wav}.h5x"], "name an HDF5 file"),
+    (["data", "convert", "{wav}", "--out", "{run}/best.pt"], "name an HDF5 file"),
+    (["data", "plot", "builtin", "--out", "{run}/config.json", "--force"], "is part of a run"),
+    (["export", "{run}/best.pt", "--out", "{run}/last.pt", "--force"], "is part of a run"),
+    (["export", "{run}/best.pt", "--target", "nir", "--out", "{run}/summary.json", "--force"], "is part of a run"),
+    (["report", "{run}", "--out", "{tmp}/none/r.md"], "does not exist"),
+    (["infer", "{run}/best.pt", "{wav}", "--plot", "{tmp}/p.jpg"], "name a .png file"),
+    (["import-nir", "{tmp}/g.nir", "--out", "{run}", "--force"], "holds a run"),
+    (["train", *TINY, "--out", "{tmp}/imp"], "holds an imported model"),
+    (["cv", *TINY, "--out", "{run}"], "holds a run"),
+    (["finetune", "{run}/best.pt", "--out", "{tmp}/imp"], "holds an imported model"),
+]
+
+
+@pytest.fixture(scope="module")
+def probe_dir(tmp_path_factory, tiny_net):
+    import nir
+    from scipy.io import wavfile
+    d = tmp_path_factory.mktemp("probe")
+    wavfile.write(d / "1_ann_0.wav", 8000, (np.sin(np.arange(4000) / 3) * 8000).astype(np.int16))
+    graph = nir.NIRGraph(nodes={"in": nir.Input(input_type={"input": np.array([3])}), "w": nir.Linear(weight=np.ones((2, 3))),
+                                "lif": nir.LIF(tau=np.full(2, 1e-3), r=np.ones(2), v_leak=np.zeros(2),
+                                               v_threshold=np.ones(2)),
+                                "out": nir.Output(output_type={"output": np.array([2])})},
+                         edges=[("in", "w"), ("w", "lif"), ("lif", "out")], metadata={"dt": 1e-4})
+    nir.write(d / "g.nir", graph)
+    assert run_cli("import-nir", d / "g.nir", "--out", d / "imp").exit_code == 0
+    return d
+
+
+@pytest.mark.parametrize("args,words", PROBES, ids=[" ".join(a[:2]) + f" [{k}]" for k, (a, _) in enumerate(PROBES)])
+def test_probes_of_every_command_are_one_line(args, words, probe_dir, tiny_net):
+    """Each probe is a bad input or output of a command added or changed since the first round: one line,
+    exit code 2, nothing written into the run directory it names."""
+    before = {p.name: p.stat().st_mtime_ns for p in tiny_net.iterdir()}
+    fill = dict(tmp=probe_dir, run=tiny_net, wav=probe_dir / "1_ann_0.wav")
+    assert words in one_line_error(run_cli(*[a.format(**fill) for a in args]))
+    assert {p.name: p.stat().st_mtime_ns for p in tiny_net.iterdir()} == before
 
 
 # ---- fuzzing the readers ---------------------------------------------------------------------------------
