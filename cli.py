@@ -253,6 +253,8 @@ def nested_cmd(models, recipes, data, seeds, seed, epochs, hidden, jobs, out, re
     from train.nested import format_nested, make_plan, nested_report, read_plan, report_json, run_nested
     if jobs < 0:
         raise InputError(f"--jobs must be >= 0, got {jobs}")
+    if report_only and not resume:
+        raise InputError("--report-only needs --resume STUDY_DIR")
     if resume:
         plan = read_plan(resume)
     elif out:
@@ -260,8 +262,6 @@ def nested_cmd(models, recipes, data, seeds, seed, epochs, hidden, jobs, out, re
                          seeds, seed, epochs, hidden)
     else:
         raise InputError("--out is required (or --resume STUDY_DIR)")
-    if report_only and not resume:
-        raise InputError("--report-only needs --resume STUDY_DIR")
     r = nested_report(plan) if report_only else run_nested(plan, jobs, log=lambda m: click.echo(m, err=True))
     _echo_json(report_json(r)) if as_json else click.echo(format_nested(r))
 
