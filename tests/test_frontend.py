@@ -167,21 +167,22 @@ def test_ntidigits_speakers_keep_their_digits(tmp_path):
 
 
 def test_two_converts_of_one_output_do_not_both_write_it(tmp_path):
-    """A second writer of the same --out is refused while the first holds it (naming its pid); the first's
-    result is never replaced. A lock left by a killed writer does not block."""
+    """A second `data convert --out X` while a first one is converting is refused (naming its pid), not run to a
+    silent replacement of the first's result; a lock left by a killed writer does not block."""
     wav = tone(tmp_path / "1_ann_0.wav", 500)
     out = tmp_path / "x.h5"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from common.rundir import file_lock\n"
-                               f"with file_lock({str(out)!r}):\n print('held', flush=True); time.sleep(60)"],
-                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    paused = ("import time\nimport audio.convert as c\n"
+              "def slow(job):\n    print('converting', flush=True)\n    time.sleep(60)\n"
+              f"c._convert_one = slow\nc.convert([{str(wav)!r}], {str(out)!r}, workers=1, progress=False)\n")
+    first = subprocess.Popen([sys.executable, "-c", paused], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout.readline().strip() == "held"
+        assert first.stdout.readline().strip() == "converting"  # inside its work, before its write
         line = one_line_error(run_cli("data", "convert", wav, "--out", out, "--quiet", "--workers", "1"))
-        assert f"in use by another command (pid {holder.pid})" in line and not out.exists()
+        assert f"in use by another command (pid {first.pid})" in line and not out.exists()
     finally:
-        holder.kill()
-        holder.wait()
-    res = run_cli("data", "convert", wav, "--out", out, "--quiet", "--workers", "1")  # the dead holder's lock
+        first.kill()
+        first.wait()
+    res = run_cli("data", "convert", wav, "--out", out, "--quiet", "--workers", "1")  # the killed writer's lock
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1_ann_0.wav", "x.h5"]  # its lock file is gone too
 
@@ -257,14 +258,15 @@ def test_infer_plot_goes_through_the_output_check(tone_model, tmp_path):
     rec = shutil.copy(tone_model / "wav" / "1_ann_0.wav", tmp_path / "1_ann_0.wav")
     os.chmod(rec, 0o444)
     keep = {p: p.read_bytes() for p in (run / "best.pt", rec)}
-    (tmp_path / "net.h5").write_bytes(b"a network")
-    for target in (run / "best.pt", rec, tmp_path / "net.h5"):
-        assert "name a .png file" in one_line_error(run_cli("infer", run / "best.pt", rec, "--plot", target, "--force"))
-    assert (tmp_path / "net.h5").read_bytes() == b"a network"
     png = tmp_path / "p.png"
     png.write_bytes(b"precious")
     assert "exists; pass --force" in one_line_error(run_cli("infer", run / "best.pt", rec, "--plot", png))
     assert png.read_bytes() == b"precious"
+    (tmp_path / "net.h5").write_bytes(b"a network")
+    for target in (run / "best.pt", rec, tmp_path / "net.h5"):
+        assert "name a .png file" in one_line_error(run_cli("infer", run / "best.pt", rec, "--plot", target))
+        assert "name a .png file" in one_line_error(run_cli("infer", run / "best.pt", rec, "--plot", target, "--force"))
+    assert (tmp_path / "net.h5").read_bytes() == b"a network"
     (tmp_path / "q_1.png").write_bytes(b"precious")
     line = one_line_error(run_cli("infer", run / "best.pt", rec, rec, "--plot", tmp_path / "q.png"))
     assert "q_1.png: exists" in line and not (tmp_path / "q_0.png").exists()

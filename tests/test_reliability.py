@@ -273,8 +273,8 @@ def test_cv_resume_keeps_its_folds_honest(tmp_path):
     # nothing else writes inside a cv: its folds not yet running are safe from a train --out there
     for args in (("train", *TINY, "--epochs", "1", "--out", out / "speaker0" / "seed9"),
                  ("train", "--resume", out / "speaker0" / "seed0"),
-                 ("finetune", out / "speaker0" / "seed0" / "best.pt", "--out", out / "ft"),
-                 ("nested", "--out", out / "study")):
+                 ("finetune", out / "speaker0" / "seed0" / "best.pt", "--out", out / "ft", "--epochs", "1"),
+                 ("nested", "--out", out / "study", "--models", "lif-1", "--epochs", "1", "--jobs", "0")):
         assert f"lies inside a cross-validation ({out})" in one_line_error(run_cli(*args))
 
 
@@ -286,16 +286,17 @@ def test_nested_refuses_bad_outputs_options_and_plans(tmp_path):
     cv.mkdir()
     (cv / "cv.json").write_text("{}")
     (tmp_path / "file").write_text("x")
+    small = ["--models", "lif-1", "--recipes", "study", "--epochs", "1", "--hidden", "4", "--jobs", "0"]  # if accepted
     for out, words in ((tmp_path / "file", "is a file"), (run, "holds a run (config.json"),
                        (cv, "holds a cross-validation (cv.json), not a nested study")):
-        assert words in one_line_error(run_cli("nested", "--out", out))
+        assert words in one_line_error(run_cli("nested", "--out", out, *small))
     assert not (run / "nested.json").exists() and not (cv / "nested.json").exists()
     study = tmp_path / "s"
     for args, words in ((["--models", "tpu-2"], "--models tpu-2: expected KIND-LAYERS"),
                         (["--models", "gru-x"], "--models gru-x"), (["--recipes", "magic"], "--recipes magic: unknown"),
                         (["--report-only"], "--report-only needs --resume"), (["--seeds", "1"], "--seeds 1"),
                         (["--jobs", "-1"], "--jobs must be >= 0")):
-        assert words in one_line_error(run_cli("nested", "--out", study, *args))
+        assert words in one_line_error(run_cli("nested", "--out", study, *small, *args))
     assert not study.exists()
     study.mkdir()
     for text in ("not json", "[]", '{"data": 5}', json.dumps({"data": "builtin", "models": ["gru-2"], "recipes": ["study"],
@@ -320,7 +321,7 @@ PROBES = [  # (arguments, words of the one-line error): inputs found broken by h
     (["infer", "{run}/best.pt", "{wav}", "--plot", "{tmp}/p.jpg"], "name a .png file"),
     (["import-nir", "{tmp}/g.nir", "--out", "{run}", "--force"], "holds a run"),
     (["train", *TINY, "--out", "{tmp}/imp"], "holds an imported model"),
-    (["cv", *TINY, "--out", "{run}"], "holds a run"),
+    (["cv", *TINY, "--epochs", "1", "--out", "{run}"], "holds a run"),
     (["finetune", "{run}/best.pt", "--out", "{tmp}/imp"], "holds an imported model"),
 ]
 
