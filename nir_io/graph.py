@@ -140,7 +140,7 @@ def layers_of(graph: nir.NIRGraph) -> tuple[int, list[Layer]]:
         if forward == [out]:
             if not layers:
                 raise InputError("the Input is connected straight to the Output: no layer to map")
-            return _channels(nodes[top_in[0]], layers), layers
+            return _channels(top_in[0], nodes[top_in[0]], layers), layers
         if len(forward) != 1:
             raise InputError(f"node '{src}' feeds {len(forward)} nodes ({', '.join(forward) or 'none'}); "
                              "this toolchain maps a chain of layers")
@@ -171,10 +171,10 @@ def layers_of(graph: nir.NIRGraph) -> tuple[int, list[Layer]]:
         src = neuron
 
 
-def _channels(node: nir.Input, layers: list[Layer]) -> int:
+def _channels(name: str, node: nir.Input, layers: list[Layer]) -> int:
     """The first synapse's inputs, checked against the Input node's declared shape."""
     n = layers[0].ff.weight.shape[1]
-    declared = np.asarray(next(iter(node.input_type.values()), [n])).ravel()
+    declared = numbers_of(name, "input_type", next(iter(node.input_type.values()), [n])).ravel()
     if declared.size == 1 and int(declared[0]) != n:
         raise InputError(f"the Input declares {int(declared[0])} channels, synapse '{layers[0].ff.name}' takes {n}")
     return n

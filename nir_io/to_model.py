@@ -195,6 +195,19 @@ def _metadata_reset(path: str | Path, meta: dict) -> str | None:
     return value
 
 
+def load_graph(path: str | Path, dt: float | None = None, reset: str | None = None):
+    """graph_to_model of the NIR file at PATH, dt and reset from its metadata unless given; anything that cannot
+    map is one InputError naming the file."""
+    graph = read_graph(path)
+    meta = graph.metadata if isinstance(graph.metadata, dict) else {}
+    dt = _metadata_dt(path, meta) if dt is None else dt
+    reset = reset or _metadata_reset(path, meta) or "zero"  # NIR's own definition: to v_reset
+    try:
+        return graph_to_model(graph, float(dt), reset)
+    except InputError as exc:  # a node or parameter that cannot map: name the file too
+        raise InputError(f"{path}: {exc}") from None
+
+
 def import_nir(path: str | Path, out: str | Path, dt: float | None = None, reset: str | None = None,
                bin_hz: float | None = None, duration: float | None = None, classes: str | None = None,
                force: bool = False) -> dict:
@@ -202,14 +215,7 @@ def import_nir(path: str | Path, out: str | Path, dt: float | None = None, reset
     OUT is a directory of its own kind (common.atomic.check_output): an imported model is replaced only with
     --force, a training run or a study never, and the graph never."""
     out = check_output(out, [path], force, kind="import")
-    graph = read_graph(path)
-    meta = graph.metadata if isinstance(graph.metadata, dict) else {}
-    dt = _metadata_dt(path, meta) if dt is None else dt
-    reset = reset or _metadata_reset(path, meta) or "zero"  # NIR's own definition: to v_reset
-    try:
-        cfg, state, desc = graph_to_model(graph, float(dt), reset)
-    except InputError as exc:  # a node or parameter that cannot map: name the file too
-        raise InputError(f"{path}: {exc}") from None
+    cfg, state, desc = load_graph(path, dt, reset)
     names = [c.strip() for c in classes.split(",")] if classes else [str(k) for k in range(cfg.n_classes)]
     if len(names) != cfg.n_classes:
         raise InputError(f"--classes names {len(names)} classes, the graph has {cfg.n_classes} outputs")

@@ -363,13 +363,27 @@ def real_files(tmp_path_factory, tiny_net):
                          speakers=[0, 1, 0, 1])
     das = write_das_file(d / "f.hdf5", {s: {f"ab{k}-{c}a": (np.sort(rng.uniform(0, 1, 9)), rng.integers(0, 64, 9))
                                             for k, c in enumerate("12z")} for s in ("train", "test")})
-    return {"shd": shd, "das": das, "net": tiny_net / "net.h5"}
+    import nir
+    nir.write(d / "g.nir", nir.NIRGraph(
+        nodes={"in": nir.Input(input_type={"input": np.array([3])}), "w": nir.Affine(weight=rng.normal(size=(2, 3)),
+                                                                                     bias=np.zeros(2)),
+               "lif": nir.CubaLIF(tau_syn=np.full(2, 2e-4), tau_mem=np.full(2, 1e-3), r=np.ones(2), v_leak=np.zeros(2),
+                                  v_threshold=np.ones(2), v_reset=np.zeros(2), w_in=np.ones(2)),
+               "out": nir.Output(output_type={"output": np.array([2])})},
+        edges=[("in", "w"), ("w", "lif"), ("lif", "out")], metadata={"dt": 1e-4, "reset": "zero"}))
+    from scipy.io import wavfile
+    wavfile.write(d / "w.wav", 8000, (np.sin(np.arange(4000) / 3) * 8000).astype(np.int16))
+    return {"shd": shd, "das": das, "net": tiny_net / "net.h5", "nir": d / "g.nir", "wav": d / "w.wav"}
 
 
 def _read(kind: str, path: Path):
+    from audio.frontend import Frontend, read_wav, spikes_of
     from audio.spike_files import read_das, read_shd
     from export.netx_h5 import read_network
-    return {"shd": lambda: read_shd(path), "das": lambda: read_das(path, "train"), "net": lambda: read_network(path)}[kind]()
+    from nir_io.to_model import load_graph
+    return {"shd": lambda: read_shd(path), "das": lambda: read_das(path, "train"), "net": lambda: read_network(path),
+            "nir": lambda: load_graph(path),
+            "wav": lambda: spikes_of(read_wav(path, 8000, 10.0), Frontend(channels=64))}[kind]()
 
 
 def _clean_or_input_error(kind: str, path: Path) -> None:
@@ -384,7 +398,7 @@ FUZZ = settings(max_examples=40, deadline=None, derandomize=True,
 
 
 @FUZZ
-@given(kind=st.sampled_from(["shd", "das", "net"]), cut=st.floats(0.0, 1.0), flips=st.lists(
+@given(kind=st.sampled_from(["shd", "das", "net", "nir", "wav"]), cut=st.floats(0.0, 1.0), flips=st.lists(
     st.tuples(st.floats(0.0, 1.0), st.integers(1, 255)), max_size=6))
 def test_fuzz_truncation_and_byte_flips(real_files, tmp_path_factory, kind, cut, flips):
     data = bytearray(real_files[kind].read_bytes())
@@ -403,7 +417,7 @@ def _datasets(f: h5py.File) -> list[str]:
 
 
 @FUZZ
-@given(kind=st.sampled_from(["shd", "das", "net"]), pick=st.floats(0.0, 1.0),
+@given(kind=st.sampled_from(["shd", "das", "net", "nir"]), pick=st.floats(0.0, 1.0),
        op=st.sampled_from(["delete", "float", "string", "negative", "extra", "scalar", "attr"]))
 def test_fuzz_structure(real_files, tmp_path_factory, kind, pick, op):
     path = tmp_path_factory.mktemp("s") / real_files[kind].name
