@@ -304,6 +304,21 @@ def test_nested_refuses_bad_outputs_options_and_plans(tmp_path):
         (study / "nested.json").write_text(text)
         line = one_line_error(run_cli("nested", "--resume", study, "--report-only"))
         assert "nested.json: unreadable nested plan" in line, line
+    # a running study: its report can be read, it cannot be run twice
+    (study / "nested.json").write_text(json.dumps({"data": "builtin", "models": ["lif-1"], "recipes": ["study"],
+                                                   "seeds": [0, 1], "epochs": 1, "hidden": 4,
+                                                   "speakers": [f"speaker{k}" for k in range(5)]}))
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from common.rundir import run_lock\n"
+                               f"with run_lock({str(study)!r}):\n print('held', flush=True); time.sleep(60)"],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert run_cli("nested", "--resume", study, "--report-only").exit_code == 0
+        line = one_line_error(run_cli("nested", "--resume", study, "--jobs", "0"))
+        assert f"in use by another command (pid {holder.pid})" in line
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 PROBES = [  # (arguments, words of the one-line error): inputs found broken by hand, kept broken-proof here
