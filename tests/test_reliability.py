@@ -249,9 +249,8 @@ CV = ["cv", "--model", "lif", "--layers", "1", "--hidden", "4", "--bin-hz", "25"
       "--speakers", "speaker0,speaker1", "--quiet"]
 
 
-def test_cv_resume_keeps_its_folds_honest(tmp_path):
-    """Fewer --epochs than a finished cv is refused (cv.json kept), more extends every fold; a fold directory
-    holding another run is refused before anything trains; no train writes inside a cv's directory."""
+def test_cv_run_again_with_other_epochs(tmp_path):
+    """More --epochs extends every finished fold; fewer is refused (cv.json kept), not reported as the old folds."""
     out = tmp_path / "cv"
     assert run_cli(*CV, "--epochs", "1", "--out", out).exit_code == 0
     plan = (out / "cv.json").read_text()
@@ -263,19 +262,30 @@ def test_cv_resume_keeps_its_folds_honest(tmp_path):
     plan = (out / "cv.json").read_text()
     line = one_line_error(run_cli(*CV, "--epochs", "1", "--out", out))
     assert "its folds train for 2 epochs; --epochs 1 cannot shorten them" in line and (out / "cv.json").read_text() == plan
-    # a fold directory holding another run
-    other = tmp_path / "cv2"
+
+
+def test_cv_refuses_a_fold_directory_holding_another_run(tmp_path):
+    """Found before anything trains (it was resumed as a fold, then left out of the report: '4 folds')."""
+    out = tmp_path / "cv"
     assert run_cli("train", *TINY, "--epochs", "1", "--out", tmp_path / "foreign", "--quiet").exit_code == 0
-    shutil.copytree(tmp_path / "foreign", other / "speaker1" / "seed0")
-    line = one_line_error(run_cli(*CV, "--epochs", "1", "--out", other))
+    shutil.copytree(tmp_path / "foreign", out / "speaker1" / "seed0")
+    line = one_line_error(run_cli(*CV, "--epochs", "1", "--out", out))
     assert "speaker1/seed0: holds another run (model, hidden" in line, line
-    assert not (other / "speaker0").exists() and not (other / "cv.json").exists()
-    # nothing else writes inside a cv: its folds not yet running are safe from a train --out there
+    assert not (out / "speaker0").exists() and not (out / "cv.json").exists()
+
+
+def test_nothing_but_the_cv_writes_inside_it(tmp_path):
+    """Only the running fold was locked: a train, a resume, a finetune or a nested study inside a cv's directory
+    could take a fold not yet running."""
+    out = tmp_path / "cv"
+    assert run_cli("train", *TINY, "--epochs", "1", "--out", out / "speaker0" / "seed0", "--quiet").exit_code == 0
+    (out / "cv.json").write_text("{}")
     for args in (("train", *TINY, "--epochs", "1", "--out", out / "speaker0" / "seed9"),
-                 ("train", "--resume", out / "speaker0" / "seed0"),
+                 ("train", "--resume", out / "speaker0" / "seed0", "--epochs", "2"),
                  ("finetune", out / "speaker0" / "seed0" / "best.pt", "--out", out / "ft", "--epochs", "1"),
                  ("nested", "--out", out / "study", "--models", "lif-1", "--epochs", "1", "--jobs", "0")):
         assert f"lies inside a cross-validation ({out})" in one_line_error(run_cli(*args))
+    assert json.loads((out / "speaker0" / "seed0" / "summary.json").read_text())["epochs"] == 1
 
 
 def test_nested_refuses_bad_outputs_options_and_plans(tmp_path):
