@@ -35,7 +35,7 @@ def _model(path: Path) -> dict:
         net, _ = load_net(path)
         meta = net.meta or {}
         _require_frontend(path, meta.get("frontend"))
-        spec = BinSpec(float(meta["bin_hz"]), float(meta["duration"]), net.layers[0].n_in)
+        spec = _spec(path, meta, net.layers[0].n_in)
         return {"kind": "network", "net": net, "frontend": meta.get("frontend"), "spec": spec,
                 "class_names": meta.get("class_names") or [str(k) for k in range(net.readout.n_out)]}
     from train.checkpoint import load_checkpoint
@@ -44,9 +44,17 @@ def _model(path: Path) -> dict:
     data = ckpt.get("data", {})
     _require_frontend(path, data.get("frontend"))
     s = data.get("spec", {})
-    spec = BinSpec(float(s["bin_hz"]), float(s["duration"]), int(s["n_channels"]))
+    spec = _spec(path, s, s.get("n_channels"))
     return {"kind": "checkpoint", "model": model_from_checkpoint(ckpt), "cfg": ckpt["model"],
             "frontend": data.get("frontend"), "spec": spec, "class_names": data.get("class_names", [])}
+
+
+def _spec(path: Path, d: dict, n_channels) -> BinSpec:
+    try:
+        return BinSpec(float(d["bin_hz"]), float(d["duration"]), int(n_channels))
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"{path}: records no bin rate, window or channel count ('bin_hz', 'duration', "
+                         "'n_channels') for its input") from None
 
 
 def _require_frontend(path: Path, frontend: dict | None) -> None:
