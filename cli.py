@@ -298,6 +298,8 @@ def nested_cmd(models, recipes, data, seeds, seed, epochs, hidden, jobs, out, re
     from train.nested import format_nested, make_plan, nested_report, read_plan, report_json, run_nested
     if jobs < 0:
         raise InputError(f"--jobs must be >= 0, got {jobs}")
+    if report_only and not resume:
+        raise InputError("--report-only needs --resume STUDY_DIR")
     if resume:
         plan = read_plan(resume)
     elif out:
@@ -305,8 +307,6 @@ def nested_cmd(models, recipes, data, seeds, seed, epochs, hidden, jobs, out, re
                          seeds, seed, epochs, hidden)
     else:
         raise InputError("--out is required (or --resume STUDY_DIR)")
-    if report_only and not resume:
-        raise InputError("--report-only needs --resume STUDY_DIR")
     r = nested_report(plan) if report_only else run_nested(plan, jobs, log=lambda m: click.echo(m, err=True))
     _echo_json(report_json(r)) if as_json else click.echo(format_nested(r))
 
@@ -461,11 +461,12 @@ def simulate_cmd(network, data, split, limit, engine, backend, channels, stock_n
               help="For an exported network (.h5): the fast engine or Lava.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="PNG: input raster, hidden spikes and readout over time (one file per recording; default: none).")
+@click.option("--force", is_flag=True, help="Replace --plot's files if they exist (never an input).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def infer_cmd(model, recordings, engine, plot, as_json):
+def infer_cmd(model, recordings, engine, plot, force, as_json):
     """Classify wav RECORDINGS with MODEL (a checkpoint or an exported .h5) through its own audio front end."""
     from sim.infer import format_infer, infer
-    r = infer(model, list(recordings), engine, plot)
+    r = infer(model, list(recordings), engine, plot, force)
     _echo_json(r) if as_json else click.echo(format_infer(r))
 
 

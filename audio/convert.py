@@ -33,7 +33,7 @@ from scipy import signal
 from audio.datasets import TEST_SEED, test_share_split
 from audio.frontend import LAYOUT_CHANNELS, Frontend, label_and_speaker, read_wav, spikes_of
 from audio.spike_files import DAS_CLASSES
-from common.atomic import atomic_path, check_output
+from common.atomic import atomic_path, claimed
 from common.errors import InputError, quiet_child_signals
 from common.progress import progress_bar
 
@@ -43,13 +43,14 @@ DIGIT_WORDS = {"z": "z", "zero": "z", "0": "z", "o": "o", "oh": "o"}
 
 
 def wav_files(inputs: list[str], include: str | None = None) -> list[Path]:
-    """Every .wav among the inputs (files, or directories searched recursively), sorted; anything else named
-    directly is an error."""
+    """Every .wav among the inputs (files, or directories searched recursively, hidden files and folders left
+    out), sorted; anything else named directly is an error."""
     files = []
     for spec in inputs:
         path = Path(spec).expanduser()
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".wav")
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() == ".wav"
+                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
             if not found:
                 raise InputError(f"{path}: no .wav files in this directory")
             files += found
@@ -80,9 +81,7 @@ def play_faster(x: np.ndarray, speed: float) -> np.ndarray:
 
 def _convert_one(job: tuple[Path, Frontend, float]) -> tuple[np.ndarray, np.ndarray]:
     path, fe, speed = job
-    x = play_faster(read_wav(path, fe.rate), speed)
-    if len(x) > fe.max_seconds * fe.rate:
-        raise InputError(f"{path}: {len(x) / fe.rate:.1f} s long, more than --max-seconds {fe.max_seconds}")
+    x = play_faster(read_wav(path, fe.rate, fe.max_seconds * speed), speed)  # the limit is on what is played
     times, units = spikes_of(x, fe)
     if len(times) == 0:
         raise InputError(f"{path}: produced no spikes (silent?)")
@@ -113,8 +112,8 @@ def convert(inputs: list[str], out: str | Path, layout: str = "shd", fe: Fronten
             include: str | None = None, classes: list[str] | None = None, split: str | None = None, workers: int = 2,
             progress: bool = True, force: bool = False, speeds: list[float] | None = None,
             test_share: float | None = None) -> dict:
-    """Converts the recordings; returns a summary (files, samples, spikes, classes, speakers, seconds, outputs)."""
-    import time
+    """Converts the recordings; returns a summary (files, samples, spikes, classes, speakers, seconds, outputs).
+    Every setting and the outputs are checked before any work; each output is locked until it is written."""
     speeds = list(speeds or [1.0])
     if any(not 0.5 <= v <= 2.0 for v in speeds) or len(set(speeds)) != len(speeds):
         raise InputError(f"--speed {','.join(map(str, speeds))}: distinct factors between 0.5 and 2")
@@ -141,8 +140,16 @@ def convert(inputs: list[str], out: str | Path, layout: str = "shd", fe: Fronten
     if out.suffix.lower() not in (".h5", ".hdf5", ".hdf"):
         raise InputError(f"--out {out}: name an HDF5 file (.h5 or .hdf5)")
     outputs = split_outputs(out) if test_share is not None and layout == "shd" else {"all": out}
-    for path in outputs.values():
-        check_output(path, files, force)
+    with contextlib.ExitStack() as stack:
+        targets = {part: stack.enter_context(claimed(path, files, force)) for part, path in outputs.items()}
+        return _convert(files, out, targets, layout, fe, label_regex, speaker_regex, classes, split, workers,
+                        progress, speeds, test_share)
+
+
+def _convert(files: list[Path], out: Path, outputs: dict[str, Path], layout: str, fe: Frontend, label_regex: str,
+             speaker_regex: str, classes: list[str] | None, split: str, workers: int, progress: bool,
+             speeds: list[float], test_share: float | None) -> dict:
+    import time
     names = [label_and_speaker(f, label_regex, speaker_regex) for f in files]  # every name, before any work
     if layout == "ntidigits":
         bad = [n[0] for n in names if DIGIT_WORDS.get(n[0].lower(), n[0]) not in DAS_CLASSES]
@@ -217,12 +224,13 @@ def _write_shd(h5, results, labels, class_names, speakers, speaker_names) -> Non
 
 
 def _write_das(h5, results, labels, speakers, split: str, taken: dict) -> None:
-    """N-TIDIGITS18 ids <speaker><take>-<digit><letter>: the take counts each speaker's recordings (in `taken`)."""
+    """N-TIDIGITS18 ids <speaker>_<take>-<digit><letter>: the take counts each speaker's recordings (in `taken`,
+    over both splits of a file), the underscore keeps a speaker name's own digits (spk1, spk2) apart from it."""
     ids = []
     for label, speaker in zip(labels, speakers):
-        clean = re.sub(r"[^A-Za-z]", "", speaker) or "speaker"
+        clean = re.sub(r"[^A-Za-z0-9.-]+", "_", speaker).strip("_") or "speaker"
         taken[clean] = taken.get(clean, -1) + 1
-        ids.append(f"{clean}{taken[clean]:02d}-{DIGIT_WORDS.get(label.lower(), label)}a")
+        ids.append(f"{clean}_{taken[clean]:02d}-{DIGIT_WORDS.get(label.lower(), label)}a")
     h5.create_dataset(f"{split}_labels", data=np.array([i.encode() for i in ids]))
     addresses, stamps = h5.create_group(f"{split}_addresses"), h5.create_group(f"{split}_timestamps")
     for sid, (times, units) in zip(ids, results):

@@ -74,6 +74,11 @@ def _shd_source(files: list[Path], name_hint: str, where: Path) -> Source:
     return Source(name, "shd", by_split)
 
 
+def _is_data_file(path: Path) -> bool:
+    """An HDF5 file a dataset directory may hold; hidden files (a killed writer's temp file, a lock) are not."""
+    return path.suffix.lower() in HDF5_SUFFIXES and not path.name.startswith(".")
+
+
 def _layout_in_directory(path: Path) -> str | None:
     """A file's layout; None for an HDF5 file that is no dataset and whose name names no split (an exported
     network or a report kept beside the data is not the data's business)."""
@@ -99,7 +104,7 @@ def find_source(spec: str) -> Source:
     if not path.exists():
         raise InputError(f"{path}: no such file or directory (expected 'builtin', a dataset directory or an HDF5 file)")
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in HDF5_SUFFIXES)
+        files = sorted(p for p in path.iterdir() if _is_data_file(p))
         if not files:
             raise InputError(f"{path}: no HDF5 files (.h5, .hdf5) in this directory")
         das = [f for f in files if _layout_in_directory(f) == "das"]
@@ -114,7 +119,7 @@ def find_source(spec: str) -> Source:
     if _split_of(path) != "train":
         return Source("ssc" if "ssc" in path.name.lower() else "shd", "shd", {"file": path})
     stems = {path.stem.lower().replace("train", w) for w in ("train", "test", "valid", "val")}
-    siblings = [p for p in path.parent.iterdir() if p.suffix.lower() in HDF5_SUFFIXES and p.stem.lower() in stems]
+    siblings = [p for p in path.parent.iterdir() if _is_data_file(p) and p.stem.lower() in stems]
     return _shd_source(siblings, path.name, path)
 
 
@@ -157,11 +162,10 @@ class Dataset:
 
     @property
     def frontend(self) -> dict | None:
-        """The audio front end that made the training file's spikes (`data convert`), None if made elsewhere."""
-        from audio.frontend import frontend_of_file
-        first = next(iter(self.source.files.values()))
-        fe = frontend_of_file(first) if self.name != "builtin" else None
-        return fe.as_dict() if fe else None
+        """The audio front end that made the training file's spikes (`data convert`) as it recorded it, None if
+        made elsewhere."""
+        from audio.frontend import recorded_frontend
+        return recorded_frontend(next(iter(self.source.files.values()))) if self.name != "builtin" else None
 
     @property
     def n_classes(self) -> int:
@@ -348,8 +352,8 @@ def load_eval_set(spec: str, split: str | None = None, *, bin_hz: float | None =
         else:  # a train file named directly: that file alone, not its siblings
             samples = read_shd(path, bins.n_channels)
         binned = bin_spikes(samples, bins)
-        return EvalSet(source.name, "file", f"all {len(binned)} samples of {path.name}", binned,
-                       dict(SEEN_SPEAKERS))
+        return _some(EvalSet(source.name, "file", f"all {len(binned)} samples of {path.name}", binned,
+                             dict(SEEN_SPEAKERS)), spec)
     ds = load_dataset(spec, bin_hz=bin_hz, duration=duration, n_channels=n_channels, seed=seed,
                       holdout_speaker=holdout_speaker, valid_speaker=valid_speaker)
     split = split or "test"
@@ -359,7 +363,13 @@ def load_eval_set(spec: str, split: str | None = None, *, bin_hz: float | None =
         what = f"held-out speaker '{ds.protocol['test_speaker']}'"
     elif ds.protocol["kind"] == HELD_OUT:
         what += f" (speaker '{ds.protocol['test_speaker']}' held out)"
-    return EvalSet(ds.name, split, f"{what} ({len(samples)} samples)", samples, ds.protocol)
+    return _some(EvalSet(ds.name, split, f"{what} ({len(samples)} samples)", samples, ds.protocol), spec)
+
+
+def _some(ev: EvalSet, spec: str) -> EvalSet:
+    if len(ev.samples) == 0:
+        raise InputError(f"{spec}: no samples to evaluate ({ev.what})")
+    return ev
 
 
 def origin_of(data_spec: str | None, seed: int = 0, holdout_speaker: str | None = None, valid_speaker: str = AUTO,

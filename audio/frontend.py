@@ -4,9 +4,9 @@ The chain, per recording (all deterministic, parameters in `Frontend`):
 1. read the wav (scipy.io.wavfile: PCM or float), mix stereo to mono, resample to `rate` Hz
    (scipy.signal.resample_poly), scale to unit RMS (`normalize`: the loudness of a voice or a
    microphone is not what the digit is);
-2. a gammatone filterbank (4th order, bandwidth 1.019 ERB, Glasberg & Moore's ERB scale) with
-   `channels` centre frequencies equally spaced in ERB number from `fmin` to `fmax`, as FIR impulse
-   responses applied in one batched FFT convolution;
+2. a gammatone filterbank (scipy.signal.gammatone's 4th-order FIR form, bandwidth 1.019 ERB) with
+   `channels` centre frequencies equally spaced in Glasberg & Moore's ERB number from `fmin` to `fmax`,
+   applied in one batched FFT convolution;
 3. half-wave rectification and an envelope: the mean over each `resolution` step, then a one-pole
    low-pass at `envelope_hz`;
 4. log compression above a silence floor f = `floor` x the recording's loudest channel envelope:
@@ -15,13 +15,16 @@ The chain, per recording (all deterministic, parameters in `Frontend`):
    integral of the rate passes an integer (at most one per `resolution` step).
 
 700 channels give the SHD layout (SHD/SSC's own 700-channel cochlea), 64 the N-TIDIGITS18 layout.
-A model records the front end of its training data (the file's `extra/frontend`), and `infer` runs a
-recording through exactly that one.
+A model records the front end of its training data (the file's root attribute `frontend`), and `infer` runs
+a recording through exactly that one. Version 2 scales each channel to unit gain at its centre frequency;
+version 1 divided it by its envelope's spectrum there instead, a gain rising as (fc / bandwidth)^4 (from 14
+at 80 Hz to 2400 at 3.8 kHz): its spikes differ, so a model trained on them is refused by `infer`.
 """
 from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
@@ -34,6 +37,7 @@ from scipy.io import wavfile
 from common.errors import InputError, settings_from_dict
 
 LAYOUT_CHANNELS = {"shd": 700, "ntidigits": 64}
+VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -59,14 +63,22 @@ class Frontend:
         if not self.fmin < self.fmax < self.rate / 2:
             raise InputError(f"--fmin {self.fmin} and --fmax {self.fmax} must satisfy fmin < fmax < rate / 2 = "
                              f"{self.rate / 2}")
+        if not self.floor < 1:
+            raise InputError(f"--floor {self.floor}: the silence floor is a share of the loudest envelope, below 1")
         if self.resolution * self.max_rate > 1:
             raise InputError(f"--max-rate {self.max_rate} allows more than one spike per --resolution {self.resolution} s")
 
     def as_dict(self) -> dict:
-        return {"name": "gammatone-if", "version": 1, **asdict(self)}
+        return {"name": "gammatone-if", "version": VERSION, **asdict(self)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Frontend":
+        """The front end a file or a model recorded; one of another version is an InputError."""
+        if not isinstance(d, dict):
+            raise InputError("the recorded front end is not a JSON object")
+        if d.get("version") != VERSION:
+            raise InputError(f"recorded front end version {d.get('version')}, this toolchain runs version {VERSION} "
+                             "(other channel gains, other spikes): convert the recordings again and retrain")
         d = {k: v for k, v in d.items() if k not in ("name", "version")}
         return settings_from_dict(cls, d, "unknown front-end parameters")
 
@@ -86,26 +98,35 @@ def _filterbank_spectrum(fe: Frontend, nfft: int) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def _filterbank(fe: Frontend) -> np.ndarray:
-    """Gammatone impulse responses [channels, taps] at fe.rate, each with unit gain at its centre frequency."""
-    fc = _erb_space(fe.fmin, fe.fmax, fe.channels)[:, None]
-    bw = 1.019 * 24.7 * (1 + 0.00437 * fc)
-    t = np.arange(int(round(0.032 * fe.rate)))[None, :] / fe.rate  # 32 ms: the 80 Hz channel has decayed
-    envelope = t ** 3 * np.exp(-2 * np.pi * bw * t)
-    ir = envelope * np.cos(2 * np.pi * fc * t)
-    gain = np.abs((envelope * np.exp(-2j * np.pi * fc * t)).sum(axis=1, keepdims=True))
-    return ir / gain
+    """Gammatone impulse responses [channels, taps] at fe.rate (scipy.signal.gammatone's FIR form), each scaled
+    to unit gain at its centre frequency."""
+    taps = int(round(0.032 * fe.rate))  # 32 ms: the 80 Hz channel has decayed
+    irs = []
+    for fc in _erb_space(fe.fmin, fe.fmax, fe.channels):
+        b, _ = signal.gammatone(fc, "fir", order=4, numtaps=taps, fs=fe.rate)
+        _, gain = signal.freqz(b, worN=[fc], fs=fe.rate)
+        irs.append(b / np.abs(gain[0]))
+    return np.array(irs)
 
 
-def read_wav(path: str | Path, rate: int) -> np.ndarray:
-    """Mono float64 samples at `rate` Hz; a corrupt, empty or non-wav file is an InputError naming it."""
+def read_wav(path: str | Path, rate: int, max_seconds: float | None = None) -> np.ndarray:
+    """Mono float64 samples at `rate` Hz, at most 1 in magnitude (a float file beyond full scale is scaled down:
+    the spikes do not depend on a recording's gain); a corrupt, truncated, empty or non-wav file, or one longer
+    than `max_seconds`, is an InputError naming it."""
     path = Path(path)
-    try:
-        fs, x = wavfile.read(path)
-    except Exception as exc:  # scipy's parser raises many types for a damaged file (UnboundLocalError among them)
-        raise InputError(f"{path}: not a readable wav file ({exc.__class__.__name__}: {exc})") from None
-    x = np.asarray(x)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", wavfile.WavFileWarning)
+        try:
+            fs, x = wavfile.read(path)
+        except Exception as exc:  # scipy's parser raises many types for a damaged file (UnboundLocalError among them)
+            raise InputError(f"{path}: not a readable wav file ({exc.__class__.__name__}: {exc})") from None
+    if any("EOF" in str(w.message) for w in caught):
+        raise InputError(f"{path}: truncated (the file ends before the length its header gives)")
     if x.size == 0 or x.shape[0] == 0:
         raise InputError(f"{path}: the recording is empty")
+    if max_seconds is not None and x.shape[0] > max_seconds * fs:
+        raise InputError(f"{path}: {x.shape[0] / fs:.1f} s long; recordings longer than {max_seconds:g} s are "
+                         "refused (cut it into utterances)")
     if x.dtype.kind in "iu":
         info = np.iinfo(x.dtype)
         x = (x.astype(np.float64) - (info.max + info.min + 1) / 2) / (info.max - info.min + 1) * 2
@@ -115,6 +136,9 @@ def read_wav(path: str | Path, rate: int) -> np.ndarray:
         x = x.mean(axis=1)
     if not np.isfinite(x).all():
         raise InputError(f"{path}: the recording holds NaN or inf samples")
+    peak = float(np.abs(x).max())
+    if peak > 1:
+        x /= peak
     if fs != rate:
         g = np.gcd(int(fs), int(rate))
         x = signal.resample_poly(x, rate // g, fs // g)
@@ -161,11 +185,18 @@ def label_and_speaker(path: Path, label_regex: str, speaker_regex: str) -> tuple
     return out[0], out[1]
 
 
-def frontend_of_file(path: str | Path) -> Frontend | None:
-    """The front end recorded in a converted file (`extra/frontend`), None for spikes made elsewhere."""
+def recorded_frontend(path: str | Path) -> dict | None:
+    """The front end recorded in a converted file (root attribute `frontend`, JSON) as it was written; None for
+    spikes made elsewhere."""
     import h5py
     with h5py.File(path, "r") as h5:
         raw = h5.attrs.get("frontend")
     if raw is None:
         return None
-    return Frontend.from_dict(json.loads(raw))
+    try:
+        d = json.loads(raw)
+    except (TypeError, ValueError):
+        d = None
+    if not isinstance(d, dict):
+        raise InputError(f"{path}: its root attribute 'frontend' is not a recorded front end (JSON object)")
+    return d

@@ -77,7 +77,7 @@ def plot_sample(spec: str, index: int, out: str | Path, split: str = "train", n_
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from common.atomic import check_output
+    from common.atomic import check_output, claimed
 
     out = check_output(out, [spec] if spec != "builtin" else [], force)
     fmt = out.suffix.lstrip(".").lower()
@@ -105,7 +105,7 @@ def plot_sample(spec: str, index: int, out: str | Path, split: str = "train", n_
     ax.set_ylim(-1, s.n_channels)
     ax.set_title(f"{Path(source.files[split]).name} sample {name}: '{label}', {len(times)} spikes")
     fig.tight_layout()
-    with atomic_path(out) as tmp:
+    with claimed(out, [spec] if spec != "builtin" else [], force), atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=120, format=fmt)
     plt.close(fig)
     return f"wrote {out}: sample {name} ('{label}'), {len(times)} spikes"

@@ -25,7 +25,7 @@ from common.errors import InputError
 SHD_CHANNELS = 700
 DAS_CHANNELS = 64
 DAS_CLASSES = ["z", "o", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
-_DAS_ID = re.compile(r"^(?P<speaker>.*?)(?P<take>\d*)-(?P<digits>[^-]+?)(?P<letter>[a-z]?)$")
+_DAS_ID = re.compile(r"^(?P<speaker>.*?)_?(?P<take>\d*)-(?P<digits>[^-]+?)(?P<letter>[a-z]?)$")
 
 
 @dataclass
@@ -261,7 +261,8 @@ def _check_labels(path: Path, labels: np.ndarray, keys, speakers, speaker_names)
 
 
 def parse_das_id(sample_id: str) -> tuple[str, str]:
-    """'george07-5a' -> ('george', '5'): speaker and digit string of an N-TIDIGITS18 id."""
+    """'george07-5a' -> ('george', '5'): speaker and digit string of an N-TIDIGITS18 id; an underscore before
+    the take ends a speaker name that ends in a digit ('spk1_07-5a' -> 'spk1', as `data convert` writes it)."""
     m = _DAS_ID.match(sample_id)
     if not m or not m.group("digits"):
         raise ValueError(sample_id)

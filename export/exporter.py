@@ -42,7 +42,7 @@ def saturation_warnings(report: QuantReport) -> list[str]:
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "loihi2", netx_compatible: bool = False,
                       chips: int = 1, force: bool = False, split_weights: bool = False) -> ExportResult:
-    from common.atomic import check_output
+    from common.atomic import check_output, claimed
     from train.checkpoint import load_checkpoint
     from train.models import MODEL_KINDS, ModelConfig
 
@@ -84,7 +84,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, target: str = "lo
         for layer, count in netx_warmup_spikes(net):
             notes.append(f"layer {layer}: {count} neuron(s) spike on their bias alone before their first input "
                          "in stock netx; there a netx run may differ from the fixed-point model")
-    write_network(out, net, netx_compatible)
+    with claimed(out, [ckpt["path"]], force):  # the check again, under the output's lock
+        write_network(out, net, netx_compatible)
     return ExportResult(out, net, report, res, netx_compatible, saturation_warnings(report), notes)
 
 

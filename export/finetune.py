@@ -6,9 +6,9 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from common.atomic import atomic_path
+from common.atomic import atomic_path, check_output
 from common.errors import InputError
-from common.rundir import require_fresh, run_lock
+from common.rundir import run_lock
 from export.qat import FixedPointNet
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.distributed import resolve_device
@@ -29,10 +29,9 @@ def finetune(init_checkpoint: str | Path, out_dir: str | Path, epochs: int = 10,
     """
     out_dir = Path(out_dir)
     ckpt = load_checkpoint(init_checkpoint)
-    if Path(ckpt["path"]).resolve().parent == out_dir.resolve():
-        raise InputError(f"--out {out_dir}: holds the checkpoint being fine-tuned; pick another --out")
+    check_output(out_dir, [ckpt["path"]], kind="run", hint="pick another --out")
     with run_lock(out_dir):
-        require_fresh(out_dir, "pick another --out")
+        check_output(out_dir, [ckpt["path"]], kind="run", hint="pick another --out")
         return _finetune_locked(ckpt, out_dir, epochs, lr, data, batch, progress, device)
 
 

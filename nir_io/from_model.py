@@ -23,7 +23,7 @@ from pathlib import Path
 import nir
 import numpy as np
 
-from common.atomic import atomic_path, check_output
+from common.atomic import atomic_path, check_output, claimed
 from common.errors import InputError
 from train.checkpoint import load_checkpoint
 from train.models import ModelConfig, model_from_checkpoint
@@ -135,7 +135,7 @@ def export_nir(checkpoint: str | Path, out: str | Path, dt: float | None = None,
     ckpt = load_checkpoint(checkpoint)
     out = check_output(out, [ckpt["path"]], force)
     graph, notes = model_to_graph(ckpt, dt)
-    with atomic_path(out) as tmp:
+    with claimed(out, [ckpt["path"]], force), atomic_path(out) as tmp:
         nir.write(tmp, graph)
         back = nir.read(tmp, type_check=True)
         if set(back.nodes) != set(graph.nodes):

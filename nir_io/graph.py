@@ -43,13 +43,26 @@ class Layer:
         return self.ff.weight.shape[0]
 
 
+def numbers_of(name: str, field: str, value) -> np.ndarray:
+    """A node's field as float64, finite: anything else is a one-line InputError naming the node and field."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"node '{name}': '{field}' is not numeric") from None
+    if not np.isfinite(arr).all():
+        raise InputError(f"node '{name}': '{field}' holds NaN or inf")
+    return arr
+
+
 def _synapse(name: str, node) -> Synapse:
-    w = np.asarray(node.weight, dtype=np.float64)
+    w = numbers_of(name, "weight", node.weight)
     if w.ndim != 2:
         raise InputError(f"node '{name}': a {type(node).__name__} weight of shape {w.shape}; only 2-D (dense) weights map")
     bias = getattr(node, "bias", None)
-    b = np.zeros(w.shape[0]) if bias is None else np.broadcast_to(np.asarray(bias, dtype=np.float64), (w.shape[0],))
-    return Synapse(name, w, np.array(b))
+    b = np.zeros(w.shape[0]) if bias is None else numbers_of(name, "bias", bias).ravel()
+    if b.size not in (1, w.shape[0]):
+        raise InputError(f"node '{name}': 'bias' has {b.size} values for {w.shape[0]} outputs")
+    return Synapse(name, w, np.broadcast_to(b, (w.shape[0],)).copy())
 
 
 def flatten(graph: nir.NIRGraph, prefix: str = "") -> tuple[dict, list]:
@@ -127,7 +140,7 @@ def layers_of(graph: nir.NIRGraph) -> tuple[int, list[Layer]]:
         if forward == [out]:
             if not layers:
                 raise InputError("the Input is connected straight to the Output: no layer to map")
-            return _channels(nodes[top_in[0]], layers), layers
+            return _channels(top_in[0], nodes[top_in[0]], layers), layers
         if len(forward) != 1:
             raise InputError(f"node '{src}' feeds {len(forward)} nodes ({', '.join(forward) or 'none'}); "
                              "this toolchain maps a chain of layers")
@@ -158,10 +171,10 @@ def layers_of(graph: nir.NIRGraph) -> tuple[int, list[Layer]]:
         src = neuron
 
 
-def _channels(node: nir.Input, layers: list[Layer]) -> int:
+def _channels(name: str, node: nir.Input, layers: list[Layer]) -> int:
     """The first synapse's inputs, checked against the Input node's declared shape."""
     n = layers[0].ff.weight.shape[1]
-    declared = np.asarray(next(iter(node.input_type.values()), [n])).ravel()
+    declared = numbers_of(name, "input_type", next(iter(node.input_type.values()), [n])).ravel()
     if declared.size == 1 and int(declared[0]) != n:
         raise InputError(f"the Input declares {int(declared[0])} channels, synapse '{layers[0].ff.name}' takes {n}")
     return n

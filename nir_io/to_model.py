@@ -30,10 +30,10 @@ import nir
 import numpy as np
 import torch
 
-from common.atomic import atomic_path
+from common.atomic import atomic_path, check_output
 from common.errors import InputError
 from common.rundir import run_lock
-from nir_io.graph import READOUTS, Layer, layers_of
+from nir_io.graph import READOUTS, Layer, numbers_of, layers_of
 from train.checkpoint import save_checkpoint
 from train.models import ModelConfig, build_model
 
@@ -57,7 +57,7 @@ def read_graph(path: str | Path) -> nir.NIRGraph:
 def per_neuron(layer: Layer, attr: str, n: int) -> np.ndarray:
     """A neuron parameter as [n] float64 (NIR allows a scalar or one value per neuron)."""
     value = getattr(layer.neuron, attr, None)
-    arr = np.asarray(1.0 if value is None else value, dtype=np.float64).ravel()
+    arr = numbers_of(layer.name, attr, 1.0 if value is None else value).ravel()
     if arr.size == 1:
         return np.full(n, arr[0])
     if arr.size != n:
@@ -175,27 +175,55 @@ def _describe(layer: Layer, kind: str, p: dict) -> dict:
     return d
 
 
+def _metadata_dt(path: str | Path, meta: dict) -> float:
+    """The graph's own time step (metadata 'dt'): one positive number of seconds."""
+    if meta.get("dt") is None:
+        raise InputError(f"{path}: the graph does not record its time step; give --dt (the Braille graphs: 1e-4)")
+    value = np.asarray(meta["dt"])
+    if value.dtype.kind not in "iuf" or value.size != 1 or not np.isfinite(value).all() or not float(value) > 0:
+        raise InputError(f"{path}: metadata 'dt' is {meta['dt']!r}, not one positive number of seconds; give --dt")
+    return float(value)
+
+
+def _metadata_reset(path: str | Path, meta: dict) -> str | None:
+    """The graph's own reset (metadata 'reset'), if it records one."""
+    value = meta.get("reset")
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    if value is not None and (not isinstance(value, str) or value not in IMPORT_RESETS):
+        raise InputError(f"{path}: metadata 'reset' is {value!r}, not one of {', '.join(IMPORT_RESETS)}; give --reset")
+    return value
+
+
+def load_graph(path: str | Path, dt: float | None = None, reset: str | None = None):
+    """graph_to_model of the NIR file at PATH, dt and reset from its metadata unless given; anything that cannot
+    map is one InputError naming the file."""
+    graph = read_graph(path)
+    meta = graph.metadata if isinstance(graph.metadata, dict) else {}
+    dt = _metadata_dt(path, meta) if dt is None else dt
+    reset = reset or _metadata_reset(path, meta) or "zero"  # NIR's own definition: to v_reset
+    try:
+        return graph_to_model(graph, float(dt), reset)
+    except InputError as exc:  # a node or parameter that cannot map: name the file too
+        raise InputError(f"{path}: {exc}") from None
+
+
 def import_nir(path: str | Path, out: str | Path, dt: float | None = None, reset: str | None = None,
                bin_hz: float | None = None, duration: float | None = None, classes: str | None = None,
                force: bool = False) -> dict:
-    """Writes OUT/best.pt (a checkpoint) and OUT/import.json (what was mapped); returns the description."""
-    graph = read_graph(path)
-    meta = graph.metadata if isinstance(graph.metadata, dict) else {}
-    dt = meta.get("dt") if dt is None else dt
-    if dt is None:
-        raise InputError(f"{path}: the graph does not record its time step; give --dt (the Braille graphs: 1e-4)")
-    reset = reset or meta.get("reset") or "zero"  # NIR's own definition: to v_reset
-    cfg, state, desc = graph_to_model(graph, float(dt), reset)
+    """Writes OUT/best.pt (a checkpoint) and OUT/import.json (what was mapped); returns the description.
+    OUT is a directory of its own kind (common.atomic.check_output): an imported model is replaced only with
+    --force, a training run or a study never, and the graph never."""
+    out = check_output(out, [path], force, kind="import")
+    cfg, state, desc = load_graph(path, dt, reset)
     names = [c.strip() for c in classes.split(",")] if classes else [str(k) for k in range(cfg.n_classes)]
     if len(names) != cfg.n_classes:
         raise InputError(f"--classes names {len(names)} classes, the graph has {cfg.n_classes} outputs")
     if bin_hz is not None and not bin_hz > 0 or duration is not None and not duration > 0:
         raise InputError("--bin-hz and --duration must be positive")
-    out = Path(out)
     with run_lock(out):
+        check_output(out, [path], force, kind="import")
         target = out / "best.pt"
-        if target.exists() and not force:
-            raise InputError(f"{target}: exists; pass --force to replace it")
         spec = {"n_channels": cfg.n_in, "bin_hz": bin_hz, "duration": duration}
         payload = {"model": asdict(cfg), "state_dict": state, "epoch": 0,
                    "data": {"name": Path(path).stem, "spec": spec, "class_names": names, "frontend": None},

@@ -11,6 +11,7 @@ from __future__ import annotations
 # Lava first: it fixes multiprocessing's start method when imported (see tests/conftest.py)
 import lava.magma.runtime.message_infrastructure.multiprocessing  # noqa: F401  isort: skip
 
+import contextlib
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,32 +21,50 @@ import torch
 from audio.binning import BinSpec, bin_spikes
 from audio.frontend import Frontend, read_wav, spikes_of
 from audio.spike_files import SpikeSet
+from common.atomic import atomic_path, claimed
 from common.errors import InputError
 
 E_MAC_PJ, E_AC_PJ = 4.6, 0.9  # the study's 45 nm figures (sim.compare)
 
 
 def _model(path: Path) -> dict:
-    """{'kind': 'checkpoint'|'network', 'frontend', 'spec', 'class_names', ...} of a model file."""
+    """{'kind': 'checkpoint'|'network', 'frontend', 'spec', 'class_names', ...} of a model file; one trained on
+    spikes made elsewhere (no recorded front end) is an InputError."""
     if path.suffix.lower() in (".h5", ".hdf5"):
         from sim.simulate import load_net
         net, _ = load_net(path)
         meta = net.meta or {}
-        spec = BinSpec(float(meta["bin_hz"]), float(meta["duration"]), net.layers[0].n_in)
+        _require_frontend(path, meta.get("frontend"))
+        spec = _spec(path, meta, net.layers[0].n_in)
         return {"kind": "network", "net": net, "frontend": meta.get("frontend"), "spec": spec,
                 "class_names": meta.get("class_names") or [str(k) for k in range(net.readout.n_out)]}
     from train.checkpoint import load_checkpoint
     from train.models import model_from_checkpoint
     ckpt = load_checkpoint(path)
     data = ckpt.get("data", {})
+    _require_frontend(path, data.get("frontend"))
     s = data.get("spec", {})
-    spec = BinSpec(float(s["bin_hz"]), float(s["duration"]), int(s["n_channels"]))
+    spec = _spec(path, s, s.get("n_channels"))
     return {"kind": "checkpoint", "model": model_from_checkpoint(ckpt), "cfg": ckpt["model"],
             "frontend": data.get("frontend"), "spec": spec, "class_names": data.get("class_names", [])}
 
 
+def _spec(path: Path, d: dict, n_channels) -> BinSpec:
+    try:
+        return BinSpec(float(d["bin_hz"]), float(d["duration"]), int(n_channels))
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"{path}: records no bin rate, window or channel count ('bin_hz', 'duration', "
+                         "'n_channels') for its input") from None
+
+
+def _require_frontend(path: Path, frontend: dict | None) -> None:
+    if not frontend:
+        raise InputError(f"{path}: was trained on spikes made elsewhere (no recorded front end); infer needs a "
+                         "model trained on `data convert` output, whose front end it applies to the recordings")
+
+
 def _binned(recording: Path, fe: Frontend, spec: BinSpec):
-    times, units = spikes_of(read_wav(recording, fe.rate), fe)
+    times, units = spikes_of(read_wav(recording, fe.rate, fe.max_seconds), fe)
     if len(times) == 0:
         raise InputError(f"{recording}: produced no spikes (silent?)")
     s = SpikeSet(times.astype(np.float64), units.astype(np.int64), np.array([0, len(times)]), np.zeros(1, np.int64),
@@ -95,20 +114,37 @@ def _run_network(m: dict, binned, engine: str) -> dict:
             "energy_nj_loihi_estimate": loihi_energy_pj(hw) * steps / 1000.0, "layers": rows}
 
 
-def infer(model_path: str | Path, recordings: list[str], engine: str = "fast", plot: str | Path | None = None) -> dict:
-    """Everything `cli.py infer` prints, as a plain dict."""
+def plot_paths(plot: str | Path, n: int) -> list[Path]:
+    """The figure of each of n recordings: PLOT itself for one, PLOT_<k>.png for several."""
+    plot = Path(plot)
+    if plot.suffix.lower() != ".png":
+        raise InputError(f"--plot {plot}: name a .png file")
+    return [plot] if n == 1 else [plot.with_name(f"{plot.stem}_{k}{plot.suffix}") for k in range(n)]
+
+
+def infer(model_path: str | Path, recordings: list[str], engine: str = "fast", plot: str | Path | None = None,
+          force: bool = False) -> dict:
+    """Everything `cli.py infer` prints, as a plain dict. The figures (`plot`) go through the output check
+    first: an existing one is replaced only with `force`, an input never."""
     if engine not in ("fast", "lava"):
         raise InputError(f"--engine {engine!r}: choose fast or lava")
     model_path = Path(model_path)
     if not model_path.exists():
         raise InputError(f"{model_path}: no such model (a checkpoint .pt or an exported network .h5)")
+    with contextlib.ExitStack() as outputs:
+        figures = [outputs.enter_context(claimed(p, [model_path, *recordings], force, "--plot"))
+                   for p in (plot_paths(plot, len(recordings)) if plot else [])]
+        return _infer(model_path, recordings, engine, figures)
+
+
+def _infer(model_path: Path, recordings: list[str], engine: str, figures: list[Path]) -> dict:
     m = _model(model_path)
-    if not m["frontend"]:
-        raise InputError(f"{model_path}: was trained on spikes made elsewhere (no recorded front end); infer needs a "
-                         "model trained on `data convert` output, whose front end it applies to the recordings")
     if m["kind"] == "checkpoint" and engine == "lava":
         raise InputError("--engine lava runs an exported network (.h5); export the checkpoint first")
-    fe = Frontend.from_dict(m["frontend"])
+    try:
+        fe = Frontend.from_dict(m["frontend"])
+    except InputError as exc:
+        raise InputError(f"{model_path}: {exc}") from None
     if fe.channels != m["spec"].n_channels:
         raise InputError(f"{model_path}: its front end has {fe.channels} channels, the model takes {m['spec'].n_channels}")
     results = []
@@ -127,21 +163,18 @@ def infer(model_path: str | Path, recordings: list[str], engine: str = "fast", p
         for key in ("loihi_ops_per_step", "energy_nj_loihi_estimate"):
             if key in r:
                 item[key] = r[key]
-        if plot:
-            item["plot"] = str(_plot(r, item, names, Path(plot), k if len(recordings) > 1 else None))
+        if figures:
+            item["plot"] = str(_plot(r, item, names, figures[k]))
         results.append(item)
     return {"model": str(model_path), "engine": engine if m["kind"] == "network" else "float model",
             "frontend": fe.as_dict(), "recordings": results}
 
 
-def _plot(r: dict, item: dict, names: list[str], out: Path, index: int | None) -> Path:
+def _plot(r: dict, item: dict, names: list[str], out: Path) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from common.atomic import atomic_path
-    if index is not None:
-        out = out.with_name(f"{out.stem}_{index}{out.suffix}")
     layers = len(r["hidden"])
     fig, axes = plt.subplots(2 + layers, 1, figsize=(8, 2.2 * (2 + layers)), sharex=True, dpi=100)
     t_in, c_in = np.nonzero(r["input"])

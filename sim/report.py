@@ -309,7 +309,7 @@ def render_html(res: dict, png: bytes) -> str:
 def report(root: str | Path, out: str | Path, progress: bool = True, limit: int | None = None,
            force: bool = False) -> dict:
     """Collects, renders and writes the report (atomically); returns {'out', 'figure', 'rows', 'runs'}."""
-    from common.atomic import check_output
+    from common.atomic import check_output, claimed
 
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
@@ -317,20 +317,19 @@ def report(root: str | Path, out: str | Path, progress: bool = True, limit: int 
     check_output(out, force=force)
     if out.suffix.lower() == ".md":
         check_output(out.with_suffix(".png"), force=force, what="--out's figure")
-    if not out.parent.exists():
-        raise InputError(f"--out {out}: directory {out.parent} does not exist")
     res = collect(root, progress, limit)
     png = figure_png(res["rows"])
     figure = None
-    if out.suffix.lower() == ".html":
-        text = render_html(res, png)
-    else:
-        figure = out.with_suffix(".png")
-        with atomic_path(figure) as tmp:
-            tmp.write_bytes(png)
-        text = render_markdown(res, figure.name)
-    with atomic_path(out) as tmp:
-        tmp.write_text(text)
+    with claimed(out, force=force):  # the checks again, under the output's lock
+        if out.suffix.lower() == ".html":
+            text = render_html(res, png)
+        else:
+            figure = check_output(out.with_suffix(".png"), force=force, what="--out's figure")
+            with atomic_path(figure) as tmp:
+                tmp.write_bytes(png)
+            text = render_markdown(res, figure.name)
+        with atomic_path(out) as tmp:
+            tmp.write_text(text)
     return {"out": str(out), "figure": str(figure) if figure else None, "rows": res["rows"], "runs": res["runs"]}
 
 

@@ -59,6 +59,49 @@ def test_two_gloo_processes_equal_one_with_the_same_global_batch(tmp_path, _buil
                                                                     "metrics.jsonl", "summary.json"]
 
 
+SGD_RUN = """
+import os, sys
+import torch
+from train import models, trainer
+trainer._optimizer = lambda model, cfg, recipe: torch.optim.SGD(model.parameters(), lr=cfg.lr)
+build = trainer.build_model
+def build_and_keep(mcfg):  # the initial weights, to measure the steps by
+    model = build(mcfg)
+    if os.environ.get("RANK", "0") == "0":
+        torch.save(model.state_dict(), sys.argv[2])
+    return model
+trainer.build_model = build_and_keep
+cfg = trainer.config_from_options(model="cuba-lif", layers=1, hidden=16, bin_hz=25, batch=108, epochs=1, seed=3, lr=0.5)
+trainer.train(cfg, sys.argv[1], progress=False)
+"""
+
+
+def test_two_gloo_processes_take_the_one_process_sgd_steps(tmp_path, _builtin_cache_dir):
+    """Two SGD steps (216 training samples, global batch 108) under torchrun equal the one-process steps to 1e-5
+    of the step: plain SGD follows the gradient's scale, so a rank that trained on the whole batch (twice the
+    gradient after the average) or on another part would move the weights elsewhere."""
+    script = tmp_path / "sgd_run.py"
+    script.write_text(SGD_RUN)
+    env = dict(_env(_builtin_cache_dir), PYTHONPATH=str(REPO))
+    one = subprocess.run([sys.executable, str(script), str(tmp_path / "one"), str(tmp_path / "init1.pt")], cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=240)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          str(script), str(tmp_path / "two"), str(tmp_path / "init2.pt")], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=240)
+    assert two.returncode == 0, two.stderr[-2000:]
+    init = torch.load(tmp_path / "init1.pt")
+    assert all(torch.equal(init[k], v) for k, v in torch.load(tmp_path / "init2.pt").items())
+    a, b = load_checkpoint(tmp_path / "one" / "last.pt")["state_dict"], load_checkpoint(tmp_path / "two" / "last.pt")["state_dict"]
+    moved = 0
+    for k in ("hidden_layers.0.W", "hidden_layers.0.U", "readout.W"):
+        step = float((a[k] - init[k]).abs().max())
+        assert step > 1e-3, k  # the steps are large against float rounding
+        assert float((a[k] - b[k]).abs().max()) <= 1e-5 * step, k
+        moved += 1
+    assert moved == 3
+
+
 def test_a_rank_that_dies_stops_the_others_with_one_line(tmp_path, _builtin_cache_dir):
     out = tmp_path / "r"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(REPO / "cli.py"),

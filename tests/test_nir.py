@@ -27,7 +27,22 @@ BRAILLE = {"zero": NIR_DIR / "braille_noDelay_bias_zero.nir", "subtract": NIR_DI
 DT = 1e-4
 STEPS = 256
 
-pytestmark = pytest.mark.skipif(not NIR_DIR.is_dir(), reason="../shared/data/nir is not present")
+needs_braille = pytest.mark.skipif(not NIR_DIR.is_dir(), reason="../shared/data/nir is not present")
+
+
+def small_graph(metadata: dict | None = None, bias=None) -> nir.NIRGraph:
+    """A Braille-shaped graph of our own (12 -> CubaLIF 6 with a recurrent loop -> CubaLIF 3), same node names."""
+    rng = np.random.default_rng(0)
+    cuba = lambda n: nir.CubaLIF(tau_syn=np.full(n, 2e-4), tau_mem=np.full(n, 1e-3), r=np.ones(n), v_leak=np.zeros(n),
+                                 v_threshold=np.ones(n), v_reset=np.zeros(n), w_in=np.ones(n))
+    fc1 = nir.Linear(weight=rng.normal(size=(6, 12))) if bias is None else \
+        nir.Affine(weight=rng.normal(size=(6, 12)), bias=np.asarray(bias))
+    nodes = {"input": nir.Input(input_type={"input": np.array([12])}), "fc1": fc1, "lif1.lif": cuba(6),
+             "lif1.w_rec": nir.Linear(weight=rng.normal(size=(6, 6))), "fc2": nir.Linear(weight=rng.normal(size=(3, 6))),
+             "lif2": cuba(3), "output": nir.Output(output_type={"output": np.array([3])})}
+    edges = [("input", "fc1"), ("fc1", "lif1.lif"), ("lif1.lif", "lif1.w_rec"), ("lif1.w_rec", "lif1.lif"),
+             ("lif1.lif", "fc2"), ("fc2", "lif2"), ("lif2", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata or {}, type_check=False)
 
 
 def braille_model(reset: str):
@@ -42,6 +57,7 @@ def random_spikes(batch: int, rate: float, seed: int) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------ import
+@needs_braille
 @pytest.mark.parametrize("reset", ["zero", "subtract"])
 def test_braille_graph_imports_and_commands_take_it(reset, tmp_path):
     res = run_cli("import-nir", BRAILLE[reset], "--out", tmp_path / "m", "--dt", DT, "--reset", reset,
@@ -71,6 +87,7 @@ def test_braille_graph_imports_and_commands_take_it(reset, tmp_path):
     assert cmp.exit_code == 0, cmp.output
 
 
+@needs_braille
 @pytest.mark.parametrize("reset", ["zero", "subtract"])
 def test_float_forward_equals_norse_reading_of_the_file(reset):
     """Our float model and Norse's independent import, on the same random 12-channel spikes for 256 steps: every
@@ -84,6 +101,7 @@ def test_float_forward_equals_norse_reading_of_the_file(reset):
         assert torch.equal(a, b)
 
 
+@needs_braille
 def test_nested_subgraph_maps_as_the_flat_graph():
     """snnTorch's importer wraps the recurrent loop into a subgraph node; it must map to the same model."""
     flat = nir.read(BRAILLE["zero"])
@@ -124,7 +142,7 @@ def test_per_neuron_parameters_and_li_readout():
 
 
 def _graph_with(extra: dict, edges: list) -> nir.NIRGraph:
-    g = nir.read(BRAILLE["subtract"])
+    g = small_graph()
     return nir.NIRGraph(nodes={**g.nodes, **extra}, edges=g.edges + edges, type_check=False)
 
 
@@ -141,17 +159,57 @@ def test_unmappable_nodes_are_listed_in_one_line(tmp_path):
 
 def test_bad_input_gets_one_line_errors(tmp_path):
     out = tmp_path / "m"
-    assert "--dt" in one_line_error(run_cli("import-nir", BRAILLE["zero"], "--out", out))
-    assert "overshoots" in one_line_error(run_cli("import-nir", BRAILLE["zero"], "--out", out, "--dt", 1e-2))
+    nir.write(tmp_path / "g.nir", small_graph())
+    assert "--dt" in one_line_error(run_cli("import-nir", tmp_path / "g.nir", "--out", out))
+    assert "overshoots" in one_line_error(run_cli("import-nir", tmp_path / "g.nir", "--out", out, "--dt", 1e-2))
     (tmp_path / "junk.nir").write_bytes(b"not a graph")
     assert "junk.nir" in one_line_error(run_cli("import-nir", tmp_path / "junk.nir", "--out", out, "--dt", DT))
-    g = nir.read(BRAILLE["subtract"])
-    g.nodes["lif2"].v_leak = np.full(7, 0.5)
+    g = small_graph()
+    g.nodes["lif2"].v_leak = np.full(3, 0.5)
     nir.write(tmp_path / "leak.nir", g)
     assert "v_leak" in one_line_error(run_cli("import-nir", tmp_path / "leak.nir", "--out", out, "--dt", DT))
-    assert not out.joinpath("best.pt").exists()
-    assert run_cli("import-nir", BRAILLE["zero"], "--out", out, "--dt", DT).exit_code == 0
-    assert "exists" in one_line_error(run_cli("import-nir", BRAILLE["zero"], "--out", out, "--dt", DT))
+    assert not out.exists()
+    assert run_cli("import-nir", tmp_path / "g.nir", "--out", out, "--dt", DT).exit_code == 0
+    assert "already holds an imported model" in one_line_error(run_cli("import-nir", tmp_path / "g.nir", "--out", out,
+                                                                       "--dt", DT))
+
+
+@pytest.mark.parametrize("metadata,bias,words", [
+    ({"dt": DT}, np.zeros(5), "node 'fc1': 'bias' has 5 values for 6 outputs"),
+    ({"dt": DT}, np.array([b"a"] * 6), "node 'fc1': 'bias' is not numeric"),
+    ({"dt": "abc"}, None, "metadata 'dt' is 'abc', not one positive number of seconds"),
+    ({"dt": np.array([1e-4, 2e-4])}, None, "metadata 'dt' is array([0.0001, 0.0002]), not one positive number"),
+    ({"dt": DT, "reset": np.array([1, 2])}, None, "metadata 'reset' is array([1, 2]), not one of zero, subtract"),
+])
+def test_malformed_graph_is_one_line_naming_the_file_and_field(metadata, bias, words, tmp_path):
+    nir.write(tmp_path / "bad.nir", small_graph(metadata, bias))
+    line = one_line_error(run_cli("import-nir", tmp_path / "bad.nir", "--out", tmp_path / "m"))
+    assert "bad.nir" in line and words in line, line
+    assert not (tmp_path / "m").exists()
+
+
+def test_import_never_replaces_its_graph_nor_a_run_of_another_kind(tmp_path):
+    """A graph stored as OUT/import.json or OUT/best.pt is an input: never replaced, --force or not; a training
+    run is not an import's directory: its best.pt stays and it still resumes."""
+    d = tmp_path / "d"
+    d.mkdir()
+    for name in ("import.json", "best.pt"):
+        nir.write(d / name, small_graph({"dt": DT}))
+        before = (d / name).read_bytes()
+        for force in ([], ["--force"]):
+            line = one_line_error(run_cli("import-nir", d / name, "--out", d, *force))
+            assert f"holds {name}, an input of this command" in line
+        assert (d / name).read_bytes() == before
+        (d / name).unlink()
+    nir.write(tmp_path / "g.nir", small_graph({"dt": DT}))
+    run = tmp_path / "run"
+    assert run_cli("train", "--model", "lif", "--layers", 1, "--hidden", 4, "--bin-hz", 25, "--batch", 32, "--epochs", 1,
+                   "--out", run, "--quiet").exit_code == 0
+    before = (run / "best.pt").read_bytes()
+    line = one_line_error(run_cli("import-nir", tmp_path / "g.nir", "--out", run, "--force"))
+    assert "holds a run (config.json, metrics.jsonl, last.pt, summary.json, best.pt), not an imported model" in line
+    assert (run / "best.pt").read_bytes() == before and not (run / "import.json").exists()
+    assert run_cli("train", "--resume", run, "--epochs", 2, "--quiet").exit_code == 0
 
 
 # ------------------------------------------------------------------------------------------ fixed point
@@ -163,6 +221,7 @@ def _exported(reset: str, tmp_path: Path, split: bool):
     return read_network(tmp_path / f"{reset}.h5")
 
 
+@needs_braille
 @pytest.mark.parametrize("reset", ["zero", "subtract"])
 def test_braille_in_lava_equals_fast_engine(reset, tmp_path, no_lava_process_left):
     from sim.lava_net import run_lava
@@ -179,6 +238,7 @@ def test_braille_in_lava_equals_fast_engine(reset, tmp_path, no_lava_process_lef
     np.testing.assert_array_equal(fast.alone_max[0], run_batch(net, x)["readout"][0].max(axis=0))
 
 
+@needs_braille
 def test_fixed_point_decides_as_the_float_model(tmp_path):
     """On random inputs the split-weight fixed-point network keeps >= 99 % of the hidden spikes and picks the
     float model's class (most output spikes) on >= 90 % of the samples; plain 8-bit weights do worse."""
@@ -256,8 +316,8 @@ def test_export_to_nir_refuses_what_nir_cannot_express(kind, options, words, tmp
 
 
 def test_layers_of_rejects_branches():
-    g = nir.read(BRAILLE["subtract"])
-    g2 = nir.NIRGraph(nodes={**g.nodes, "fc3": nir.Linear(weight=np.ones((7, 12)))},
+    g = small_graph()
+    g2 = nir.NIRGraph(nodes={**g.nodes, "fc3": nir.Linear(weight=np.ones((3, 12)))},
                       edges=g.edges + [("input", "fc3"), ("fc3", "lif2")], type_check=False)
     from common.errors import InputError
     with pytest.raises(InputError, match="feeds 2 nodes"):
@@ -274,6 +334,7 @@ def test_same_step_resets_in_the_spec():
     assert fx.fire(np.array([theta + 1]), "subtract", theta)[1].tolist() == [1]
 
 
+@needs_braille
 def test_split_weights_are_nearly_exact_and_counted_twice(tmp_path):
     run_cli("import-nir", BRAILLE["zero"], "--out", tmp_path / "m", "--dt", DT)
     ckpt = load_checkpoint(tmp_path / "m")
@@ -285,6 +346,7 @@ def test_split_weights_are_nearly_exact_and_counted_twice(tmp_path):
     assert set(split.hidden[0].connections()) == {"ff", "ff.fine", "rec", "rec.fine"}
 
 
+@needs_braille
 def test_qat_forward_equals_the_spec_on_an_imported_graph():
     """The PyTorch fixed-point forward knows the lower threshold mantissa and the same-step reset too."""
     from export.qat import run_fixed_point

@@ -263,12 +263,18 @@ def test_event_drop_and_spectral_tilt_only_remove_events():
     flat, owner, spec = _events(per=20000)
     f2, _ = augment_events(flat, owner, 3, spec, Augment(event_drop=0.25), np.random.default_rng(3))
     assert abs(len(f2) / len(flat) - 0.75) < 0.01
-    f3, o3 = augment_events(flat, owner, 3, spec, Augment(spectral_tilt=0.8), np.random.default_rng(4))
+    f3, o3 = augment_events(flat, owner, 3, spec, Augment(spectral_tilt=0.8), np.random.default_rng(3))
     assert len(f3) < len(flat) and set(f3.tolist()) <= set(flat.tolist())
-    for b in range(3):  # one end of the spectrum loses more than the other
-        ch = f3[o3 == b] % 100
-        lo, hi = np.sum(ch < 30), np.sum(ch >= 70)
-        assert lo != hi
+    slopes = np.random.default_rng(3).uniform(-0.8, 0.8, size=3)  # the tilt's first draw: one slope per sample
+    assert (slopes > 0).any() and (slopes < 0).any()
+    for b, slope in enumerate(slopes):  # a positive slope drops the high end, a negative one the low end
+        before, after = np.bincount(flat[owner == b] % 100, minlength=100), np.bincount(f3[o3 == b] % 100, minlength=100)
+        kept_lo, kept_hi = after[:30].sum() / before[:30].sum(), after[70:].sum() / before[70:].sum()
+        x_lo, x_hi = np.mean(np.arange(10, 30)) / 99, np.mean(np.arange(70, 90)) / 99  # channels sit in 10..89
+        if slope < 0:  # positions counted from the high end
+            x_lo, x_hi = 1 - x_lo, 1 - x_hi
+        assert kept_lo == pytest.approx(1 - abs(slope) * x_lo, abs=0.03)
+        assert kept_hi == pytest.approx(1 - abs(slope) * x_hi, abs=0.03)
 
 
 def _lines(n_per_class=6, C=60, T=40, seed=0):

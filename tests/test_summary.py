@@ -147,7 +147,10 @@ def test_a_cross_validation_keeps_its_folds_apart_from_runs_that_hold_out_speake
 
 
 def test_cv_refuses_to_continue_with_another_model(tmp_path, _builtin_cache_dir):
-    """cv's own check of its directory uses the same definition: more epochs is another model."""
+    """cv's own check of its directory uses the same definition: another recipe is another model (refused); more
+    epochs extend every fold of the same model, as train --resume --epochs does."""
     args = ["cv", *SMALL, "--speakers", "speaker0", "--out", tmp_path / "cv"]
     assert run_cli(*args).exit_code == 0
-    assert "other settings (epochs)" in one_line_error(run_cli(*args, "--epochs", "2"))
+    assert "other settings (recipe)" in one_line_error(run_cli(*args, "--recipe", "blend"))
+    assert run_cli(*args, "--epochs", "2").exit_code == 0
+    assert json.loads((tmp_path / "cv" / "speaker0" / "seed0" / "summary.json").read_text())["epochs"] == 2

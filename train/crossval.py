@@ -4,7 +4,10 @@
     OUT/<speaker>/seed<k>/          a train run with --holdout-speaker <speaker> --seed <k>
 
 Running the same command again (or `cv --resume OUT`) skips finished folds, resumes interrupted ones
-from their last.pt (the weights of an uninterrupted run) and starts the rest.
+from their last.pt (the weights of an uninterrupted run) and starts the rest; with more --epochs it extends
+every fold to them (never fewer: the finished folds would be reported as they are). A fold directory holding
+a run of other settings is an error, found before anything trains; no other command writes inside OUT
+(common.atomic.check_output), so the folds not yet running are safe from a `train --out OUT/<fold>/...`.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from pathlib import Path
 from audio.datasets import LAYOUTS, find_source, read_pool
 from audio.speakers import present_speakers, resolve_speaker
 from audio.spike_files import SpikeSet
-from common.atomic import atomic_path
+from common.atomic import atomic_path, check_output
 from common.errors import InputError
 from common.rundir import run_lock, run_parts
 from train.stats import training_settings
@@ -36,29 +39,33 @@ def _dir_name(speaker: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", speaker) or "speaker"
 
 
-def _check_or_write_plan(out: Path, plan: dict, data_name: str) -> None:
-    """Writes OUT/cv.json, or checks that the one there trains the same model (train.stats.training_settings:
-    the definition summary and report group by), adding any new folds and seeds to it."""
+def _merged_plan(out: Path, plan: dict, data_name: str) -> dict:
+    """The plan with the folds and seeds of the one already in OUT, which must train the same model
+    (train.stats.training_settings: the definition summary and report group by) for as many epochs or fewer."""
     path = out / "cv.json"
     if path.exists():
         try:
             old = json.loads(path.read_text())
         except json.JSONDecodeError:
-            raise InputError(f"{path}: unreadable cross-validation plan") from None
+            old = None
+        if not isinstance(old, dict) or not isinstance(old.get("train_config"), dict):
+            raise InputError(f"{path}: unreadable cross-validation plan")
         try:
-            had = training_settings(old.get("train_config", {}), data_name, held_out=True)
+            had = training_settings(old["train_config"], data_name, held_out=True)
         except InputError as exc:
             raise InputError(f"{path}: unreadable cross-validation plan ({exc})") from None
         new = training_settings(plan["train_config"], data_name, held_out=True)
-        diff = [k for k in dict.fromkeys([*new, *had]) if had.get(k) != new.get(k)]
+        diff = [k for k in dict.fromkeys([*new, *had]) if k != "epochs" and had.get(k) != new.get(k)]
         if diff or old.get("by") != plan["by"]:
             raise InputError(f"{out}: holds a cross-validation with other settings ({', '.join(diff) or 'by'}); "
                              "pick another --out, or --resume it as it is")
+        before = old.get("train_config", {}).get("epochs", 0)
+        if plan["train_config"]["epochs"] < before:
+            raise InputError(f"{out}: its folds train for {before} epochs; --epochs {plan['train_config']['epochs']} "
+                             f"cannot shorten them (give {before} or more, or pick another --out)")
         plan["folds"] = sorted(set(old.get("folds", [])) | set(plan["folds"]))
         plan["seeds"] = sorted(set(old.get("seeds", [])) | set(plan["seeds"]))
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(plan, indent=2))
+    return plan
 
 
 def cross_validate(cfg: TrainConfig, out: str | Path, by: str = "speaker", n_seeds: int = 1,
@@ -74,24 +81,57 @@ def cross_validate(cfg: TrainConfig, out: str | Path, by: str = "speaker", n_see
         raise InputError(f"{cfg.data}: only {len(names)} speaker(s); leave-one-speaker-out needs at least 2")
     folds = names if not speakers else [resolve_speaker(pool, s, "--speakers") for s in speakers]
     seeds = list(range(cfg.seed, cfg.seed + n_seeds))
-    out = Path(out)
-    plan_cfg = asdict(replace(cfg, holdout_speaker=None))
+    out = check_output(out, kind="cv", resume=True)
+    plan_cfg = _as_json(replace(cfg, holdout_speaker=None))
     with run_lock(out):
-        _check_or_write_plan(out, {"by": by, "folds": folds, "seeds": seeds, "train_config": plan_cfg},
-                             find_source(cfg.data).name)
+        check_output(out, kind="cv", resume=True)
+        data_name = find_source(cfg.data).name
+        plan = _merged_plan(out, {"by": by, "folds": folds, "seeds": seeds, "train_config": plan_cfg}, data_name)
+        runs = [(k, speaker, out / _dir_name(speaker) / f"seed{seed}", replace(cfg, holdout_speaker=speaker, seed=seed))
+                for k, speaker in enumerate(folds, 1) for seed in seeds]
+        for _, _, run_dir, fold_cfg in runs:
+            _check_fold(out, run_dir, fold_cfg, data_name)
+        with atomic_path(out / "cv.json") as tmp:
+            tmp.write_text(json.dumps(plan, indent=2))
         summaries = []
-        for k, speaker in enumerate(folds, 1):
-            for seed in seeds:
-                run_dir = out / _dir_name(speaker) / f"seed{seed}"
-                done = run_dir / "summary.json"
-                if done.exists():
-                    summaries.append(json.loads(done.read_text()))
-                    continue
-                if progress:
-                    print(f"fold {k}/{len(folds)}: speaker {speaker} held out, seed {seed} -> {run_dir}", flush=True)
-                fold_cfg = replace(cfg, holdout_speaker=speaker, seed=seed)
-                summaries.append(train(fold_cfg, run_dir, resume=bool(run_parts(run_dir)), progress=progress))
+        for k, speaker, run_dir, fold_cfg in runs:
+            done = run_dir / "summary.json"
+            if done.exists() and json.loads(done.read_text()).get("epochs") == cfg.epochs:
+                summaries.append(json.loads(done.read_text()))
+                continue
+            if progress:
+                print(f"fold {k}/{len(folds)}: speaker {speaker} held out, seed {fold_cfg.seed} -> {run_dir}", flush=True)
+            summaries.append(train(fold_cfg, run_dir, resume=bool(run_parts(run_dir)), progress=progress, within=out))
     return summaries
+
+
+def _as_json(cfg: TrainConfig) -> dict:
+    """cfg as its config.json reads back (tuples as lists), to compare with one."""
+    return json.loads(json.dumps(asdict(cfg)))
+
+
+def _check_fold(out: Path, run_dir: Path, cfg: TrainConfig, data_name: str) -> None:
+    """A fold directory is empty or holds this fold's run (at most cfg.epochs long): never another run."""
+    check_output(run_dir, kind="run", resume=True, within=out)
+    if not run_parts(run_dir):
+        return
+    try:
+        have = json.loads((run_dir / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        have = None
+    if not isinstance(have, dict):
+        raise InputError(f"{run_dir}: holds a run without a readable config.json, not this cross-validation's fold; "
+                         "move it away or pick another --out")
+    want = _as_json(cfg)
+    try:
+        had, new = training_settings(have, data_name, held_out=True), training_settings(want, data_name, held_out=True)
+    except (InputError, TypeError, ValueError):
+        had, new = {"config.json": "unreadable"}, {}
+    diff = [k for k in dict.fromkeys([*new, *had]) if k != "epochs" and had.get(k) != new.get(k)]
+    diff += [k for k in ("holdout_speaker", "seed") if have.get(k) != want.get(k)]
+    if diff or have.get("epochs", 0) > cfg.epochs:
+        raise InputError(f"{run_dir}: holds another run ({', '.join(diff) or 'epochs'} differ from this fold's); "
+                         "the cross-validation never replaces it: move it away or pick another --out")
 
 
 def resume_cv(out: str | Path, progress: bool = True) -> list[dict]:

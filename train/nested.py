@@ -35,9 +35,9 @@ import numpy as np
 
 from audio.datasets import LAYOUTS, find_source, read_pool
 from audio.speakers import RANDOM, present_speakers
-from common.atomic import atomic_path
+from common.atomic import atomic_path, check_output
 from common.errors import InputError, terminate_on_signals
-from common.rundir import run_lock, run_parts
+from common.rundir import run_lock, run_parts, study_above
 from train.models import MODEL_KINDS, SPIKING
 from train.recipe import RECIPES
 from train.stats import mean_ci, paired_difference, seed_spread
@@ -113,6 +113,7 @@ def make_plan(out: str | Path, data: str, models: list[str], recipes: list[str],
               epochs: int = 20, hidden: int = 128) -> Plan:
     """Checks every setting (before anything runs) and merges with a plan already in OUT (more models, recipes or
     seeds may join; data, size and epochs may not change)."""
+    check_output(out, kind="nested", resume=True)
     if not models or not recipes:
         raise InputError("--models and --recipes must each name at least one")
     for m in models:
@@ -146,15 +147,28 @@ def make_plan(out: str | Path, data: str, models: list[str], recipes: list[str],
 
 
 def read_plan(out: str | Path) -> Plan:
+    """The plan in OUT/nested.json, every field checked (read-only: a running study's report may be read)."""
     path = Path(out) / PLAN
     if not path.exists():
         raise InputError(f"{out}: not a nested study (no {PLAN})")
     try:
         d = json.loads(path.read_text())
-        return Plan(Path(out), d["data"], d["models"], d["recipes"], d["seeds"], d["epochs"], d["hidden"],
-                    d["speakers"])
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except json.JSONDecodeError as exc:
         raise InputError(f"{path}: unreadable nested plan ({exc})") from None
+    if not isinstance(d, dict):
+        raise InputError(f"{path}: unreadable nested plan (not a JSON object)")
+    is_list = lambda v, t: isinstance(v, list) and bool(v) and all(isinstance(x, t) and not isinstance(x, bool) for x in v)
+    checks = {"data": isinstance(d.get("data"), str), "models": is_list(d.get("models"), str),
+              "recipes": is_list(d.get("recipes"), str) and all(r in RECIPES for r in d["recipes"]),
+              "seeds": is_list(d.get("seeds"), int), "speakers": is_list(d.get("speakers"), str),
+              **{k: isinstance(d.get(k), int) and not isinstance(d.get(k), bool) and d[k] >= 1
+                 for k in ("epochs", "hidden")}}
+    bad = [k for k, ok in checks.items() if not ok]
+    if bad:
+        raise InputError(f"{path}: unreadable nested plan ('{bad[0]}' is missing or malformed)")
+    for m in d["models"]:
+        parse_model(m)
+    return Plan(Path(out), d["data"], d["models"], d["recipes"], d["seeds"], d["epochs"], d["hidden"], d["speakers"])
 
 
 # ------------------------------------------------------------------------------------------------- running
@@ -163,11 +177,11 @@ def _job_command(run_dir: Path, cfg: TrainConfig) -> list[str]:
 
 
 def run_job(run_dir: Path, cfg: TrainConfig) -> dict:
-    """Trains one run (or resumes it); returns its summary."""
+    """Trains one run (or resumes it) of the study it lies in; returns its summary."""
     done = run_dir / "summary.json"
     if done.exists():
         return json.loads(done.read_text())
-    return train(cfg, run_dir, resume=bool(run_parts(run_dir)), progress=False)
+    return train(cfg, run_dir, resume=bool(run_parts(run_dir)), progress=False, within=study_above(run_dir))
 
 
 def run_jobs(jobs: list[tuple[Path, TrainConfig]], n_jobs: int = 2, log=print) -> list[str]:
@@ -228,7 +242,9 @@ def run_jobs(jobs: list[tuple[Path, TrainConfig]], n_jobs: int = 2, log=print) -
 
 def run_nested(plan: Plan, n_jobs: int = 2, log=print) -> dict:
     """Inner runs, the choices, outer runs; returns the report (nested_report)."""
+    check_output(plan.out, kind="nested", resume=True)
     with run_lock(plan.out):
+        check_output(plan.out, kind="nested", resume=True)
         with atomic_path(plan.out / PLAN) as tmp:
             tmp.write_text(json.dumps(plan.as_dict(), indent=2))
         failures = run_jobs(plan.inner_jobs(), n_jobs, log)

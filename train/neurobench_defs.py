@@ -46,7 +46,7 @@ def _binary(t: torch.Tensor) -> bool:
     return bool(((t == 0) | (t == 1) | (t == -1)).all())
 
 
-def _ops(inp: torch.Tensor, w: torch.Tensor) -> tuple[int, int, bool]:
+def synaptic_ops(inp: torch.Tensor, w: torch.Tensor) -> tuple[int, int, bool]:
     """(effective, dense, spiking) operations of inputs [..., m] through weights [n, m]."""
     nz_col = (w != 0).sum(dim=0).to(torch.float64)
     nonzero = (inp != 0).reshape(-1, inp.shape[-1]).to(torch.float64)
@@ -93,7 +93,7 @@ class Accumulator:
                 self.total += h.numel()
 
     def _count(self, inp: torch.Tensor, w: torch.Tensor, spiking: bool | None = None) -> None:
-        effective, dense, own = _ops(inp, w.detach())
+        effective, dense, own = synaptic_ops(inp, w.detach())
         spiking = own if spiking is None else spiking
         self.dense += dense
         if spiking:

@@ -24,10 +24,10 @@ from tqdm import tqdm
 from audio.binning import Augment
 from audio.datasets import Dataset, load_dataset
 from audio.speakers import AUTO
-from common.atomic import atomic_path
+from common.atomic import atomic_path, check_output
 from common.errors import InputError
 from common.progress import progress_bar
-from common.rundir import require_fresh, run_lock
+from common.rundir import run_lock
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.distributed import Context, describe, resolve_device, setup
 from train.loader import epoch_batches
@@ -177,21 +177,23 @@ def _rate_penalty(hidden: list[torch.Tensor], target: float = 0.0) -> torch.Tens
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True,
-          model: torch.nn.Module | None = None) -> dict:
+          model: torch.nn.Module | None = None, within: str | Path | None = None) -> dict:
     """Trains (or resumes) a run; returns a summary with best validation and its test accuracy.
 
     `model`: train this module (built for cfg, e.g. export.qat's fixed-point wrapper of a loaded
-    model, whose state_dict is the float model's) instead of a freshly initialised one. Under torchrun
-    (train.distributed) every rank calls this; rank 0 alone locks and writes the run directory."""
+    model, whose state_dict is the float model's) instead of a freshly initialised one. `within`: the
+    cross-validation or nested study this run belongs to (any other study above RUN_DIR is refused). Under
+    torchrun (train.distributed) every rank calls this; rank 0 alone locks and writes the run directory."""
     run_dir = Path(run_dir)
     cfg.validate()
     ctx = setup(cfg.device)
     if not ctx.main:
         ctx.barrier()  # rank 0 has checked and locked the directory (or failed, and torchrun stops us)
         return _train_locked(cfg, run_dir, resume, progress, model, ctx)
+    fresh = "use --resume {dir} to continue it or pick another --out"
+    check_output(run_dir, kind="run", resume=resume, within=within, hint=fresh)  # before the directory is made
     with run_lock(run_dir):
-        if not resume:
-            require_fresh(run_dir)
+        check_output(run_dir, kind="run", resume=resume, within=within, hint=fresh)
         ctx.barrier()
         return _train_locked(cfg, run_dir, resume, progress, model, ctx)
 
@@ -208,12 +210,10 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
     start, history, best = 0, [], -1.0
     ckpt = None
     if resume and (run_dir / "last.pt").exists():
-        ckpt = load_checkpoint(run_dir / "last.pt", expect_kind=cfg.model)
-        try:
-            model.load_state_dict(ckpt["state_dict"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise InputError(f"{run_dir / 'last.pt'}: does not fit the run's config.json ({first})") from None
+        # best.pt too, before any epoch: it is what the run reports at its end; last.pt's weights are loaded last
+        for name in ("best.pt", "last.pt"):
+            if (run_dir / name).exists():
+                ckpt = _load_fitting(run_dir / name, model, cfg.model)
         start, history, best = ckpt["epoch"], ckpt["history"], ckpt["best_valid"]
     elif resume and ctx.main:
         print(f"{run_dir}: no checkpoint yet (stopped during epoch 1): starting from epoch 1", file=sys.stderr)
@@ -257,6 +257,17 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
             tmp.write_text(json.dumps(summary, indent=2))
     ctx.barrier()
     return summary
+
+
+def _load_fitting(path: Path, model: torch.nn.Module, kind: str) -> dict:
+    """The checkpoint at PATH, loaded into `model`; one that does not fit the run's config is an InputError."""
+    ckpt = load_checkpoint(path, expect_kind=kind)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{path}: does not fit the run's config.json ({first})") from None
+    return ckpt
 
 
 def _epochs(cfg: TrainConfig, run_dir: Path, data: Dataset, mcfg: ModelConfig, model: torch.nn.Module,
