@@ -376,3 +376,26 @@ def test_rate_target_penalises_each_neuron_and_decay_range_bounds_hidden_decays(
     model.clamp_(0.5, 0.98)
     assert model.hidden_layers[0].alpha.tolist() == pytest.approx([0.5, 0.98, 0.7, 0.98])
     assert model.readout.beta.tolist() == pytest.approx([0.1, 0.99, 0.7])  # the readout keeps [0, 1]
+
+
+def test_quiet_penalty_reaches_the_weights_of_a_latched_set():
+    """Two neurons exciting each other fire every step after the input stops; their spikes' surrogate gradient is zero
+    so far above threshold, but the drive term's gradient lowers exactly their mutual weights."""
+    from train.models import ModelConfig, build_model
+    from train.trainer import quiet_penalty
+    model = build_model(ModelConfig("cuba-lif", 3, 2, 1, 3, {"lava_cuba": True, "shared_readout_decay": True}))
+    layer = model.hidden_layers[0]
+    with torch.no_grad():
+        layer.W.zero_()
+        layer.W[0, 0] = layer.W[1, 0] = 5.0
+        layer.U.copy_(torch.tensor([[0.0, 3.0, 0.0], [3.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+        layer.b.fill_(-0.5)
+    x = torch.zeros(1, 30, 3)
+    x[0, :3, 0] = 1.0
+    out, hidden = model(x, return_hidden=True)
+    assert hidden[0][0, 20:, :2].min() == 1 and hidden[0][0, 20:, 2].max() == 0  # latched on, third neuron silent
+    penalty = quiet_penalty(model, hidden, 10)
+    penalty.backward()
+    g = layer.U.grad
+    assert g[0, 1] > 0 and g[1, 0] > 0 and float(g[2].abs().sum()) == 0.0
+    assert layer.b.grad[0] > 0 and layer.b.grad[1] > 0

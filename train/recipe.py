@@ -28,7 +28,8 @@ class Recipe:
     rate_target: float = 0.0  # with rate_reg: the penalty is each neuron's (rate - target)^2 instead (0: the rate)
     blend: float = 0.0  # share of training samples mixed with another sample of their class (audio.binning)
     loss: str = "max"  # max (the study's: max over time, then cross-entropy) | softmax-mean | ce-mean (train.loss)
-    quiet_tail: int = 0  # silent steps appended to every training sample, where hidden spikes cost quiet_reg each:
+    quiet_tail: int = 0  # silent steps appended to every training sample, where hidden spikes and the recurrent drive
+    # that keeps them firing cost quiet_reg (train.trainer.quiet_penalty):
     quiet_reg: float = 0.0  # a network that falls silent after its input can run samples back to back (docs/loihi2.md)
     decay_min: float = 0.0  # hidden layers' decays (alpha, beta) are clipped to [decay_min, decay_max]
     decay_max: float = 1.0

@@ -168,6 +168,19 @@ def with_silence(x, steps: int):
     return x.with_silence(steps)
 
 
+def quiet_penalty(model: torch.nn.Module, hidden: list[torch.Tensor], T: int) -> torch.Tensor:
+    """Mean over hidden layers of what keeps a layer firing after its input has stopped (steps T on): its spikes
+    there, and the drive its own spikes and bias give it, relu(U s_{t-1} + b). The drive's gradient needs no
+    surrogate, so it reaches the recurrent weights of neurons that fire every step, far above threshold, where the
+    spikes' surrogate gradient is zero: the self-exciting sets that latch a network on."""
+    layers = getattr(model, "hidden_layers", None) or getattr(getattr(model, "net", None), "hidden_layers", [])
+    terms = []
+    for layer, h in zip(layers, hidden):
+        drive = torch.relu(h[:, T - 1:-1] @ layer.U.t() + layer.b)
+        terms.append(h[:, T:].mean() + drive.mean())
+    return torch.stack(terms).mean()
+
+
 def _rate_penalty(hidden: list[torch.Tensor], target: float = 0.0) -> torch.Tensor:
     """Mean over hidden layers of their spikes per neuron per step or, with a target rate, of each neuron's squared
     miss of it (silent and saturated neurons pay most: they are what makes one seed unlike the next)."""
@@ -296,8 +309,8 @@ def _epochs(cfg: TrainConfig, run_dir: Path, data: Dataset, mcfg: ModelConfig, m
             loss = readout_loss(out, y, recipe.loss, recipe.label_smoothing)
             if hidden and recipe.rate_reg > 0:
                 loss = loss + recipe.rate_reg * _rate_penalty([h[:, :T] for h in hidden], recipe.rate_target)
-            if recipe.quiet_tail and tails:  # every spike after the input has stopped
-                loss = loss + recipe.quiet_reg * torch.stack([t.mean() for t in tails]).mean()
+            if recipe.quiet_tail and tails:
+                loss = loss + recipe.quiet_reg * quiet_penalty(model, hidden, T)
             if not all(v == 0 for v in ctx.sum([0.0 if torch.isfinite(loss) else 1.0])):
                 bar.close()
                 kept = (f"the last good checkpoint (epoch {epoch - 1}) is kept" if epoch > 1 else
