@@ -107,7 +107,8 @@ class GapChoice:
         late = int(np.sum(self.tails > self.horizon // 2))
         return (f"the network does not fall silent: {late} of {n} {where} samples still spike more than "
                 f"{self.horizon // 2} steps after their input ends (a self-sustained or bias-driven activity), "
-                "so no gap makes back-to-back samples independent")
+                "so no gap makes back-to-back samples independent; a network trained with --quiet-tail 25 "
+                "--quiet-reg 5 falls silent (docs/loihi2.md)")
 
 
 def quiet_gap(net: QNetwork, samples, index: np.ndarray | None = None, horizon: int | None = None,

@@ -332,3 +332,15 @@ def test_layer_interface_and_initialisation():
     assert gru.kind == 'gru' and gru(x).shape == (2, 5, 11)
     gru.clamp_()
     assert 'readout.weight' in gru.export_params()
+
+
+def test_lava_cuba_blocks_start_at_the_study_neurons_drive():
+    """CUBA adds the whole current to v, the study's Cuba-LIF (1 - beta) of it: a Lava-CUBA block's W, U and b start
+    at (1 - 0.9) of the study's range, drawing the same random numbers."""
+    torch.manual_seed(3)
+    study = CubaLIFRecurrent(50, 40)
+    torch.manual_seed(3)
+    lava = CubaLIFRecurrent(50, 40, lava_cuba=True)
+    for name in ("W", "U", "b"):
+        assert torch.allclose(getattr(lava, name), 0.1 * getattr(study, name), atol=1e-7), name
+    assert float(lava.W.abs().max()) <= 0.1 / 50 ** 0.5

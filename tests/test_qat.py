@@ -18,6 +18,7 @@ from export.qnet import predict, run_network
 from export.quantize import quantize_checkpoint, quantize_model
 from train.checkpoint import load_checkpoint
 from train.evaluate import evaluate
+from train.layers import LAVA_CUBA_INIT
 from train.loss import max_over_time_loss
 from train.models import ModelConfig, build_model, model_from_checkpoint
 from train.neurons import DEFAULT_CLIP
@@ -46,15 +47,16 @@ def random_model(kind: str, layers: int, seed: int = 0, gain: float = 3.0, rec_g
                       {**KINDS[kind], **options})
     model = build_model(cfg)
     g = torch.Generator().manual_seed(seed + 1)
+    start = LAVA_CUBA_INIT if kind == "lava-cuba" else 1.0  # gains act on the study's range
     with torch.no_grad():
         for name, p in model.named_parameters():
             leaf = name.rsplit(".", 1)[-1]
             if leaf in ("alpha", "beta"):
                 p.copy_(decays[0] + (decays[1] - decays[0]) * torch.rand(p.shape, generator=g))
             elif leaf in ("U", "Uz"):
-                p.mul_(rec_gain)
+                p.mul_(rec_gain / start)
             elif not name.startswith("readout"):
-                p.mul_(gain)
+                p.mul_(gain / start)
     return model, cfg
 
 

@@ -38,9 +38,13 @@ def _uniform(*shape: int, fan_in: int) -> nn.Parameter:
     return nn.Parameter(torch.empty(shape).uniform_(-k, k))
 
 
+DECAY_INIT = 0.9
+LAVA_CUBA_INIT = 1.0 - DECAY_INIT  # Lava-CUBA blocks' weights and biases start at this share of the study's range
+
+
 def _decay(n: int) -> nn.Parameter:
     """Per-neuron decay, initialised 0.9 (DESIGN)."""
-    return nn.Parameter(torch.full((n,), 0.9))
+    return nn.Parameter(torch.full((n,), DECAY_INIT))
 
 
 class _Block(nn.Module):
@@ -120,7 +124,12 @@ class CubaLIFRecurrent(_Spiking):
 
     lava_cuba=True trains Lava's own CUBA neuron instead, for an exact export to
     stock Lava/netx: one shared alpha and beta, v_t = beta v_{t-1} + i_t + b, hard
-    reset to 0 after a spike, spike when v >= vth.
+    reset to 0 after a spike, spike when v >= vth. Its W, U and b start at LAVA_CUBA_INIT
+    (1 - the initial beta) of the study's range: CUBA adds the whole current to v where
+    the study's neuron adds (1 - beta) of it, so both start at the same drive. At the
+    study's range a CUBA network starts with a third of its neurons firing every step
+    and learns to compute in sets that excite each other for ever, which never fall
+    silent and so cannot run samples back to back (docs/loihi2.md).
     """
     kind = 'cuba-lif'
 
@@ -133,6 +142,10 @@ class CubaLIFRecurrent(_Spiking):
         self.lava_cuba = lava_cuba
         n_decay = 1 if lava_cuba else n_out
         self.alpha, self.beta = _decay(n_decay), _decay(n_decay)
+        if lava_cuba:
+            with torch.no_grad():
+                for p in (self.W, self.U, self.b):
+                    p.mul_(LAVA_CUBA_INIT)
 
     def forward(self, x: Tensor) -> Tensor:
         p = CubaLIFParams(self.W, self.U, self.b, self.alpha, self.beta)
