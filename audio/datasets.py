@@ -241,6 +241,18 @@ def validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
     return np.sort(order[n_valid:]), np.sort(order[:n_valid])
 
 
+def recording_validation_split(spikes: SpikeSet, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """validation_split for a file with speed copies: the validation share is drawn among the recordings at their
+    own speed, and every copy of a validation recording leaves training."""
+    if spikes.recordings is None:
+        raise InputError(f"{spikes.source}: speed copies (extra/speed) without extra/recording: no validation share "
+                         "can keep a recording's copies out of training; convert the recordings again")
+    originals = np.flatnonzero(spikes.is_original)
+    order = np.random.default_rng(seed).permutation(len(originals))
+    va = np.sort(originals[order[:max(1, int(round(len(originals) * fraction)))]])
+    return np.flatnonzero(~np.isin(spikes.recordings, spikes.recordings[va])), va
+
+
 def bin_spec(source: Source, bin_hz: float | None = None, duration: float | None = None,
              n_channels: int | None = None) -> BinSpec:
     """The binning of a source: the options given, else its layout's (SHD 250 Hz/1 s/700, DAS 200 Hz/1.25 s/64)."""
@@ -277,17 +289,20 @@ def load_dataset(spec: str, *, bin_hz: float | None = None, duration: float | No
         raise InputError(f"{f}: a {_split_of(f)} file alone: train on its training file (the {_split_of(f)} file is "
                          "found beside it), or pass --holdout-speaker")
     if "test" in source.files:
-        train = bin_spikes(read_split(source, "train", bins.n_channels), bins)
+        train = read_split(source, "train", bins.n_channels)
         test = read_split(source, "test", bins.n_channels)
     else:  # a training file without a test file: its seeded test split
         path = source.files.get("train") or source.files["file"]
         whole = read_split(Source(source.name, source.layout, {"train": path}), "train", bins.n_channels)
         tr, te = seeded_test_split(whole, path, source.layout)
-        train, test = bin_spikes(whole.subset(tr), bins), whole.subset(te)
+        train, test = whole.subset(tr), whole.subset(te)
     if "valid" in source.files:
         valid = read_split(source, "valid", bins.n_channels)
+        train = bin_spikes(train, bins)
     else:
-        tr, va = validation_split(len(train), d["valid_fraction"], seed)
+        tr, va = (validation_split(len(train), d["valid_fraction"], seed) if train.speeds is None else
+                  recording_validation_split(train, d["valid_fraction"], seed))
+        train = bin_spikes(train, bins)
         train, valid = train.subset(tr), train.subset(va)
     for split, s in (("valid", valid), ("test", test)):
         if s.class_names != train.class_names:

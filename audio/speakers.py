@@ -76,11 +76,20 @@ def speaker_split_index(pool: SpikeSet, holdout: str, valid: str, valid_fraction
     test = np.zeros(len(pool), dtype=bool)
     for name in test_names:
         test |= speaker_mask(pool, name)
-    rest = np.flatnonzero(~test)
+    original = pool.is_original  # speed-perturbed copies train, never test or validate
+    rest = np.flatnonzero(~test & original)
     if valid == RANDOM:
         order = np.random.default_rng(seed).permutation(len(rest))
         n_valid = max(1, int(round(len(rest) * valid_fraction)))
-        va, tr = np.sort(rest[order[:n_valid]]), np.sort(rest[order[n_valid:]])
+        va = np.sort(rest[order[:n_valid]])
+        train_mask = ~test
+        train_mask[va] = False
+        if not original.all():
+            if pool.recordings is None:
+                raise InputError(f"{pool.source}: speed copies without extra/recording: a random validation share "
+                                 "cannot keep a recording's copies out of training; use a validation speaker")
+            train_mask &= ~np.isin(pool.recordings, pool.recordings[va])
+        tr = np.flatnonzero(train_mask)
         valid_name = RANDOM
     else:
         if valid == AUTO:
@@ -95,10 +104,10 @@ def speaker_split_index(pool: SpikeSet, holdout: str, valid: str, valid_fraction
             if valid_name in test_names:
                 raise InputError(f"--valid-speaker {valid}: is the held-out test speaker; choose another")
         is_valid = speaker_mask(pool, valid_name)
-        va, tr = np.flatnonzero(is_valid), np.flatnonzero(~is_valid & ~test)
+        va, tr = np.flatnonzero(is_valid & original), np.flatnonzero(~is_valid & ~test)
         if len(tr) == 0:
             raise InputError(f"{pool.source}: no training samples left after holding out "
                              f"{', '.join(test_names)} and {valid_name}")
     protocol = {"kind": HELD_OUT, "test_speaker": ",".join(test_names), "test_speakers": test_names,
                 "valid_speaker": valid_name, "train_speakers": [n for n in names if n not in (*test_names, valid_name)]}
-    return tr, va, np.flatnonzero(test), protocol
+    return tr, va, np.flatnonzero(test & original), protocol

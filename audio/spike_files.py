@@ -44,6 +44,15 @@ class SpikeSet:
     dropped: dict[str, int] = field(default_factory=lambda: {"nan": 0, "inf": 0, "negative": 0})
     skipped_multi_digit: int = 0
     speaker_names: list[str] | None = None  # speaker_names[k] names speaker index k (None: the index is the name)
+    # `data convert --speed` copies: each sample's playback factor (None: every sample at its own speed) and the
+    # recording it was made from (copies of one recording share it); the speaker protocol tests originals only
+    speeds: np.ndarray | None = None
+    recordings: np.ndarray | None = None
+
+    @property
+    def is_original(self) -> np.ndarray:
+        """Whether each sample is a recording at its own speed (not a speed-perturbed copy)."""
+        return np.ones(len(self.labels), dtype=bool) if self.speeds is None else self.speeds == 1.0
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -73,6 +82,8 @@ class SpikeSet:
             ids=None if self.ids is None else [self.ids[i] for i in index],
             dropped=dict(self.dropped), skipped_multi_digit=self.skipped_multi_digit,
             speaker_names=self.speaker_names,
+            speeds=None if self.speeds is None else self.speeds[index],
+            recordings=None if self.recordings is None else self.recordings[index],
         )
 
     def speaker_name(self, k: int) -> str:
@@ -100,10 +111,20 @@ def concat(sets: list[SpikeSet], source: str) -> SpikeSet:
     offsets = np.concatenate([[0]] + [s.offsets[1:] + a for s, a in zip(sets, starts)]).astype(np.int64)
     dropped = {k: sum(s.dropped[k] for s in sets) for k in first.dropped}
     ids = [i for s in sets for i in s.ids] if all(s.ids is not None for s in sets) else None
+    speeds = recordings = None
+    if any(s.speeds is not None for s in sets):  # a file without copies: every sample at its own speed
+        speeds = np.concatenate([np.ones(len(s)) if s.speeds is None else s.speeds for s in sets])
+        # recordings numbered apart per file (a file without copies: each sample its own recording)
+        parts, base = [], 0
+        for s in sets:
+            rec = np.arange(len(s)) if s.recordings is None else s.recordings
+            parts.append(rec + base)
+            base += int(rec.max(initial=-1)) + 1
+        recordings = np.concatenate(parts)
     return SpikeSet(np.concatenate([s.times for s in sets]), np.concatenate([s.units for s in sets]), offsets,
                     np.concatenate([s.labels for s in sets]), speakers, first.class_names, first.n_channels, source,
                     ids=ids, dropped=dropped, skipped_multi_digit=sum(s.skipped_multi_digit for s in sets),
-                    speaker_names=names)
+                    speaker_names=names, speeds=speeds, recordings=recordings)
 
 
 def ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
@@ -234,6 +255,7 @@ def _read_shd(path: Path, n_channels: int) -> SpikeSet:
         speakers = np.asarray(h5["extra/speaker"][()]).astype(np.int64).ravel() if "extra/speaker" in h5 else None
         speaker_names = _decode(h5["extra/speaker_names"][()]) if "extra/speaker_names" in h5 else None
         n = len(labels)
+        speeds, recordings = _speed_copies(h5, path, n)
         if times_ds.ndim != 1 or units_ds.ndim != 1:
             raise InputError(f"{path}: spikes/times and spikes/units must hold one array per sample")
         if len(times_ds) != n or len(units_ds) != n:
@@ -243,7 +265,23 @@ def _read_shd(path: Path, n_channels: int) -> SpikeSet:
         times, units, offsets, dropped = _assemble_chunks(path, times_ds, units_ds, names, n_channels)
     class_names = keys if keys is not None else [str(i) for i in range(int(labels.max(initial=-1)) + 1)]
     return SpikeSet(times, units, offsets, labels, speakers, class_names, n_channels, str(path), dropped=dropped,
-                    speaker_names=speaker_names if speakers is not None else None)
+                    speaker_names=speaker_names if speakers is not None else None, speeds=speeds,
+                    recordings=recordings)
+
+
+def _speed_copies(h5, path: Path, n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """extra/speed and extra/recording (`data convert --speed`), checked; (None, None) in a file without them."""
+    if "extra/speed" not in h5:
+        return None, None
+    speeds = np.asarray(h5["extra/speed"][()], dtype=np.float64).ravel()
+    if len(speeds) != n or not (np.isfinite(speeds) & (speeds > 0)).all():
+        raise InputError(f"{path}: extra/speed must hold one positive factor per sample ({n})")
+    if "extra/recording" not in h5:
+        return speeds, None
+    recordings = np.asarray(h5["extra/recording"][()]).ravel()
+    if len(recordings) != n or recordings.dtype.kind not in "iu" or (recordings.size and recordings.min() < 0):
+        raise InputError(f"{path}: extra/recording must hold one recording number (>= 0) per sample ({n})")
+    return speeds, recordings.astype(np.int64)
 
 
 def _check_labels(path: Path, labels: np.ndarray, keys, speakers, speaker_names) -> None:

@@ -684,7 +684,9 @@ def test_seeded_test_split_keeps_speed_copies_together(tmp_path):
     ds = load_dataset(str(path), seed=0)
     te, rest = _ids_of(ds.test, 700), _ids_of(ds.train, 700) + _ids_of(ds.valid, 700)
     assert len(te) == 6 and all(r < 300 for r in te)  # speed 1.0 alone
-    assert not {r % 300 for r in rest} & set(te) and len(rest) == 3 * 54
+    assert not {r % 300 for r in rest} & set(te)
+    va = _ids_of(ds.valid, 700)  # validation: recordings at their own speed, their copies out of training
+    assert all(r < 300 for r in va) and len(rest) == 3 * 54 - 2 * len(va)
 
 
 def test_ntidigits_file_without_test_split_gets_the_seeded_split(tmp_path):

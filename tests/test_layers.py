@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from train.layers import (CubaLIFRecurrent, GRUStack, LeakyReadout, LIFRecurrent, RNNRecurrent,
-                          SpikGRURecurrent)
+from train.layers import (LAVA_CUBA_INIT, CubaLIFRecurrent, GRUStack, LeakyReadout, LIFRecurrent,
+                          RNNRecurrent, SpikGRURecurrent)
 from audio.binning import BinSpec, EventBatch
 from train.neurons import SpikeOpts, spike
 
@@ -34,6 +34,8 @@ def seeded():
 def randomized(layer, seed=0, gain=4.0):
     """Random parameters: weights scaled up so that neurons fire and clip, decays in [0, 1]."""
     g = torch.Generator().manual_seed(seed)
+    if getattr(layer, 'lava_cuba', False):
+        gain /= LAVA_CUBA_INIT  # its weights start at LAVA_CUBA_INIT of the study's range
     with torch.no_grad():
         for name, p in layer.named_parameters():
             if name in ('alpha', 'beta'):

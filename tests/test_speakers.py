@@ -399,3 +399,49 @@ def test_quiet_penalty_reaches_the_weights_of_a_latched_set():
     g = layer.U.grad
     assert g[0, 1] > 0 and g[1, 0] > 0 and float(g[2].abs().sum()) == 0.0
     assert layer.b.grad[0] > 0 and layer.b.grad[1] > 0
+
+
+def test_speed_copies_train_and_never_test_or_validate(tmp_path):
+    """A pool with `data convert --speed` copies (extra/speed, extra/recording): the held-out speaker is scored on
+    its recordings at their own speed; a validation recording's copies leave training; a validation speaker's
+    copies are in neither split."""
+    import h5py
+    times, units, labels, speakers, speed, recording = [], [], [], [], [], []
+    for r in range(24):  # 24 recordings, 3 speakers x 2 classes x 4 takes, each at 0.9, 1.0 and 1.1
+        for v in (0.9, 1.0, 1.1):
+            times.append([0.1 * v, 0.2 * v])
+            units.append([r % 7, 3])
+            labels.append(r % 2)
+            speakers.append(r // 8)
+            speed.append(v)
+            recording.append(r)
+    path = write_shd_file(tmp_path / "sp_train.h5", times, units, labels, ["a", "b"], speakers)
+    with h5py.File(path, "a") as h5:
+        h5.create_dataset("extra/speaker_names", data=np.array([b"ann", b"bob", b"cid"]))
+        h5.create_dataset("extra/speed", data=np.array(speed, np.float32))
+        h5.create_dataset("extra/recording", data=np.array(recording, np.int32))
+    pool = read_shd(path)
+    assert pool.is_original.sum() == 24 and pool.recordings.max() == 23
+    tr, va, te, _ = speaker_split(pool, "ann", "random", 0.25, 0)
+    assert len(te) == 8 and (te.speeds == 1.0).all() and set(te.recordings) == set(range(8))
+    assert (va.speeds == 1.0).all() and not set(va.recordings) & set(tr.recordings)
+    assert len(tr) == 3 * (16 - len(va)) and not set(tr.recordings) & set(range(8))
+    tr, va, te, protocol = speaker_split(pool, "ann", "auto", 0.1, 0)
+    assert protocol["valid_speaker"] == "bob" and len(va) == 8 and (va.speeds == 1.0).all()
+    assert set(tr.recordings) == set(range(16, 24)) and len(tr) == 24
+
+
+def test_a_training_file_with_speed_copies_validates_on_recordings_at_their_speed(tmp_path):
+    import h5py
+
+    from audio.datasets import recording_validation_split
+    n = 30
+    path = write_shd_file(tmp_path / "c_train.h5", [[0.1, 0.2]] * (3 * n), [[1, 2]] * (3 * n),
+                          [r % 2 for r in range(n) for _ in range(3)], ["a", "b"], [0] * (3 * n))
+    with h5py.File(path, "a") as h5:
+        h5.create_dataset("extra/speed", data=np.tile(np.array([0.9, 1.0, 1.1], np.float32), n))
+        h5.create_dataset("extra/recording", data=np.repeat(np.arange(n), 3).astype(np.int32))
+    s = read_shd(path)
+    tr, va = recording_validation_split(s, 0.2, 0)
+    assert len(va) == 6 and (s.speeds[va] == 1.0).all()
+    assert not set(s.recordings[tr]) & set(s.recordings[va]) and len(tr) == 3 * (n - 6)
