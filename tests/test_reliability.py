@@ -64,9 +64,12 @@ def tiny_net(tmp_path_factory, _builtin_cache_dir):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGKILL])
 def test_no_lava_process_outlives_simulate(tiny_net, sig, _builtin_cache_dir):
     env = dict(os.environ, OMP_NUM_THREADS="1", SPIKAUDIO_CACHE=str(_builtin_cache_dir))
+    # as typed at a terminal: a shell starts background jobs (a CI runner's too) with Ctrl-C ignored, and a
+    # Python started so keeps ignoring it, as it should
     proc = subprocess.Popen([sys.executable, str(REPO / "cli.py"), "simulate", str(tiny_net / "net.h5"),
                              "--engine", "lava", "--limit", "60", "--quiet"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 90
     while len(_descendants(proc.pid)) < 4 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)
