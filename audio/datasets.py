@@ -23,7 +23,7 @@ import numpy as np
 
 from audio.binning import BinnedSet, BinSpec, bin_spikes
 from audio.builtin_set import ensure_builtin
-from audio.speakers import AUTO, HELD_OUT, SEEN_SPEAKERS, speaker_split_index
+from audio.speakers import AUTO, HELD_OUT, SEEN_SPEAKERS, speaker_split_index, validation_recordings
 from audio.spike_files import (DAS_CHANNELS, SHD_CHANNELS, SpikeSet, concat, das_splits, detect_layout, read_das,
                                read_shd)
 from common.errors import InputError
@@ -244,13 +244,8 @@ def validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
 def recording_validation_split(spikes: SpikeSet, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """validation_split for a file with speed copies: the validation share is drawn among the recordings at their
     own speed, and every copy of a validation recording leaves training."""
-    if spikes.recordings is None:
-        raise InputError(f"{spikes.source}: speed copies (extra/speed) without extra/recording: no validation share "
-                         "can keep a recording's copies out of training; convert the recordings again")
-    originals = np.flatnonzero(spikes.is_original)
-    order = np.random.default_rng(seed).permutation(len(originals))
-    va = np.sort(originals[order[:max(1, int(round(len(originals) * fraction)))]])
-    return np.flatnonzero(~np.isin(spikes.recordings, spikes.recordings[va])), va
+    va, leaves = validation_recordings(spikes, np.flatnonzero(spikes.is_original), fraction, seed)
+    return np.flatnonzero(~leaves), va
 
 
 def bin_spec(source: Source, bin_hz: float | None = None, duration: float | None = None,

@@ -63,6 +63,22 @@ def speaker_split(pool: SpikeSet, holdout: str, valid: str, valid_fraction: floa
     return pool.subset(tr), pool.subset(va), pool.subset(te), protocol
 
 
+def validation_recordings(pool: SpikeSet, among: np.ndarray, fraction: float,
+                          seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded `fraction` of the samples `among` (recordings at their own speed) for validation, and the mask of
+    every sample that then leaves training: those recordings and their `data convert --speed` copies."""
+    order = np.random.default_rng(seed).permutation(len(among))
+    va = np.sort(among[order[:max(1, int(round(len(among) * fraction)))]])
+    leaves = np.zeros(len(pool), dtype=bool)
+    leaves[va] = True
+    if not pool.is_original.all():
+        if pool.recordings is None:
+            raise InputError(f"{pool.source}: speed copies (extra/speed) without extra/recording: a random validation "
+                             "share cannot keep a recording's copies out of training; convert the recordings again")
+        leaves |= np.isin(pool.recordings, pool.recordings[va])
+    return va, leaves
+
+
 def speaker_split_index(pool: SpikeSet, holdout: str, valid: str, valid_fraction: float,
                         seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """speaker_split as sample indices of the pool (train, valid, test) and the protocol."""
@@ -79,17 +95,8 @@ def speaker_split_index(pool: SpikeSet, holdout: str, valid: str, valid_fraction
     original = pool.is_original  # speed-perturbed copies train, never test or validate
     rest = np.flatnonzero(~test & original)
     if valid == RANDOM:
-        order = np.random.default_rng(seed).permutation(len(rest))
-        n_valid = max(1, int(round(len(rest) * valid_fraction)))
-        va = np.sort(rest[order[:n_valid]])
-        train_mask = ~test
-        train_mask[va] = False
-        if not original.all():
-            if pool.recordings is None:
-                raise InputError(f"{pool.source}: speed copies without extra/recording: a random validation share "
-                                 "cannot keep a recording's copies out of training; use a validation speaker")
-            train_mask &= ~np.isin(pool.recordings, pool.recordings[va])
-        tr = np.flatnonzero(train_mask)
+        va, leaves = validation_recordings(pool, rest, valid_fraction, seed)
+        tr = np.flatnonzero(~test & ~leaves)
         valid_name = RANDOM
     else:
         if valid == AUTO:
