@@ -291,8 +291,11 @@ def cv_cmd(by, seeds, speakers, out, resume, quiet, **options):
 @click.option("--resume", type=click.Path(file_okay=False), default=None,
               help="Continue the study in this directory (default: start one in --out).")
 @click.option("--report-only", is_flag=True, help="With --resume: print what the finished runs say, train nothing.")
+@click.option("--only", is_flag=True,
+              help="With --out on a study: its candidates become exactly --models and --recipes (default: they join "
+                   "the study's); finished runs of the others stay and count again once named again.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def nested_cmd(models, recipes, data, seeds, seed, epochs, hidden, jobs, out, resume, report_only, as_json):
+def nested_cmd(models, recipes, data, seeds, seed, epochs, hidden, jobs, out, resume, report_only, only, as_json):
     """Nested speaker-held-out study: each model's recipe and each family's model chosen on inner folds without
     the test speaker, then scored on it (resumable; mean +- 95 % CI, seed spread, paired differences)."""
     from train.nested import format_nested, make_plan, nested_report, read_plan, report_json, run_nested
@@ -300,11 +303,13 @@ def nested_cmd(models, recipes, data, seeds, seed, epochs, hidden, jobs, out, re
         raise InputError(f"--jobs must be >= 0, got {jobs}")
     if report_only and not resume:
         raise InputError("--report-only needs --resume STUDY_DIR")
+    if only and not out:
+        raise InputError("--only needs --out STUDY_DIR (it changes the study's candidates)")
     if resume:
         plan = read_plan(resume)
     elif out:
         plan = make_plan(out, data, [m for m in models.split(",") if m], [r for r in recipes.split(",") if r],
-                         seeds, seed, epochs, hidden)
+                         seeds, seed, epochs, hidden, only)
     else:
         raise InputError("--out is required (or --resume STUDY_DIR)")
     r = nested_report(plan) if report_only else run_nested(plan, jobs, log=lambda m: click.echo(m, err=True))

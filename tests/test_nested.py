@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -118,6 +119,26 @@ def test_rerunning_keeps_every_finished_run(study):
     again = run_nested(plan, n_jobs=0, log=lambda m: None)
     assert {p: p.stat().st_mtime_ns for p in plan.out.rglob("summary.json")} == stamp
     assert again["gap"] == report["gap"]
+
+
+def test_only_narrows_the_candidates_and_keeps_the_runs_of_the_others(study, tmp_path):
+    plan, _ = study
+    out = tmp_path / "copy"
+    shutil.copytree(plan.out, out)
+    stamp = {p: p.stat().st_mtime_ns for p in (out / "inner").rglob("summary.json")}
+    narrow = make_plan(out, plan.data, ["cuba-lif-1"], ["study"], n_seeds=2, epochs=2, hidden=8, only=True)
+    assert (narrow.models, narrow.recipes) == (["cuba-lif-1"], ["study"])
+    report = run_nested(narrow, n_jobs=0, log=lambda m: None)
+    assert set(report["models"]) == {"cuba-lif-1"} and set(report["ablation"]["cuba-lif-1"]) == {"study"}
+    assert {p: p.stat().st_mtime_ns for p in (out / "inner").rglob("summary.json")} == stamp
+    assert json.loads((out / "nested.json").read_text())["recipes"] == ["study"]
+    wide = make_plan(out, plan.data, ["gru-1"], ["blend"], n_seeds=2, epochs=2, hidden=8)
+    assert (wide.models, wide.recipes) == (["cuba-lif-1", "gru-1"], ["study", "blend"])
+    again = run_nested(wide, n_jobs=0, log=lambda m: None)
+    assert {p: p.stat().st_mtime_ns for p in (out / "inner").rglob("summary.json")} == stamp
+    assert again["gap"]["n"] == 4 * 2
+    res = run_cli("nested", "--resume", out, "--only")
+    assert "--only needs --out" in one_line_error(res)
 
 
 def test_plan_settings_are_checked_before_anything_runs(study, tmp_path):

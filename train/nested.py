@@ -110,9 +110,11 @@ def _speakers_of(data: str) -> list[str]:
 
 
 def make_plan(out: str | Path, data: str, models: list[str], recipes: list[str], n_seeds: int = 2, seed: int = 0,
-              epochs: int = 20, hidden: int = 128) -> Plan:
+              epochs: int = 20, hidden: int = 128, only: bool = False) -> Plan:
     """Checks every setting (before anything runs) and merges with a plan already in OUT (more models, recipes or
-    seeds may join; data, size and epochs may not change)."""
+    seeds may join; data, size and epochs may not change). only: the candidates become exactly these models and
+    recipes, so that the most promising can finish first; the runs of those left out stay and count again when
+    they are named again."""
     check_output(out, kind="nested", resume=True)
     if not models or not recipes:
         raise InputError("--models and --recipes must each name at least one")
@@ -140,8 +142,9 @@ def make_plan(out: str | Path, data: str, models: list[str], recipes: list[str],
         if changed or old.speakers != plan.speakers:
             raise InputError(f"{plan.out}: holds a nested study with other settings ({', '.join(changed) or 'speakers'});"
                              " pick another --out, or --resume it as it is")
-        plan.models = list(dict.fromkeys(old.models + plan.models))
-        plan.recipes = list(dict.fromkeys(old.recipes + plan.recipes))
+        if not only:
+            plan.models = list(dict.fromkeys(old.models + plan.models))
+            plan.recipes = list(dict.fromkeys(old.recipes + plan.recipes))
         plan.seeds = sorted(set(old.seeds) | set(plan.seeds))
     return plan
 
