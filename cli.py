@@ -277,7 +277,7 @@ def cv_cmd(by, seeds, speakers, out, resume, quiet, **options):
 @cli.command("nested")
 @click.option("--models", default="gru-2,cuba-lif-2,spikgru-2", show_default=True,
               help="Candidate models, KIND-LAYERS, comma-separated.")
-@click.option("--recipes", default="study,unseen,blend", show_default=True,
+@click.option("--recipes", default="study,unseen,regular", show_default=True,
               help="Candidate recipes (see train --recipe), comma-separated; each model tries each.")
 @click.option("--data", default="builtin", show_default=True, help="A dataset with speaker ids (every file is pooled).")
 @click.option("--seeds", type=int, default=2, show_default=True, help="Seeds per fold (at least 2).")
