@@ -341,7 +341,7 @@ def main() -> None:
         for kind, layers in MODELS:
             run = tmp / f"{kind}-{layers}"
             train(config_from_options(model=kind, layers=layers, hidden=args.hidden, data=args.data, epochs=args.epochs,
-                                      bin_hz=50), run, progress=False)
+                                      bin_hz=50, recipe_name="study"), run, progress=False)
             ckpts.append(str(run / "best.pt"))
     with_nb = neurobench_available()
     if not with_nb:

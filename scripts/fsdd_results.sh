@@ -18,7 +18,7 @@ for spec in "gru 2 1" "spikgru 2 3" "cuba-lif 2 3" "lif 2 1" "rnn 2 1" "spikgru 
     if [ -f "$dir/config.json" ]; then
       jobs+=("$PY cli.py train --quiet --resume $dir --epochs $EPOCHS")
     else
-      jobs+=("$PY cli.py train --quiet --model $model --layers $layers --hidden 128 --data $DATA --epochs $EPOCHS --seed $s --out $dir")
+      jobs+=("$PY cli.py train --quiet --model $model --layers $layers --hidden 128 --data $DATA --epochs $EPOCHS --seed $s --recipe study --out $dir")
     fi
   done
 done

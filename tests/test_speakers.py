@@ -17,6 +17,7 @@ from common.errors import InputError
 from conftest import SHARED_DATA, one_line_error, run_cli, write_das_file, write_shd_file
 from train import trainer
 from train.checkpoint import load_checkpoint
+from train.models import MODEL_KINDS
 from train.recipe import RECIPES, Recipe, make_recipe
 from train.stats import format_summary, mean_ci, summarize
 from train.trainer import config_from_options, train
@@ -194,7 +195,7 @@ def test_recipe_options_off_reproduce_the_study_weights(tmp_path):
     """Every named recipe with each of its fields set back to the study's value trains the study's weights bit for
     bit (no option draws a random number or changes a step when it is off)."""
     base = dict(epochs=2, seed=5, **TINY)
-    train(config_from_options(**base), tmp_path / "study", progress=False)
+    train(config_from_options(recipe_name="study", **base), tmp_path / "study", progress=False)
     a = _weights(tmp_path / "study")
     off = {f.name: f.default for f in fields(Recipe) if f.name != "name"}
     off["decay_range"] = (off.pop("decay_min"), off.pop("decay_max"))
@@ -226,6 +227,23 @@ def test_recipe_validation_and_help():
     assert Recipe().describe() == "the study's, no additions"
     res = run_cli("train", "--help")
     assert "unseen:" in res.output and "study:" in res.output
+
+
+def test_each_model_trains_with_the_recipe_the_nested_studies_chose_unless_told(tmp_path):
+    """Cuba-LIF and SpikGRU default to `regular` (chosen on both layouts), the others to the study's; --recipe wins;
+    a training says which it uses."""
+    assert {m: make_recipe(model=m).name for m in MODEL_KINDS} == {
+        "lif": "study", "cuba-lif": "regular", "spikgru": "regular", "rnn": "study", "gru": "study"}
+    assert config_from_options(**TINY).recipe == make_recipe("regular").as_dict()
+    assert config_from_options(recipe_name="study", **TINY).recipe == Recipe().as_dict()
+    assert config_from_options(**dict(TINY, model="gru")).recipe == Recipe().as_dict()
+    help_text = " ".join(run_cli("train", "--help").output.split())
+    assert "Default per model: lif study, cuba-lif regular, spikgru regular, rnn study, gru study" in help_text
+    res = run_cli("train", "--model", "cuba-lif", "--layers", "1", "--hidden", "8", "--bin-hz", "25", "--epochs", "1",
+                  "--out", tmp_path / "run")
+    assert res.exit_code == 0, res.output
+    assert "recipe: regular (dropout=0.2, weight_decay=0.01, lr_schedule=cosine" in res.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["recipe"]["name"] == "regular"
 
 
 def _events(n_samples=3, C=100, T=50, per=400, seed=0):

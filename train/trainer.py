@@ -251,6 +251,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
     if progress and ctx.main:
         print(f"training on {describe(ctx)}", file=sys.stderr, flush=True)
         print(f"input projection: {projection}", file=sys.stderr, flush=True)
+        print(f"recipe: {recipe.name} ({recipe.describe()})", file=sys.stderr, flush=True)
     with ctx.peers(str(run_dir)):
         history, best = _epochs(cfg, run_dir, data, mcfg, model, net, opt, recipe, augment, batch, frontend, start,
                                 history, best, progress, ctx, events)
