@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run(nproc: int, out: Path, args) -> float:
     train = [str(REPO / "cli.py"), "train", "--model", "cuba-lif", "--layers", "2", "--hidden", "128", "--data",
-             str(args.data), "--epochs", str(args.epochs), "--recipe", "study", "--batch", str(args.batch), "--quiet", "--out", str(out)]
+             str(args.data), "--epochs", str(args.epochs), "--recipe", "study", "--batch", str(args.batch), "--quiet",
+             "--out", str(out)]
     launcher = [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                                       "--nproc-per-node", str(nproc)]
     subprocess.run(launcher + train, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), check=True,
