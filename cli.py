@@ -149,6 +149,9 @@ def _training_options(f):
                           "(default: the recipe's)."),
         click.option("--quiet-reg", type=float, default=None, help="Weight of the --quiet-tail penalty (spikes per "
                      "neuron per step in the silent tail; default: the recipe's)."),
+        click.option("--keep", type=click.Choice(["best", "last"]), default=None,
+                     help="The epoch the run keeps (best.pt, what is exported): best validation accuracy (the "
+                          "study's) or the last (default: the recipe's)."),
         click.option("--decay-range", type=float, nargs=2, default=None,
                      help="Clip the hidden layers' decays to [LOW, HIGH] after each step (default: the recipe's; "
                           "study: 0 1)."),

@@ -218,6 +218,37 @@ def test_resume_with_every_augmentation_on_gives_uninterrupted_weights(tmp_path)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_run_keeping_its_last_epoch_made_from_one_keeping_its_best_equals_one_trained_so(tmp_path):
+    """regular-last trains regular's weights; keep_last_of makes its run from regular's without training, and that
+    run, once scored, is the one trained with regular-last: same kept weights, same summary."""
+    base = dict(epochs=4, seed=3, **TINY)
+    trained = train(config_from_options(recipe_name="regular-last", **base), tmp_path / "trained", progress=False)
+    best_kept = train(config_from_options(recipe_name="regular", **base), tmp_path / "regular", progress=False)
+    kept = load_checkpoint(tmp_path / "trained" / "best.pt")
+    assert kept["epoch"] == 4 and trained["best_epoch"] == 4
+    assert trained["best_valid_acc"] == kept["history"][-1]["valid_acc"]
+    assert best_kept["best_valid_acc"] == max(h["valid_acc"] for h in kept["history"])
+    assert best_kept["best_epoch"] < 4  # so that keeping the last epoch is a different run here
+
+    trainer.keep_last_of(tmp_path / "regular", tmp_path / "derived", make_recipe("regular-last"))
+    derived = trainer.resume_runs(tmp_path / "derived", progress=False)[0]
+    a, b = kept["state_dict"], load_checkpoint(tmp_path / "derived" / "best.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    same = ("best_epoch", "best_valid_acc", "test_acc", "recipe", "epochs", "split_speakers")
+    assert {k: derived[k] for k in same} == {k: trained[k] for k in same}
+    assert (json.loads((tmp_path / "derived" / "config.json").read_text())
+            == json.loads((tmp_path / "trained" / "config.json").read_text()))
+
+    with pytest.raises(InputError, match="exists"):  # never over a run
+        trainer.keep_last_of(tmp_path / "regular", tmp_path / "derived", make_recipe("regular-last"))
+    with pytest.raises(InputError, match="not regular-last keeping its best"):  # another recipe trained otherwise
+        trainer.keep_last_of(tmp_path / "trained", tmp_path / "other", make_recipe("regular-last"))
+    train(config_from_options(recipe_name="study", **dict(base, epochs=1)), tmp_path / "study", progress=False)
+    with pytest.raises(InputError, match="not regular-last keeping its best"):
+        trainer.keep_last_of(tmp_path / "study", tmp_path / "other", make_recipe("regular-last"))
+    assert not (tmp_path / "other").exists()
+
+
 def test_recipe_validation_and_help():
     assert make_recipe("unseen", dropout=0.0).dropout == 0.0 and make_recipe().name == "study"
     for bad in (dict(dropout=1.0), dict(time_stretch=1.0), dict(channel_shift=-1), dict(lr_schedule="step"),

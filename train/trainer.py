@@ -1,11 +1,11 @@
 """The study's training recipe: Adam, max-over-time loss, model chosen on validation.
 
 A run directory holds `config.json`, `metrics.jsonl` (one line per epoch),
-`last.pt` (resume point) and `best.pt` (best validation accuracy). Each epoch's
-shuffle and jitter draw from a generator seeded by (seed, epoch), and the
-checkpoint carries the optimiser state and the metric history, so a run resumed
-after any interruption (SIGKILL included) ends with the weights of an
-uninterrupted run.
+`last.pt` (resume point) and `best.pt` (the epoch kept: best validation accuracy,
+or the last, recipe.keep). Each epoch's shuffle and jitter draw from a generator
+seeded by (seed, epoch), and the checkpoint carries the optimiser state and the
+metric history, so a run resumed after any interruption (SIGKILL included) ends
+with the weights of an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -334,17 +334,17 @@ def _epochs(cfg: TrainConfig, run_dir: Path, data: Dataset, mcfg: ModelConfig, m
         row = {"epoch": epoch, "loss": loss_sum / seen, "train_acc": correct / seen, "valid_acc": valid,
                "samples_per_s": seen / (time.perf_counter() - t0)}
         history.append(row)
-        improved = valid > best
-        best = max(best, valid)
+        kept = valid > best or recipe.keep == "last"
+        best = valid if kept else best
         if ctx.main:
             payload = _payload(cfg, mcfg, data, model, opt, epoch, history, best, frontend)
-            if improved:
+            if kept:
                 save_checkpoint(run_dir / "best.pt", payload)
             save_checkpoint(run_dir / "last.pt", payload)
             _write_metrics(run_dir, history)
             if progress:
                 tqdm.write(f"epoch {epoch}: loss {row['loss']:.4f} train {row['train_acc']:.3f} "
-                           f"valid {valid:.3f}{' (best)' if improved else ''} {row['samples_per_s']:.0f} samples/s")
+                           f"valid {valid:.3f}{f' ({recipe.keep})' if kept else ''} {row['samples_per_s']:.0f} samples/s")
         ctx.barrier()
     return history, best
 
@@ -392,6 +392,35 @@ def resume_runs(run_dir: str | Path, epochs: int | None = None, progress: bool =
             cfg.epochs = epochs
         summaries.append(train(cfg, d, resume=True, progress=progress))
     return summaries
+
+
+def keep_last_of(src: str | Path, dst: str | Path, recipe: Recipe, within: str | Path | None = None) -> Path:
+    """DST: the run `recipe` (which keeps the last epoch) makes, from SRC, a finished run of the same recipe that
+    kept its best epoch. Which epoch is kept changes no draw and no update, so the two trained the same weights:
+    nothing is trained again; `train --resume DST` (or the nested study DST lies in) scores it."""
+    src, dst = Path(src), Path(dst)
+    cfg = config_from_run(src)
+    had = cfg.recipe_obj
+    if not (src / "summary.json").exists() or not (src / "last.pt").exists():
+        raise InputError(f"{src}: not a finished run (no summary.json or last.pt)")
+    if recipe.keep != "last" or had.keep != "best" or replace(recipe, name=had.name, keep="best") != had:
+        raise InputError(f"{src}: its recipe {had.name} is not {recipe.name} keeping its best epoch; train {dst} "
+                         "instead")
+    cfg.recipe = recipe.as_dict()
+    check_output(dst, kind="run", within=within, hint="it exists; remove it to derive it again")
+    with run_lock(dst):
+        check_output(dst, kind="run", within=within, hint="it exists; remove it to derive it again")
+        last = load_checkpoint(src / "last.pt", expect_kind=cfg.model)
+        if last["epoch"] != cfg.epochs:
+            raise InputError(f"{src}: last.pt holds epoch {last['epoch']} of {cfg.epochs}")
+        payload = {k: v for k, v in last.items() if k not in ("format", "version", "path")}
+        payload.update(train_config=asdict(cfg), best_valid=last["history"][-1]["valid_acc"])
+        with atomic_path(dst / "config.json") as tmp:
+            tmp.write_text(json.dumps(asdict(cfg), indent=2))
+        _write_metrics(dst, last["history"])
+        for name in ("best.pt", "last.pt"):
+            save_checkpoint(dst / name, payload)
+    return dst
 
 
 def config_from_options(model: str, layers: int = 2, hidden: int = 128, data: str = "builtin", epochs: int | None = None,
