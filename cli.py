@@ -152,6 +152,9 @@ def _training_options(f):
         click.option("--keep", type=click.Choice(["best", "last"]), default=None,
                      help="The epoch the run keeps (best.pt, what is exported): best validation accuracy (the "
                           "study's) or the last (default: the recipe's)."),
+        click.option("--average", type=float, default=None,
+                     help="Average the weights after every step of this last share of the epochs, and validate and "
+                          "keep the average (0: none, the study's; default: the recipe's)."),
         click.option("--decay-range", type=float, nargs=2, default=None,
                      help="Clip the hidden layers' decays to [LOW, HIGH] after each step (default: the recipe's; "
                           "study: 0 1)."),

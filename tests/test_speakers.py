@@ -249,6 +249,36 @@ def test_a_run_keeping_its_last_epoch_made_from_one_keeping_its_best_equals_one_
     assert not (tmp_path / "other").exists()
 
 
+def test_weight_average_is_the_mean_of_the_steps_it_covers_and_survives_an_interruption(tmp_path, monkeypatch):
+    """regular-avg's kept weights are the mean of the weights after each step of its last half (one step per epoch
+    here, so the mean of epochs 3 and 4 of 4); a run stopped inside the window goes on to the same weights."""
+    base = dict(epochs=4, seed=1, **dict(TINY, batch=10_000))
+    straight = train(config_from_options(recipe_name="regular-avg", **base), tmp_path / "straight", progress=False)
+    save = trainer.save_checkpoint
+
+    def stop_after_epoch_3(path, payload):
+        save(path, payload)
+        if payload["epoch"] == 3 and Path(path).name == "last.pt":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "save_checkpoint", stop_after_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(config_from_options(recipe_name="regular-avg", **base), tmp_path / "stopped", progress=False)
+    monkeypatch.undo()
+    at3 = load_checkpoint(tmp_path / "stopped" / "last.pt")
+    assert at3["average_count"] == 1 and all(torch.equal(at3["state_dict"][k], at3["trained_state_dict"][k])
+                                             for k in at3["state_dict"])
+    resumed = trainer.resume_runs(tmp_path / "stopped", progress=False)[0]
+    a, b = (load_checkpoint(tmp_path / d / "best.pt") for d in ("straight", "stopped"))
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert resumed["test_acc"] == straight["test_acc"] and a["average_count"] == 2 and a["epoch"] == 4
+    w3, w4 = at3["trained_state_dict"], a["trained_state_dict"]
+    for k, v in a["state_dict"].items():
+        if v.is_floating_point():
+            assert torch.allclose(v, (w3[k] + w4[k]) / 2, atol=1e-7), k
+    assert any(not torch.equal(w3[k], w4[k]) for k in w3)  # the two steps' weights differ: the mean is not either
+
+
 def test_recipe_validation_and_help():
     assert make_recipe("unseen", dropout=0.0).dropout == 0.0 and make_recipe().name == "study"
     for bad in (dict(dropout=1.0), dict(time_stretch=1.0), dict(channel_shift=-1), dict(lr_schedule="step"),

@@ -34,6 +34,7 @@ class Recipe:
     decay_min: float = 0.0  # hidden layers' decays (alpha, beta) are clipped to [decay_min, decay_max]
     decay_max: float = 1.0
     keep: str = "best"  # the epoch a run keeps (best.pt): best validation accuracy (the study's) | last
+    average: float = 0.0  # the last share of the epochs whose weights are averaged after every step (train.averaging)
 
     def validate(self) -> None:
         for name in ("dropout", "event_drop", "label_smoothing", "spectral_tilt", "blend", "channel_shift_share"):
@@ -56,10 +57,16 @@ class Recipe:
             raise InputError(f"--loss {self.loss!r}: choose {', '.join(LOSSES)}")
         if not 0.0 <= self.decay_min < self.decay_max <= 1.0:
             raise InputError(f"--decay-range {self.decay_min} {self.decay_max}: need 0 <= low < high <= 1")
+        if not 0.0 <= self.average <= 1.0:
+            raise InputError(f"--average must be in [0, 1], got {self.average}")
         if self.keep not in KEEPS:
             raise InputError(f"--keep {self.keep!r}: choose {', '.join(KEEPS)}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise InputError(f"--lr-schedule {self.lr_schedule!r}: choose {', '.join(LR_SCHEDULES)}")
+
+    def first_averaged_epoch(self, epochs: int) -> float:
+        """The first epoch whose steps are averaged (at least the last one when averaging; inf: none)."""
+        return epochs - max(1, round(self.average * epochs)) + 1 if self.average else float("inf")
 
     def shift_channels(self, n_channels: int) -> int:
         """The channel shift's reach on a layout of `n_channels` channels."""
@@ -95,6 +102,8 @@ RECIPES = {
     # regular, keeping its last epoch: the cosine schedule has annealed to it, while the validation share (samples
     # of the training voices) is saturated at about 96 %, so choosing an epoch by it adds a draw, not information
     "regular-last": replace(REGULAR, name="regular-last", keep="last"),
+    # regular, averaging the weights over the second half of the steps and keeping the average
+    "regular-avg": replace(REGULAR, name="regular-avg", average=0.5, keep="last"),
     # everything that moves a sample towards another voice, together, at the ranges of adult voices: vocal tract
     # length moves formants by up to about +-20 % (about +-50 of 700 ERB-spaced channels at 1-2 kHz: a share of
     # 0.08), speaking rate by a quarter either way

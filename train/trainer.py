@@ -28,6 +28,7 @@ from common.atomic import atomic_path, check_output
 from common.errors import InputError
 from common.progress import progress_bar
 from common.rundir import run_lock
+from train.averaging import WeightAverage
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.distributed import Context, describe, resolve_device, setup
 from train.loader import epoch_batches
@@ -221,13 +222,16 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
     if recipe.dropout > 0:
         model.set_dropout(recipe.dropout)
     start, history, best = 0, [], -1.0
-    ckpt = None
+    ckpt, average = None, WeightAverage()
     if resume and (run_dir / "last.pt").exists():
         # best.pt too, before any epoch: it is what the run reports at its end; last.pt's weights are loaded last
         for name in ("best.pt", "last.pt"):
             if (run_dir / name).exists():
                 ckpt = _load_fitting(run_dir / name, model, cfg.model)
         start, history, best = ckpt["epoch"], ckpt["history"], ckpt["best_valid"]
+        if "trained_state_dict" in ckpt:  # an averaging run: it goes on from its own weights and its average
+            model.load_state_dict(ckpt["trained_state_dict"])
+            average = WeightAverage(ckpt["state_dict"], ckpt["average_count"])
     elif resume and ctx.main:
         print(f"{run_dir}: no checkpoint yet (stopped during epoch 1): starting from epoch 1", file=sys.stderr)
     model.to(ctx.device)
@@ -254,7 +258,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
         print(f"recipe: {recipe.name} ({recipe.describe()})", file=sys.stderr, flush=True)
     with ctx.peers(str(run_dir)):
         history, best = _epochs(cfg, run_dir, data, mcfg, model, net, opt, recipe, augment, batch, frontend, start,
-                                history, best, progress, ctx, events)
+                                history, best, progress, ctx, events, average)
     best_ckpt = load_checkpoint(run_dir / "best.pt")
     model.load_state_dict(best_ckpt["state_dict"])
     test_pred = predictions(model, data.test, device=ctx.device, events=events)
@@ -287,10 +291,13 @@ def _load_fitting(path: Path, model: torch.nn.Module, kind: str) -> dict:
 def _epochs(cfg: TrainConfig, run_dir: Path, data: Dataset, mcfg: ModelConfig, model: torch.nn.Module,
             net: torch.nn.Module, opt, recipe: Recipe, augment: Augment, batch: int, frontend: dict | None,
             start: int, history: list, best: float, progress: bool, ctx: Context,
-            events: bool) -> tuple[list, float]:
+            events: bool, average: WeightAverage) -> tuple[list, float]:
     """Epochs start + 1 .. cfg.epochs, each ending with its checkpoints (rank 0); returns (history, best).
-    events: batches as EventBatches (train.projection)."""
+    events: batches as EventBatches (train.projection). From recipe.first_averaged_epoch on, `average` takes the
+    weights after every step, and each epoch validates and keeps the average (its checkpoints hold the trained
+    weights too, to go on from)."""
     with_hidden = recipe.rate_reg > 0 or recipe.quiet_reg > 0
+    first_averaged = recipe.first_averaged_epoch(cfg.epochs)
     for epoch in range(start + 1, cfg.epochs + 1):
         if recipe.dropout > 0:  # the masks of this epoch, whatever ran before (resume)
             torch.manual_seed(int(np.random.default_rng([cfg.seed, epoch, 1, ctx.rank]).integers(1 << 62)))
@@ -322,6 +329,8 @@ def _epochs(cfg: TrainConfig, run_dir: Path, data: Dataset, mcfg: ModelConfig, m
             (loss * (len(y) * ctx.world / n_global)).backward()
             opt.step()
             model.clamp_(recipe.decay_min, recipe.decay_max)
+            if epoch >= first_averaged:
+                average.update(model)
             seen += len(y)
             correct += int((predict(out.detach()) == y).sum())
             loss_sum += loss.item() * len(y)
@@ -330,7 +339,8 @@ def _epochs(cfg: TrainConfig, run_dir: Path, data: Dataset, mcfg: ModelConfig, m
                             sps=f"{seen * ctx.world / (time.perf_counter() - t0):.0f}")
         bar.close()
         loss_sum, correct, seen = ctx.sum([loss_sum, correct, seen])
-        valid = accuracy(model, data.valid, device=ctx.device, events=events)
+        with average.applied(model):
+            valid = accuracy(model, data.valid, device=ctx.device, events=events)
         row = {"epoch": epoch, "loss": loss_sum / seen, "train_acc": correct / seen, "valid_acc": valid,
                "samples_per_s": seen / (time.perf_counter() - t0)}
         history.append(row)
@@ -338,6 +348,9 @@ def _epochs(cfg: TrainConfig, run_dir: Path, data: Dataset, mcfg: ModelConfig, m
         best = valid if kept else best
         if ctx.main:
             payload = _payload(cfg, mcfg, data, model, opt, epoch, history, best, frontend)
+            if average.count:
+                payload.update(trained_state_dict=payload["state_dict"], state_dict=average.state,
+                               average_count=average.count)
             if kept:
                 save_checkpoint(run_dir / "best.pt", payload)
             save_checkpoint(run_dir / "last.pt", payload)
