@@ -279,6 +279,15 @@ def test_weight_average_is_the_mean_of_the_steps_it_covers_and_survives_an_inter
     assert any(not torch.equal(w3[k], w4[k]) for k in w3)  # the two steps' weights differ: the mean is not either
 
 
+def test_an_averaging_run_trained_on_to_more_epochs_averages_the_new_window_or_refuses(tmp_path):
+    base = dict(seed=1, recipe_name="regular-avg", **dict(TINY, batch=10_000))
+    train(config_from_options(epochs=2, **base), tmp_path / "run", progress=False)  # averages epoch 2 of 2
+    trainer.resume_runs(tmp_path / "run", epochs=6, progress=False)  # 6 epochs average 4 to 6: ahead, a fresh mean
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["average_count"] == 3
+    with pytest.raises(InputError, match="averaged from epoch 4 on; 8 epochs would average from epoch 5"):
+        trainer.resume_runs(tmp_path / "run", epochs=8, progress=False)
+
+
 def test_recipe_validation_and_help():
     assert make_recipe("unseen", dropout=0.0).dropout == 0.0 and make_recipe().name == "study"
     for bad in (dict(dropout=1.0), dict(time_stretch=1.0), dict(channel_shift=-1), dict(lr_schedule="step"),

@@ -231,7 +231,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
         start, history, best = ckpt["epoch"], ckpt["history"], ckpt["best_valid"]
         if "trained_state_dict" in ckpt:  # an averaging run: it goes on from its own weights and its average
             model.load_state_dict(ckpt["trained_state_dict"])
-            average = WeightAverage(ckpt["state_dict"], ckpt["average_count"])
+            average = _average_to_go_on(recipe, cfg.epochs, ckpt, run_dir)
     elif resume and ctx.main:
         print(f"{run_dir}: no checkpoint yet (stopped during epoch 1): starting from epoch 1", file=sys.stderr)
     model.to(ctx.device)
@@ -275,6 +275,19 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
             tmp.write_text(json.dumps(summary, indent=2))
     ctx.barrier()
     return summary
+
+
+def _average_to_go_on(recipe: Recipe, epochs: int, ckpt: dict, run_dir: Path) -> WeightAverage:
+    """The average a resumed run goes on with: its own, or none when it trains on to more epochs and the window of
+    the new count lies ahead; a window that would begin among the epochs already averaged cannot be had."""
+    was, now, done = (recipe.first_averaged_epoch(ckpt["train_config"]["epochs"]),
+                      recipe.first_averaged_epoch(epochs), ckpt["epoch"])
+    if was == now:
+        return WeightAverage(ckpt["state_dict"], ckpt["average_count"])
+    if now > done:
+        return WeightAverage()
+    raise InputError(f"{run_dir}: its weights are averaged from epoch {was} on; {epochs} epochs would average from "
+                     f"epoch {now}, which it has trained past: train a new run for {epochs} epochs")
 
 
 def _load_fitting(path: Path, model: torch.nn.Module, kind: str) -> dict:
