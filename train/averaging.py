@@ -15,6 +15,12 @@ class WeightAverage:
     def __init__(self, state: dict | None = None, count: int = 0):
         self.state, self.count = state, count
 
+    def to(self, device: torch.device | str) -> "WeightAverage":
+        """On the model's device (a resumed average is read onto the CPU)."""
+        if self.state is not None:
+            self.state = {k: v.to(device) for k, v in self.state.items()}
+        return self
+
     def update(self, model: torch.nn.Module) -> None:
         self.count += 1
         current = model.state_dict()

@@ -235,6 +235,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
     elif resume and ctx.main:
         print(f"{run_dir}: no checkpoint yet (stopped during epoch 1): starting from epoch 1", file=sys.stderr)
     model.to(ctx.device)
+    average.to(ctx.device)
     opt = _optimizer(model, cfg, recipe)
     if ckpt is not None:
         try:
