@@ -300,15 +300,15 @@ def test_recipe_validation_and_help():
 
 
 def test_each_model_trains_with_the_recipe_the_nested_studies_chose_unless_told(tmp_path):
-    """Cuba-LIF and SpikGRU default to `regular` (chosen on both layouts), the others to the study's; --recipe wins;
-    a training says which it uses."""
+    """Cuba-LIF defaults to `regular`, SpikGRU to `regular-last` (each chosen on both layouts), the others to the
+    study's; --recipe wins; a training says which it uses."""
     assert {m: make_recipe(model=m).name for m in MODEL_KINDS} == {
-        "lif": "study", "cuba-lif": "regular", "spikgru": "regular", "rnn": "study", "gru": "study"}
+        "lif": "study", "cuba-lif": "regular", "spikgru": "regular-last", "rnn": "study", "gru": "study"}
     assert config_from_options(**TINY).recipe == make_recipe("regular").as_dict()
     assert config_from_options(recipe_name="study", **TINY).recipe == Recipe().as_dict()
     assert config_from_options(**dict(TINY, model="gru")).recipe == Recipe().as_dict()
     help_text = " ".join(run_cli("train", "--help").output.split())
-    assert "Default per model: lif study, cuba-lif regular, spikgru regular, rnn study, gru study" in help_text
+    assert "Default per model: lif study, cuba-lif regular, spikgru regular-last, rnn study, gru study" in help_text
     res = run_cli("train", "--model", "cuba-lif", "--layers", "1", "--hidden", "8", "--bin-hz", "25", "--epochs", "1",
                   "--out", tmp_path / "run")
     assert res.exit_code == 0, res.output
