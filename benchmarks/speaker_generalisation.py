@@ -16,7 +16,7 @@ and the last line
     ops_ratio=<GRU ops / the spiking family's>
 
     .venv/bin/python benchmarks/speaker_generalisation.py --out runs/nested-shd [--data DATA] [--models ...]
-        [--recipes ...] [--seeds 2] [--epochs 20] [--jobs 2] [--report-only] [--figure heldout.png]
+        [--recipes ...] [--seeds 2] [--outer-seeds 3] [--epochs 20] [--jobs 2] [--report-only] [--figure heldout.png]
 
 --figure: accuracy on the held-out speakers (mean +- 95 % CI over folds) against operations per step, one point per
 model at the recipes chosen for it (open: its fixed-point networks), drawn by sim.report.accuracy_figure.
@@ -65,7 +65,7 @@ def outer_runs(plan, report: dict, model: str) -> dict:
     """(fold, seed) -> the outer run directory of `model` at the recipe chosen for that fold."""
     runs = {}
     for o, recipe in report["models"][model]["recipes"].items():
-        for k in plan.seeds:
+        for k in plan.outer_seeds:
             d = plan.outer_dir(o, model, recipe, k)
             if (d / "summary.json").exists():
                 runs[(o, k)] = d
@@ -115,6 +115,7 @@ def main() -> None:
     ap.add_argument("--models", default=MODELS)
     ap.add_argument("--recipes", default=RECIPES)
     ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--outer-seeds", type=int, default=None, help="seeds of the outer folds (default: --seeds)")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--jobs", type=int, default=2)
@@ -127,7 +128,7 @@ def main() -> None:
         report = nested_report(plan)
     else:
         plan = make_plan(args.out, args.data, args.models.split(","), args.recipes.split(","), args.seeds, 0,
-                         args.epochs, args.hidden)
+                         args.epochs, args.hidden, n_outer_seeds=args.outer_seeds)
         report = run_nested(plan, args.jobs)
     print(format_nested(report))
     extra = measure(plan, report)

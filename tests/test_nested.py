@@ -11,7 +11,7 @@ import pytest
 
 from common.errors import InputError
 from conftest import REPO, one_line_error, run_cli, write_shd_file
-from train.nested import Leak, choose, make_plan, nested_report, run_nested
+from train.nested import Leak, choose, format_nested, make_plan, nested_report, read_plan, run_nested
 from train.stats import paired_difference, seed_spread
 
 SPEAKERS = ["ann", "bob", "cid", "dee"]
@@ -139,6 +139,33 @@ def test_only_narrows_the_candidates_and_keeps_the_runs_of_the_others(study, tmp
     assert again["gap"]["n"] == 4 * 2
     res = run_cli("nested", "--resume", out, "--only")
     assert "--only needs --out" in one_line_error(res)
+
+
+def test_more_outer_seeds_score_more_and_choose_nothing_new(study, tmp_path):
+    """--outer-seeds 3 on a finished 2-seed study trains seed 2 of each outer fold at the recipe already chosen,
+    no inner run, and the gap is paired over the 3 seeds; a plan without outer_seeds (older studies) reads as its
+    seeds, and fewer outer seeds than seeds is refused."""
+    plan, report = study
+    out = tmp_path / "copy"
+    shutil.copytree(plan.out, out)
+    stamp = {p: p.stat().st_mtime_ns for p in (out / "inner").rglob("summary.json")}
+    old = json.loads((out / "nested.json").read_text())
+    del old["outer_seeds"]
+    (out / "nested.json").write_text(json.dumps(old))
+    assert read_plan(out).outer_seeds == [0, 1]
+    more = make_plan(out, plan.data, plan.models, plan.recipes, n_seeds=2, epochs=2, hidden=8, n_outer_seeds=3)
+    assert (more.seeds, more.outer_seeds) == ([0, 1], [0, 1, 2])
+    again = run_nested(more, n_jobs=0, log=lambda m: None)
+    assert {p: p.stat().st_mtime_ns for p in (out / "inner").rglob("summary.json")} == stamp
+    assert not list((out / "inner").rglob("seed2"))
+    assert again["choices"] == report["choices"]
+    assert again["gap"]["n"] == 4 * 3 and again["gap"]["complete"]
+    for o, choice in again["choices"].items():
+        for m, c in choice["models"].items():
+            assert (out / "outer" / o / m / c["recipe"] / "seed2" / "summary.json").exists()
+    assert "outer folds [0, 1, 2]" in format_nested(again)
+    with pytest.raises(InputError, match="--outer-seeds 1"):
+        make_plan(tmp_path / "x", plan.data, ["gru-1"], ["study"], n_seeds=2, n_outer_seeds=1)
 
 
 def test_plan_settings_are_checked_before_anything_runs(study, tmp_path):

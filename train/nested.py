@@ -1,7 +1,8 @@
 """`cli.py nested`: choose each model's recipe, and the best model of each family, for voices never heard,
 without ever using the voice it is then scored on.
 
-    OUT/nested.json                                    the plan (data, models, recipes, seeds, epochs, speakers)
+    OUT/nested.json                                    the plan (data, models, recipes, seeds, outer seeds, epochs,
+                                                       speakers)
     OUT/inner/<model>/<recipe>/<a>+<b>/seed<k>/        trained on every speaker but a and b, scored on each apart
     OUT/outer/<speaker>/<model>/<recipe>/seed<k>/      trained on every speaker but one, scored on it
 
@@ -12,7 +13,9 @@ For each outer (test) speaker o:
   voice either), and its accuracy on o is never read for o's choices.
 - each model takes the recipe with the best inner score; each family (ANN: rnn, gru; spiking: lif, cuba-lif,
   spikgru) the model with the best inner score at its chosen recipe;
-- each model at its chosen recipe is trained again on every speaker but o (each seed) and scored on o, once.
+- each model at its chosen recipe is trained again on every speaker but o (each outer seed: the seeds, and more
+  where asked, so that the score and the seed spread on o are measured better than the choices need) and scored
+  on o, once.
 The recorded speakers of every sample a choice used (each run's split_speakers, and the speaker it was scored
 on) are checked: a choice that saw o is an error, never a result.
 
@@ -74,13 +77,15 @@ class Plan:
     """What is compared, and where each run lives."""
 
     def __init__(self, out: Path, data: str, models: list[str], recipes: list[str], seeds: list[int], epochs: int,
-                 hidden: int, speakers: list[str]):
+                 hidden: int, speakers: list[str], outer_seeds: list[int] | None = None):
         self.out, self.data, self.models, self.recipes = Path(out), data, models, recipes
         self.seeds, self.epochs, self.hidden, self.speakers = seeds, epochs, hidden, speakers
+        self.outer_seeds = sorted(set(outer_seeds or []) | set(seeds))
 
     def as_dict(self) -> dict:
         return {"data": self.data, "models": self.models, "recipes": self.recipes, "seeds": self.seeds,
-                "epochs": self.epochs, "hidden": self.hidden, "speakers": self.speakers}
+                "outer_seeds": self.outer_seeds, "epochs": self.epochs, "hidden": self.hidden,
+                "speakers": self.speakers}
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
@@ -110,7 +115,7 @@ def _speakers_of(data: str) -> list[str]:
 
 
 def make_plan(out: str | Path, data: str, models: list[str], recipes: list[str], n_seeds: int = 2, seed: int = 0,
-              epochs: int = 20, hidden: int = 128, only: bool = False) -> Plan:
+              epochs: int = 20, hidden: int = 128, only: bool = False, n_outer_seeds: int | None = None) -> Plan:
     """Checks every setting (before anything runs) and merges with a plan already in OUT (more models, recipes or
     seeds may join; data, size and epochs may not change). only: the candidates become exactly these models and
     recipes, so that the most promising can finish first; the runs of those left out stay and count again when
@@ -126,6 +131,9 @@ def make_plan(out: str | Path, data: str, models: list[str], recipes: list[str],
     if n_seeds < 2:
         raise InputError(f"--seeds {n_seeds}: a spiking model's accuracy on a new voice moves by up to 10 points "
                          "between seeds; anything that decides needs at least 2")
+    if n_outer_seeds is not None and n_outer_seeds < n_seeds:
+        raise InputError(f"--outer-seeds {n_outer_seeds}: the outer folds train at least the --seeds {n_seeds} the "
+                         "choices are made with")
     for name, v in (("--epochs", epochs), ("--hidden", hidden)):
         if v < 1:
             raise InputError(f"{name} must be at least 1, got {v}")
@@ -134,7 +142,8 @@ def make_plan(out: str | Path, data: str, models: list[str], recipes: list[str],
         raise InputError(f"{data}: {len(speakers)} speakers; the nested protocol needs at least 3 (one to test, two "
                          "to choose with, each inner fold still training on one)")
     plan = Plan(Path(out), data, list(dict.fromkeys(models)), list(dict.fromkeys(recipes)),
-                list(range(seed, seed + n_seeds)), epochs, hidden, speakers)
+                list(range(seed, seed + n_seeds)), epochs, hidden, speakers,
+                list(range(seed, seed + (n_outer_seeds or n_seeds))))
     path = plan.out / PLAN
     if path.exists():
         old = read_plan(plan.out)
@@ -146,6 +155,7 @@ def make_plan(out: str | Path, data: str, models: list[str], recipes: list[str],
             plan.models = list(dict.fromkeys(old.models + plan.models))
             plan.recipes = list(dict.fromkeys(old.recipes + plan.recipes))
         plan.seeds = sorted(set(old.seeds) | set(plan.seeds))
+        plan.outer_seeds = sorted(set(old.outer_seeds) | set(plan.outer_seeds))
     return plan
 
 
@@ -164,6 +174,7 @@ def read_plan(out: str | Path) -> Plan:
     checks = {"data": isinstance(d.get("data"), str), "models": is_list(d.get("models"), str),
               "recipes": is_list(d.get("recipes"), str) and all(r in RECIPES for r in d["recipes"]),
               "seeds": is_list(d.get("seeds"), int), "speakers": is_list(d.get("speakers"), str),
+              "outer_seeds": "outer_seeds" not in d or is_list(d["outer_seeds"], int),
               **{k: isinstance(d.get(k), int) and not isinstance(d.get(k), bool) and d[k] >= 1
                  for k in ("epochs", "hidden")}}
     bad = [k for k, ok in checks.items() if not ok]
@@ -171,7 +182,8 @@ def read_plan(out: str | Path) -> Plan:
         raise InputError(f"{path}: unreadable nested plan ('{bad[0]}' is missing or malformed)")
     for m in d["models"]:
         parse_model(m)
-    return Plan(Path(out), d["data"], d["models"], d["recipes"], d["seeds"], d["epochs"], d["hidden"], d["speakers"])
+    return Plan(Path(out), d["data"], d["models"], d["recipes"], d["seeds"], d["epochs"], d["hidden"], d["speakers"],
+                d.get("outer_seeds"))
 
 
 # ------------------------------------------------------------------------------------------------- running
@@ -254,7 +266,7 @@ def run_nested(plan: Plan, n_jobs: int = 2, log=print) -> dict:
         report = nested_report(plan)
         outer = [(plan.outer_dir(o, m, c["recipe"], k), plan.config(m, c["recipe"], (o,), k))
                  for o, choice in report["choices"].items() if choice is not None
-                 for m, c in choice["models"].items() for k in plan.seeds]
+                 for m, c in choice["models"].items() for k in plan.outer_seeds]
         failures += run_jobs(outer, n_jobs, log)
         report = nested_report(plan)
         report["failures"] = failures
@@ -374,7 +386,7 @@ def nested_report(plan: Plan) -> dict:
             continue
         for m, c in choice["models"].items():
             recipes[m][o] = c["recipe"]
-            for k in plan.seeds:
+            for k in plan.outer_seeds:
                 run = _summary(plan.outer_dir(o, m, c["recipe"], k))
                 if run is None:
                     continue
@@ -383,7 +395,7 @@ def nested_report(plan: Plan) -> dict:
                     raise Leak(f"{run['run_dir']}: the outer run for {o} trained or chose its epoch on {o}")
                 models[m][(o, k)] = run["test_acc"]
         for fam, c in choice["families"].items():
-            for k in plan.seeds:
+            for k in plan.outer_seeds:
                 if (o, k) in models[c["model"]]:
                     families[fam][(o, k)] = models[c["model"]][(o, k)]
     report = {"plan": plan.as_dict(), "choices": choices,
@@ -394,7 +406,7 @@ def nested_report(plan: Plan) -> dict:
     common = set(ann) & set(spk)
     if common:
         report["gap"] = paired_difference({u: ann[u] for u in common}, {u: spk[u] for u in common})
-        report["gap"]["complete"] = len(common) == len(plan.speakers) * len(plan.seeds)
+        report["gap"]["complete"] = len(common) == len(plan.speakers) * len(plan.outer_seeds)
     return report
 
 
@@ -414,7 +426,9 @@ def _pct(x) -> str:
 def format_nested(report: dict) -> str:
     plan = report["plan"]
     lines = [f"nested speaker-held-out study of {plan['data']}: {len(plan['speakers'])} outer folds "
-             f"({', '.join(plan['speakers'])}), seeds {plan['seeds']}, {plan['epochs']} epochs, hidden {plan['hidden']}",
+             f"({', '.join(plan['speakers'])}), seeds {plan['seeds']}"
+             + (f" (outer folds {plan['outer_seeds']})" if plan["outer_seeds"] != plan["seeds"] else "")
+             + f", {plan['epochs']} epochs, hidden {plan['hidden']}",
              "", "inner runs (leave two speakers out; paired against 'study' on the same pairs and seeds):",
              f"{'model':<14}{'recipe':<10}{'runs':>5}{'accuracy':>10}{'seed spread':>13}   vs study (mean +- 95 % CI)"]
     for m, rows in report["ablation"].items():
