@@ -34,7 +34,7 @@ class Recipe:
     decay_min: float = 0.0  # hidden layers' decays (alpha, beta) are clipped to [decay_min, decay_max]
     decay_max: float = 1.0
     keep: str = "best"  # the epoch a run keeps (best.pt): best validation accuracy (the study's) | last
-    average: float = 0.0  # the last share of the epochs whose weights are averaged after every step (train.trainer.WeightAverage)
+    average: float = 0.0  # the last share of the epochs whose weights are averaged after every step (SWA, trainer)
 
     def validate(self) -> None:
         for name in ("dropout", "event_drop", "label_smoothing", "spectral_tilt", "blend", "channel_shift_share"):

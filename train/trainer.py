@@ -13,13 +13,13 @@ import json
 import os
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_swa_avg_fn
 from tqdm import tqdm
 
 from audio.binning import Augment
@@ -222,20 +222,19 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
     if recipe.dropout > 0:
         model.set_dropout(recipe.dropout)
     start, history, best = 0, [], -1.0
-    ckpt, average = None, WeightAverage()
+    ckpt = None
     if resume and (run_dir / "last.pt").exists():
         # best.pt too, before any epoch: it is what the run reports at its end; last.pt's weights are loaded last
         for name in ("best.pt", "last.pt"):
             if (run_dir / name).exists():
                 ckpt = _load_fitting(run_dir / name, model, cfg.model)
         start, history, best = ckpt["epoch"], ckpt["history"], ckpt["best_valid"]
-        if "trained_state_dict" in ckpt:  # an averaging run: it goes on from its own weights and its average
+        if "trained_state_dict" in ckpt:  # an averaging run: it goes on from its own weights (and its average)
             model.load_state_dict(ckpt["trained_state_dict"])
-            average = _average_to_go_on(recipe, cfg.epochs, ckpt, run_dir)
     elif resume and ctx.main:
         print(f"{run_dir}: no checkpoint yet (stopped during epoch 1): starting from epoch 1", file=sys.stderr)
     model.to(ctx.device)
-    average.to(ctx.device)
+    average = _weight_average(model, recipe, cfg.epochs, ckpt, run_dir)
     opt = _optimizer(model, cfg, recipe)
     if ckpt is not None:
         try:
@@ -278,59 +277,28 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
     return summary
 
 
-class WeightAverage:
-    """The running mean of a model's floating-point state after each update (other entries: the latest): the
-    weights averaged over the last steps of a training (stochastic weight averaging, Izmailov et al. 2018; after
-    every step, as SWAD, Cha et al. 2021, does for domains never seen). Many weights fit the training voices
-    equally well and differ on a new one; one training ends on a draw among them, the average nearer their
-    centre."""
-
-    def __init__(self, state: dict | None = None, count: int = 0):
-        self.state, self.count = state, count
-
-    def to(self, device: torch.device | str) -> "WeightAverage":
-        """On the model's device (a resumed average is read onto the CPU)."""
-        if self.state is not None:
-            self.state = {k: v.to(device) for k, v in self.state.items()}
-        return self
-
-    def update(self, model: torch.nn.Module) -> None:
-        self.count += 1
-        current = model.state_dict()
-        if self.state is None:
-            self.state = {k: v.detach().clone() for k, v in current.items()}
-            return
-        for k, v in current.items():
-            if v.is_floating_point():
-                self.state[k] += (v.detach() - self.state[k]) / self.count
-            else:
-                self.state[k].copy_(v)
-
-    @contextmanager
-    def applied(self, model: torch.nn.Module):
-        """Inside the block the model holds the averaged weights (none yet: its own), after it its own again."""
-        if self.state is None:
-            yield
-            return
-        own = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        model.load_state_dict(self.state)
-        try:
-            yield
-        finally:
-            model.load_state_dict(own)
-
-
-def _average_to_go_on(recipe: Recipe, epochs: int, ckpt: dict, run_dir: Path) -> WeightAverage:
-    """The average a resumed run goes on with: its own, or none when it trains on to more epochs and the window of
-    the new count lies ahead; a window that would begin among the epochs already averaged cannot be had."""
+def _weight_average(model: torch.nn.Module, recipe: Recipe, epochs: int, ckpt: dict | None,
+                    run_dir: Path) -> AveragedModel | None:
+    """The running mean of the weights after each step of the recipe's window (torch's SWA: Izmailov et al. 2018;
+    after every step, as SWAD, Cha et al. 2021, does for domains never seen), None for a recipe that averages
+    nothing. Many weights fit the training voices equally well and differ on a new one; one training ends on a
+    draw among them, the average nearer their centre. A resumed run goes on with its own average, or an empty one
+    when it trains on to more epochs and the new window lies ahead; a window that would begin among the epochs
+    already averaged cannot be had."""
+    if not recipe.average:
+        return None
+    average = AveragedModel(model, avg_fn=get_swa_avg_fn())
+    if ckpt is None or "average_count" not in ckpt:
+        return average
     was, now, done = (recipe.first_averaged_epoch(ckpt["train_config"]["epochs"]),
                       recipe.first_averaged_epoch(epochs), ckpt["epoch"])
     if was == now:
-        return WeightAverage(ckpt["state_dict"], ckpt["average_count"])
-    if now > done:
-        return WeightAverage()
-    raise InputError(f"{run_dir}: its weights are averaged from epoch {was} on; {epochs} epochs would average from "
-                     f"epoch {now}, which it has trained past: train a new run for {epochs} epochs")
+        average.module.load_state_dict(ckpt["state_dict"])
+        average.n_averaged.fill_(ckpt["average_count"])
+    elif now <= done:
+        raise InputError(f"{run_dir}: its weights are averaged from epoch {was} on; {epochs} epochs would average "
+                         f"from epoch {now}, which it has trained past: train a new run for {epochs} epochs")
+    return average
 
 
 def _load_fitting(path: Path, model: torch.nn.Module, kind: str) -> dict:
@@ -347,7 +315,7 @@ def _load_fitting(path: Path, model: torch.nn.Module, kind: str) -> dict:
 def _epochs(cfg: TrainConfig, run_dir: Path, data: Dataset, mcfg: ModelConfig, model: torch.nn.Module,
             net: torch.nn.Module, opt, recipe: Recipe, augment: Augment, batch: int, frontend: dict | None,
             start: int, history: list, best: float, progress: bool, ctx: Context,
-            events: bool, average: WeightAverage) -> tuple[list, float]:
+            events: bool, average: AveragedModel | None) -> tuple[list, float]:
     """Epochs start + 1 .. cfg.epochs, each ending with its checkpoints (rank 0); returns (history, best).
     events: batches as EventBatches (train.projection). From recipe.first_averaged_epoch on, `average` takes the
     weights after every step, and each epoch validates and keeps the average (its checkpoints hold the trained
@@ -386,7 +354,7 @@ def _epochs(cfg: TrainConfig, run_dir: Path, data: Dataset, mcfg: ModelConfig, m
             opt.step()
             model.clamp_(recipe.decay_min, recipe.decay_max)
             if epoch >= first_averaged:
-                average.update(model)
+                average.update_parameters(model)
             seen += len(y)
             correct += int((predict(out.detach()) == y).sum())
             loss_sum += loss.item() * len(y)
@@ -395,8 +363,8 @@ def _epochs(cfg: TrainConfig, run_dir: Path, data: Dataset, mcfg: ModelConfig, m
                             sps=f"{seen * ctx.world / (time.perf_counter() - t0):.0f}")
         bar.close()
         loss_sum, correct, seen = ctx.sum([loss_sum, correct, seen])
-        with average.applied(model):
-            valid = accuracy(model, data.valid, device=ctx.device, events=events)
+        averaged = average is not None and int(average.n_averaged) > 0
+        valid = accuracy(average.module if averaged else model, data.valid, device=ctx.device, events=events)
         row = {"epoch": epoch, "loss": loss_sum / seen, "train_acc": correct / seen, "valid_acc": valid,
                "samples_per_s": seen / (time.perf_counter() - t0)}
         history.append(row)
@@ -404,9 +372,9 @@ def _epochs(cfg: TrainConfig, run_dir: Path, data: Dataset, mcfg: ModelConfig, m
         best = valid if kept else best
         if ctx.main:
             payload = _payload(cfg, mcfg, data, model, opt, epoch, history, best, frontend)
-            if average.count:
-                payload.update(trained_state_dict=payload["state_dict"], state_dict=average.state,
-                               average_count=average.count)
+            if averaged:
+                payload.update(trained_state_dict=payload["state_dict"], state_dict=average.module.state_dict(),
+                               average_count=int(average.n_averaged))
             if kept:
                 save_checkpoint(run_dir / "best.pt", payload)
             save_checkpoint(run_dir / "last.pt", payload)
