@@ -292,6 +292,10 @@ def cv_cmd(by, seeds, speakers, out, resume, quiet, **options):
                    "score and the seed spread better without more choosing).")
 @click.option("--seed", type=int, default=0, show_default=True, help="The first seed.")
 @click.option("--epochs", type=int, default=20, show_default=True, help="Epochs of every run.")
+@click.option("--outer-epochs", type=int, default=None,
+              help="Epochs of the outer runs, the scores on the test speakers (default: --epochs, or what the study "
+                   "in --out has; more rerun the final claim longer than the screening that chose it, no inner run "
+                   "again, the shorter outer runs kept).")
 @click.option("--hidden", type=int, default=128, show_default=True, help="Neurons per recurrent layer.")
 @click.option("--jobs", type=int, default=2, show_default=True,
               help="Runs side by side, each a one-thread process (0: one at a time in this process).")
@@ -304,8 +308,8 @@ def cv_cmd(by, seeds, speakers, out, resume, quiet, **options):
               help="With --out on a study: its candidates become exactly --models and --recipes (default: they join "
                    "the study's); finished runs of the others stay and count again once named again.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def nested_cmd(models, recipes, data, seeds, outer_seeds, seed, epochs, hidden, jobs, out, resume, report_only, only,
-               as_json):
+def nested_cmd(models, recipes, data, seeds, outer_seeds, seed, epochs, outer_epochs, hidden, jobs, out, resume,
+               report_only, only, as_json):
     """Nested speaker-held-out study: each model's recipe and each family's model chosen on inner folds without
     the test speaker, then scored on it (resumable; mean +- 95 % CI, seed spread, paired differences)."""
     from train.nested import format_nested, make_plan, nested_report, read_plan, report_json, run_nested
@@ -319,7 +323,7 @@ def nested_cmd(models, recipes, data, seeds, outer_seeds, seed, epochs, hidden, 
         plan = read_plan(resume)
     elif out:
         plan = make_plan(out, data, [m for m in models.split(",") if m], [r for r in recipes.split(",") if r],
-                         seeds, seed, epochs, hidden, only, outer_seeds)
+                         seeds, seed, epochs, hidden, only, outer_seeds, outer_epochs)
     else:
         raise InputError("--out is required (or --resume STUDY_DIR)")
     r = nested_report(plan) if report_only else run_nested(plan, jobs, log=lambda m: click.echo(m, err=True))

@@ -15,8 +15,11 @@ and the last line
     loso_gru=<acc> loso_spiking=<acc of the best spiking family> gap=<spiking - gru> fixed_point_loss=<points>
     ops_ratio=<GRU ops / the spiking family's>
 
+(ops and the fixed-point loss of a family: the mean over folds of the model chosen in each.)
+
     .venv/bin/python benchmarks/speaker_generalisation.py --out runs/nested-shd [--data DATA] [--models ...]
-        [--recipes ...] [--seeds 2] [--outer-seeds 3] [--epochs 20] [--jobs 2] [--report-only] [--figure heldout.png]
+        [--recipes ...] [--seeds 2] [--outer-seeds 3] [--epochs 20] [--outer-epochs 40] [--jobs 2] [--report-only]
+        [--figure heldout.png]
 
 --figure: accuracy on the held-out speakers (mean +- 95 % CI over folds) against operations per step, one point per
 model at the recipes chosen for it (open: its fixed-point networks), drawn by sim.report.accuracy_figure.
@@ -117,6 +120,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--outer-seeds", type=int, default=None, help="seeds of the outer folds (default: --seeds)")
     ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--outer-epochs", type=int, default=None,
+                    help="epochs of the outer runs (default: --epochs, or what the study in --out has)")
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--report-only", action="store_true", help="only collect what is there")
@@ -128,7 +133,7 @@ def main() -> None:
         report = nested_report(plan)
     else:
         plan = make_plan(args.out, args.data, args.models.split(","), args.recipes.split(","), args.seeds, 0,
-                         args.epochs, args.hidden, n_outer_seeds=args.outer_seeds)
+                         args.epochs, args.hidden, n_outer_seeds=args.outer_seeds, outer_epochs=args.outer_epochs)
         report = run_nested(plan, args.jobs)
     print(format_nested(report))
     extra = measure(plan, report)
@@ -151,9 +156,10 @@ def main() -> None:
     spk_models = {c["families"]["spiking"]["model"] for c in report["choices"].values() if c}
     print(f"models chosen without the test speaker: ANN {', '.join(sorted(ann_models))}; spiking "
           f"{', '.join(sorted(spk_models))}")
-    ann_ops = np.mean([extra[m]["ops"] for m in ann_models])
-    spk_ops = np.mean([extra[m]["ops"] for m in spk_models])
-    fixed_loss = np.mean([extra[m]["fixed_loss"] for m in spk_models])
+    # each fold's chosen model counts once per fold it was chosen in
+    per_fold = lambda fam, key: np.mean([extra[c["families"][fam]["model"]][key]
+                                         for c in report["choices"].values() if c])
+    ann_ops, spk_ops, fixed_loss = per_fold("ann", "ops"), per_fold("spiking", "ops"), per_fold("spiking", "fixed_loss")
     spread = fams["spiking"]["spread"]["mean"], fams["ann"]["spread"]["mean"]
     print(f"seed spread (mean over folds of max - min): spiking {100 * spread[0]:.2f}, ANN {100 * spread[1]:.2f} points")
     gap = report["gap"]

@@ -168,6 +168,38 @@ def test_more_outer_seeds_score_more_and_choose_nothing_new(study, tmp_path):
         make_plan(tmp_path / "x", plan.data, ["gru-1"], ["study"], n_seeds=2, n_outer_seeds=1)
 
 
+def test_outer_runs_trained_longer_are_kept_apart_and_choose_nothing_new(study, tmp_path):
+    """--outer-epochs 3 on a finished 2-epoch study trains every outer fold again for 3 epochs beside the 2-epoch
+    runs (kept), no inner run, the same choices; the study remembers it; older plans read as --epochs."""
+    plan, report = study
+    out = tmp_path / "copy"
+    shutil.copytree(plan.out, out)
+    stamp = {p: p.stat().st_mtime_ns for p in out.rglob("summary.json")}
+    longer = make_plan(out, plan.data, plan.models, plan.recipes, n_seeds=2, epochs=2, hidden=8, outer_epochs=3)
+    again = run_nested(longer, n_jobs=0, log=lambda m: None)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("summary.json") if p in stamp} == stamp
+    assert not [p for p in out.rglob("summary.json") if p not in stamp and "outer-3-epochs" not in str(p)]
+    assert again["choices"] == report["choices"]
+    assert again["gap"]["n"] == 4 * 2 and again["gap"]["complete"]
+    for o, choice in again["choices"].items():
+        for m, c in choice["models"].items():
+            run = json.loads((out / "outer-3-epochs" / o / m / c["recipe"] / "seed0" / "summary.json").read_text())
+            assert run["epochs"] == 3 and run["split_speakers"]["test"] == [o]
+            assert again["models"][m]["recipes"][o] == c["recipe"]
+    scored = {(o, k): json.loads((longer.outer_dir(o, "gru-1", again["models"]["gru-1"]["recipes"][o], k)
+                                  / "summary.json").read_text())["test_acc"] for o in SPEAKERS for k in (0, 1)}
+    assert again["models"]["gru-1"]["mean"] == pytest.approx(
+        np.mean([np.mean([scored[(o, k)] for k in (0, 1)]) for o in SPEAKERS]))
+    assert "2 epochs (3 in the outer folds)" in format_nested(again)
+    assert make_plan(out, plan.data, plan.models, plan.recipes, n_seeds=2, epochs=2, hidden=8).outer_epochs == 3
+    old = json.loads((out / "nested.json").read_text())
+    del old["outer_epochs"]
+    (out / "nested.json").write_text(json.dumps(old))
+    assert read_plan(out).outer_epochs == 2 and nested_report(read_plan(out))["gap"] == report["gap"]
+    with pytest.raises(InputError, match="--outer-epochs must be at least 1"):
+        make_plan(tmp_path / "x", plan.data, ["gru-1"], ["study"], n_seeds=2, outer_epochs=0)
+
+
 def test_plan_settings_are_checked_before_anything_runs(study, tmp_path):
     plan, _ = study
     data = plan.data

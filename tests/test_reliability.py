@@ -308,14 +308,17 @@ def test_nested_refuses_bad_outputs_options_and_plans(tmp_path):
     for args, words in ((["--models", "tpu-2"], "--models tpu-2: expected KIND-LAYERS"),
                         (["--models", "gru-x"], "--models gru-x"), (["--recipes", "magic"], "--recipes magic: unknown"),
                         (["--report-only"], "--report-only needs --resume"), (["--seeds", "1"], "--seeds 1"),
-                        (["--jobs", "-1"], "--jobs must be >= 0"), (["--outer-seeds", "1"], "--outer-seeds 1")):
+                        (["--jobs", "-1"], "--jobs must be >= 0"), (["--outer-seeds", "1"], "--outer-seeds 1"),
+                        (["--outer-epochs", "0"], "--outer-epochs must be at least 1, got 0")):
         assert words in one_line_error(run_cli("nested", "--out", study, *small, *args))
     assert not study.exists()
     study.mkdir()
     for text in ("not json", "[]", '{"data": 5}', json.dumps({"data": "builtin", "models": ["gru-2"], "recipes": ["study"],
                  "seeds": "01", "epochs": 2, "hidden": 8, "speakers": ["a", "b", "c"]}),
                  json.dumps({"data": "builtin", "models": ["gru-2"], "recipes": ["study"], "seeds": [0, 1],
-                             "outer_seeds": 3, "epochs": 2, "hidden": 8, "speakers": ["a", "b", "c"]})):
+                             "outer_seeds": 3, "epochs": 2, "hidden": 8, "speakers": ["a", "b", "c"]}),
+                 json.dumps({"data": "builtin", "models": ["gru-2"], "recipes": ["study"], "seeds": [0, 1],
+                             "epochs": 2, "outer_epochs": "40", "hidden": 8, "speakers": ["a", "b", "c"]})):
         (study / "nested.json").write_text(text)
         line = one_line_error(run_cli("nested", "--resume", study, "--report-only"))
         assert "nested.json: unreadable nested plan" in line, line

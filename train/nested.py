@@ -5,6 +5,9 @@ without ever using the voice it is then scored on.
                                                        speakers)
     OUT/inner/<model>/<recipe>/<a>+<b>/seed<k>/        trained on every speaker but a and b, scored on each apart
     OUT/outer/<speaker>/<model>/<recipe>/seed<k>/      trained on every speaker but one, scored on it
+    OUT/outer-<n>-epochs/...                           the same, trained for n epochs where --outer-epochs n
+                                                       differs from the inner runs' (a final claim rerun longer
+                                                       than the screening that chose it)
 
 For each outer (test) speaker o:
 - a candidate (model, recipe) gets an inner score: the mean, over every other speaker i and every seed, of the
@@ -77,14 +80,17 @@ class Plan:
     """What is compared, and where each run lives."""
 
     def __init__(self, out: Path, data: str, models: list[str], recipes: list[str], seeds: list[int], epochs: int,
-                 hidden: int, speakers: list[str], outer_seeds: list[int] | None = None):
+                 hidden: int, speakers: list[str], outer_seeds: list[int] | None = None,
+                 outer_epochs: int | None = None):
         self.out, self.data, self.models, self.recipes = Path(out), data, models, recipes
         self.seeds, self.epochs, self.hidden, self.speakers = seeds, epochs, hidden, speakers
         self.outer_seeds = sorted(set(outer_seeds or []) | set(seeds))
+        self.outer_epochs = outer_epochs or epochs
 
     def as_dict(self) -> dict:
         return {"data": self.data, "models": self.models, "recipes": self.recipes, "seeds": self.seeds,
-                "outer_seeds": self.outer_seeds, "epochs": self.epochs, "hidden": self.hidden,
+                "outer_seeds": self.outer_seeds, "epochs": self.epochs, "outer_epochs": self.outer_epochs,
+                "hidden": self.hidden,
                 "speakers": self.speakers}
 
     @property
@@ -95,11 +101,14 @@ class Plan:
         return self.out / "inner" / model / recipe / _pair_name(pair) / f"seed{seed}"
 
     def outer_dir(self, speaker: str, model: str, recipe: str, seed: int) -> Path:
-        return self.out / "outer" / speaker / model / recipe / f"seed{seed}"
+        outer = "outer" if self.outer_epochs == self.epochs else f"outer-{self.outer_epochs}-epochs"
+        return self.out / outer / speaker / model / recipe / f"seed{seed}"
 
-    def config(self, model: str, recipe: str, held_out: tuple[str, ...], seed: int) -> TrainConfig:
+    def config(self, model: str, recipe: str, held_out: tuple[str, ...], seed: int,
+               epochs: int | None = None) -> TrainConfig:
         kind, layers = parse_model(model)
-        return config_from_options(model=kind, layers=layers, hidden=self.hidden, data=self.data, epochs=self.epochs,
+        return config_from_options(model=kind, layers=layers, hidden=self.hidden, data=self.data,
+                                   epochs=epochs or self.epochs,
                                    seed=seed, recipe_name=recipe, holdout_speaker=",".join(held_out),
                                    valid_speaker=RANDOM)
 
@@ -115,9 +124,10 @@ def _speakers_of(data: str) -> list[str]:
 
 
 def make_plan(out: str | Path, data: str, models: list[str], recipes: list[str], n_seeds: int = 2, seed: int = 0,
-              epochs: int = 20, hidden: int = 128, only: bool = False, n_outer_seeds: int | None = None) -> Plan:
+              epochs: int = 20, hidden: int = 128, only: bool = False, n_outer_seeds: int | None = None,
+              outer_epochs: int | None = None) -> Plan:
     """Checks every setting (before anything runs) and merges with a plan already in OUT (more models, recipes or
-    seeds may join; data, size and epochs may not change). only: the candidates become exactly these models and
+    seeds may join; data, size and the inner runs' epochs may not change; outer_epochs may, its runs live apart). only: the candidates become exactly these models and
     recipes, so that the most promising can finish first; the runs of those left out stay and count again when
     they are named again."""
     check_output(out, kind="nested", resume=True)
@@ -134,7 +144,8 @@ def make_plan(out: str | Path, data: str, models: list[str], recipes: list[str],
     if n_outer_seeds is not None and n_outer_seeds < n_seeds:
         raise InputError(f"--outer-seeds {n_outer_seeds}: the outer folds train at least the --seeds {n_seeds} the "
                          "choices are made with")
-    for name, v in (("--epochs", epochs), ("--hidden", hidden)):
+    outer_epochs_asked = epochs if outer_epochs is None else outer_epochs
+    for name, v in (("--epochs", epochs), ("--hidden", hidden), ("--outer-epochs", outer_epochs_asked)):
         if v < 1:
             raise InputError(f"{name} must be at least 1, got {v}")
     speakers = _speakers_of(data)
@@ -143,7 +154,7 @@ def make_plan(out: str | Path, data: str, models: list[str], recipes: list[str],
                          "to choose with, each inner fold still training on one)")
     plan = Plan(Path(out), data, list(dict.fromkeys(models)), list(dict.fromkeys(recipes)),
                 list(range(seed, seed + n_seeds)), epochs, hidden, speakers,
-                list(range(seed, seed + (n_outer_seeds or n_seeds))))
+                list(range(seed, seed + (n_outer_seeds or n_seeds))), outer_epochs)
     path = plan.out / PLAN
     if path.exists():
         old = read_plan(plan.out)
@@ -156,6 +167,8 @@ def make_plan(out: str | Path, data: str, models: list[str], recipes: list[str],
             plan.recipes = list(dict.fromkeys(old.recipes + plan.recipes))
         plan.seeds = sorted(set(old.seeds) | set(plan.seeds))
         plan.outer_seeds = sorted(set(old.outer_seeds) | set(plan.outer_seeds))
+        if outer_epochs is None:
+            plan.outer_epochs = old.outer_epochs
     return plan
 
 
@@ -175,15 +188,16 @@ def read_plan(out: str | Path) -> Plan:
               "recipes": is_list(d.get("recipes"), str) and all(r in RECIPES for r in d["recipes"]),
               "seeds": is_list(d.get("seeds"), int), "speakers": is_list(d.get("speakers"), str),
               "outer_seeds": "outer_seeds" not in d or is_list(d["outer_seeds"], int),
-              **{k: isinstance(d.get(k), int) and not isinstance(d.get(k), bool) and d[k] >= 1
-                 for k in ("epochs", "hidden")}}
+              **{k: (k == "outer_epochs" and k not in d)
+                 or (isinstance(d.get(k), int) and not isinstance(d.get(k), bool) and d[k] >= 1)
+                 for k in ("epochs", "hidden", "outer_epochs")}}
     bad = [k for k, ok in checks.items() if not ok]
     if bad:
         raise InputError(f"{path}: unreadable nested plan ('{bad[0]}' is missing or malformed)")
     for m in d["models"]:
         parse_model(m)
     return Plan(Path(out), d["data"], d["models"], d["recipes"], d["seeds"], d["epochs"], d["hidden"], d["speakers"],
-                d.get("outer_seeds"))
+                d.get("outer_seeds"), d.get("outer_epochs"))
 
 
 # ------------------------------------------------------------------------------------------------- running
@@ -264,10 +278,12 @@ def run_nested(plan: Plan, n_jobs: int = 2, log=print) -> dict:
             tmp.write_text(json.dumps(plan.as_dict(), indent=2))
         failures = run_jobs(plan.inner_jobs(), n_jobs, log)
         report = nested_report(plan)
-        outer = [(plan.outer_dir(o, m, c["recipe"], k), plan.config(m, c["recipe"], (o,), k))
+        outer = [(m not in {f["model"] for f in choice["families"].values()},
+                  plan.outer_dir(o, m, c["recipe"], k), plan.config(m, c["recipe"], (o,), k, plan.outer_epochs))
                  for o, choice in report["choices"].items() if choice is not None
                  for m, c in choice["models"].items() for k in plan.outer_seeds]
-        failures += run_jobs(outer, n_jobs, log)
+        # the families' chosen models first: the gap is complete before the models measured, not chosen
+        failures += run_jobs([job for _, *job in sorted(outer, key=lambda j: j[0])], n_jobs, log)
         report = nested_report(plan)
         report["failures"] = failures
         return report
@@ -428,7 +444,9 @@ def format_nested(report: dict) -> str:
     lines = [f"nested speaker-held-out study of {plan['data']}: {len(plan['speakers'])} outer folds "
              f"({', '.join(plan['speakers'])}), seeds {plan['seeds']}"
              + (f" (outer folds {plan['outer_seeds']})" if plan["outer_seeds"] != plan["seeds"] else "")
-             + f", {plan['epochs']} epochs, hidden {plan['hidden']}",
+             + f", {plan['epochs']} epochs"
+             + (f" ({plan['outer_epochs']} in the outer folds)" if plan["outer_epochs"] != plan["epochs"] else "")
+             + f", hidden {plan['hidden']}",
              "", "inner runs (leave two speakers out; paired against 'study' on the same pairs and seeds):",
              f"{'model':<14}{'recipe':<10}{'runs':>5}{'accuracy':>10}{'seed spread':>13}   vs study (mean +- 95 % CI)"]
     for m, rows in report["ablation"].items():
