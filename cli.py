@@ -247,7 +247,7 @@ def train_cmd(seeds, out, resume, quiet, **options):
         if r.get("finished_already"):
             click.echo(f"note: {r['run_dir']} finished its {r['epochs']} epochs already, nothing to resume; "
                        f"`train --resume {r['run_dir']} --epochs N` trains it on to N epochs", err=True)
-        click.echo(f"{r['run_dir']}: best valid {100 * r['best_valid_acc']:.2f} % (epoch {r['best_epoch']}), "
+        click.echo(f"{r['run_dir']}: kept epoch {r['best_epoch']} (valid {100 * r['best_valid_acc']:.2f} %), "
                    f"test {100 * r['test_acc']:.2f} %")
     if len(runs) > 1:
         click.echo(format_summary(summarize([r["run_dir"] for r in runs])))
