@@ -190,7 +190,15 @@ def test_outer_runs_trained_longer_are_kept_apart_and_choose_nothing_new(study, 
                                   / "summary.json").read_text())["test_acc"] for o in SPEAKERS for k in (0, 1)}
     assert again["models"]["gru-1"]["mean"] == pytest.approx(
         np.mean([np.mean([scored[(o, k)] for k in (0, 1)]) for o in SPEAKERS]))
+    for fam in ("ann", "spiking"):  # each family's longer-minus-shorter outer score, on the same units
+        model = {"ann": "gru-1", "spiking": "cuba-lif-1"}[fam]
+        acc = lambda d: json.loads((d / "summary.json").read_text())["test_acc"]
+        diffs = [acc(longer.outer_dir(o, model, r, k)) - acc(plan.outer_dir(o, model, r, k))
+                 for o, r in again["models"][model]["recipes"].items() for k in (0, 1)]
+        assert again["longer"][fam]["n"] == 8 and again["longer"][fam]["mean"] == pytest.approx(np.mean(diffs))
+    assert "longer" not in report
     assert "2 epochs (3 in the outer folds)" in format_nested(again)
+    assert "outer runs at 3 minus at 2 epochs" in format_nested(again)
     assert make_plan(out, plan.data, plan.models, plan.recipes, n_seeds=2, epochs=2, hidden=8).outer_epochs == 3
     old = json.loads((out / "nested.json").read_text())
     del old["outer_epochs"]

@@ -28,6 +28,7 @@ command again keeps finished runs, resumes interrupted ones from their last epoc
 """
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import os
@@ -391,17 +392,15 @@ def ablation(plan: Plan, baseline: str = "study") -> dict:
     return rows
 
 
-def nested_report(plan: Plan) -> dict:
-    """Choices, outer accuracies and the spiking-minus-ANN gap from whatever runs have finished."""
-    choices = {o: choose(plan, o) for o in plan.speakers}
+def _outer_accuracies(plan: Plan, choices: dict) -> tuple[dict, dict]:
+    """Per model, and per family's chosen model: (fold, seed) -> accuracy of the outer runs found at the plan's
+    outer epochs (an outer run that trained or chose its epoch on its test speaker is an error)."""
     models: dict[str, dict] = {m: {} for m in plan.models}
     families: dict[str, dict] = {f: {} for f in FAMILIES}
-    recipes: dict[str, dict] = {m: {} for m in plan.models}
     for o, choice in choices.items():
         if choice is None:
             continue
         for m, c in choice["models"].items():
-            recipes[m][o] = c["recipe"]
             for k in plan.outer_seeds:
                 run = _summary(plan.outer_dir(o, m, c["recipe"], k))
                 if run is None:
@@ -414,6 +413,16 @@ def nested_report(plan: Plan) -> dict:
             for k in plan.outer_seeds:
                 if (o, k) in models[c["model"]]:
                     families[fam][(o, k)] = models[c["model"]][(o, k)]
+    return models, families
+
+
+def nested_report(plan: Plan) -> dict:
+    """Choices, outer accuracies and the spiking-minus-ANN gap from whatever runs have finished; with outer runs
+    trained longer than the inner ones, also each family's longer-minus-shorter outer score, paired."""
+    choices = {o: choose(plan, o) for o in plan.speakers}
+    models, families = _outer_accuracies(plan, choices)
+    recipes = {m: {o: c["models"][m]["recipe"] for o, c in choices.items() if c is not None and m in c["models"]}
+               for m in plan.models}
     report = {"plan": plan.as_dict(), "choices": choices,
               "models": {m: dict(_outcome(acc), recipes=recipes[m]) for m, acc in models.items()},
               "families": {f: _outcome(acc) for f, acc in families.items() if acc},
@@ -423,6 +432,15 @@ def nested_report(plan: Plan) -> dict:
     if common:
         report["gap"] = paired_difference({u: ann[u] for u in common}, {u: spk[u] for u in common})
         report["gap"]["complete"] = len(common) == len(plan.speakers) * len(plan.outer_seeds)
+    if plan.outer_epochs != plan.epochs:
+        shorter = copy.copy(plan)
+        shorter.outer_epochs = plan.epochs
+        _, short = _outer_accuracies(shorter, choices)
+        report["longer"] = {}
+        for fam, acc in families.items():
+            units = set(acc) & set(short[fam])
+            if units:
+                report["longer"][fam] = paired_difference({u: short[fam][u] for u in units}, {u: acc[u] for u in units})
     return report
 
 
@@ -472,6 +490,10 @@ def format_nested(report: dict) -> str:
     if gap:
         lines.append(f"spiking - ANN, paired over folds and seeds: {100 * gap['mean']:+.2f} +- {100 * gap['ci95']:.2f} "
                      f"points ({gap['n']} units{'' if gap['complete'] else ', incomplete'})")
+    for fam, d in report.get("longer", {}).items():
+        lines.append(f"{fam}, outer runs at {plan['outer_epochs']} minus at {plan['epochs']} epochs (the same folds, "
+                     f"seeds and choices): {100 * d['mean']:+.2f} +- {100 * d['ci95']:.2f} points ({d['better']} better, "
+                     f"{d['worse']} worse of {d['n']})")
     for line in report.get("failures", []):
         lines.append(f"failed: {line}")
     return "\n".join(lines)
