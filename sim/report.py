@@ -171,7 +171,7 @@ def accuracy_figure(rows: list[dict]):
 
     datasets = list(dict.fromkeys(data_label(r) for r in rows)) or ["-"]
     fig, axes = plt.subplots(1, len(datasets), figsize=(6.4 * len(datasets), 5.8), dpi=110, squeeze=False)
-    markers = {"gru": "s", "rnn": "D", "lif": "v", "cuba-lif": "^", "spikgru": "o"}
+    markers = {"gru": "s", "rnn": "D", "lif": "v", "cuba-lif": "^", "spikgru": "o", "spiking": "*"}
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, dataset in zip(axes[0], datasets):
         part = [r for r in rows if data_label(r) == dataset]
