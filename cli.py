@@ -320,6 +320,10 @@ def nested_cmd(models, recipes, data, seeds, outer_seeds, seed, epochs, outer_ep
     if only and not out:
         raise InputError("--only needs --out STUDY_DIR (it changes the study's candidates)")
     if resume:
+        for name, v in (("--outer-seeds", outer_seeds), ("--outer-epochs", outer_epochs)):
+            if v is not None:
+                raise InputError(f"{name} changes the study, and --resume runs it as it is: use --out {resume} {name} "
+                                 f"{v} (its finished runs are kept)")
         plan = read_plan(resume)
     elif out:
         plan = make_plan(out, data, [m for m in models.split(",") if m], [r for r in recipes.split(",") if r],

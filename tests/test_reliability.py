@@ -322,6 +322,9 @@ def test_nested_refuses_bad_outputs_options_and_plans(tmp_path):
         (study / "nested.json").write_text(text)
         line = one_line_error(run_cli("nested", "--resume", study, "--report-only"))
         assert "nested.json: unreadable nested plan" in line, line
+    for option in ("--outer-seeds", "--outer-epochs"):  # never silently ignored
+        line = one_line_error(run_cli("nested", "--resume", study, option, "3"))
+        assert f"{option} changes the study" in line and f"use --out {study} {option} 3" in line, line
     # a running study: its report can be read, it cannot be run twice
     (study / "nested.json").write_text(json.dumps({"data": "builtin", "models": ["lif-1"], "recipes": ["study"],
                                                    "seeds": [0, 1], "epochs": 1, "hidden": 4,
