@@ -208,6 +208,27 @@ def test_outer_runs_trained_longer_are_kept_apart_and_choose_nothing_new(study, 
         make_plan(tmp_path / "x", plan.data, ["gru-1"], ["study"], n_seeds=2, outer_epochs=0)
 
 
+def test_the_outer_runs_of_each_familys_chosen_model_go_first(study, tmp_path, monkeypatch):
+    """With a second spiking model, the one not chosen in a fold trains its outer runs after every chosen one."""
+    import train.nested as nested
+    plan, _ = study
+    out = tmp_path / "copy"
+    shutil.copytree(plan.out, out)
+    wider = make_plan(out, plan.data, ["lif-1"], ["study"], n_seeds=2, epochs=2, hidden=8)
+    real, batches = nested.run_jobs, []
+
+    def inner_only(jobs, *args, **kwargs):  # the outer runs' order is recorded, not trained
+        batches.append(jobs)
+        return real(jobs, *args, **kwargs) if len(batches) == 1 else []
+    monkeypatch.setattr(nested, "run_jobs", inner_only)
+    report = run_nested(wider, n_jobs=0, log=lambda m: None)
+    chosen = {o: {f["model"] for f in c["families"].values()} for o, c in report["choices"].items()}
+    first = [(d.parts[-4], d.parts[-3]) for d, _ in batches[1]]
+    is_chosen = [m in chosen[o] for o, m in first]
+    assert len(first) == 4 * 3 * 2 and sum(is_chosen) == 4 * 2 * 2
+    assert is_chosen == sorted(is_chosen, reverse=True)
+
+
 def test_plan_settings_are_checked_before_anything_runs(study, tmp_path):
     plan, _ = study
     data = plan.data

@@ -91,8 +91,7 @@ class Plan:
     def as_dict(self) -> dict:
         return {"data": self.data, "models": self.models, "recipes": self.recipes, "seeds": self.seeds,
                 "outer_seeds": self.outer_seeds, "epochs": self.epochs, "outer_epochs": self.outer_epochs,
-                "hidden": self.hidden,
-                "speakers": self.speakers}
+                "hidden": self.hidden, "speakers": self.speakers}
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
@@ -109,9 +108,8 @@ class Plan:
                epochs: int | None = None) -> TrainConfig:
         kind, layers = parse_model(model)
         return config_from_options(model=kind, layers=layers, hidden=self.hidden, data=self.data,
-                                   epochs=epochs or self.epochs,
-                                   seed=seed, recipe_name=recipe, holdout_speaker=",".join(held_out),
-                                   valid_speaker=RANDOM)
+                                   epochs=epochs or self.epochs, seed=seed, recipe_name=recipe,
+                                   holdout_speaker=",".join(held_out), valid_speaker=RANDOM)
 
     def inner_jobs(self) -> list[tuple[Path, TrainConfig]]:
         """Seed by seed, so that a first complete seed comes early."""
@@ -128,9 +126,9 @@ def make_plan(out: str | Path, data: str, models: list[str], recipes: list[str],
               epochs: int = 20, hidden: int = 128, only: bool = False, n_outer_seeds: int | None = None,
               outer_epochs: int | None = None) -> Plan:
     """Checks every setting (before anything runs) and merges with a plan already in OUT (more models, recipes or
-    seeds may join; data, size and the inner runs' epochs may not change; outer_epochs may, its runs live apart). only: the candidates become exactly these models and
-    recipes, so that the most promising can finish first; the runs of those left out stay and count again when
-    they are named again."""
+    seeds may join; data, size and the inner runs' epochs may not change; outer_epochs may, its runs live apart,
+    and is kept when not given). only: the candidates become exactly these models and recipes, so that the most
+    promising can finish first; the runs of those left out stay and count again when they are named again."""
     check_output(out, kind="nested", resume=True)
     if not models or not recipes:
         raise InputError("--models and --recipes must each name at least one")
@@ -284,7 +282,7 @@ def run_nested(plan: Plan, n_jobs: int = 2, log=print) -> dict:
                  for o, choice in report["choices"].items() if choice is not None
                  for m, c in choice["models"].items() for k in plan.outer_seeds]
         # the families' chosen models first: the gap is complete before the models measured, not chosen
-        failures += run_jobs([job for _, *job in sorted(outer, key=lambda j: j[0])], n_jobs, log)
+        failures += run_jobs([(d, c) for _, d, c in sorted(outer, key=lambda j: j[0])], n_jobs, log)
         report = nested_report(plan)
         report["failures"] = failures
         return report
