@@ -101,10 +101,11 @@ def figure_rows(plan, report: dict, extra: dict) -> list[dict]:
     spiking family where its chosen model differs between folds (a model scored only where it was chosen would
     stand for some voices only)."""
     rows = []
-    row = lambda model, layers, recipe, r, ops, fixed: {
-        "model": model, "layers": layers, "hidden": plan.hidden, "data_path": plan.data, "recipe": recipe,
-        "settings": "", "protocol": "nested", "test_acc_mean": r["mean"], "test_acc_ci95": r["ci95"], "ops": ops,
-        "fixed_ops": ops if fixed is not None else None, "fixed_acc": fixed}
+
+    def row(model: str, layers: int, recipe: str, r: dict, ops: float, fixed: float | None) -> dict:
+        return {"model": model, "layers": layers, "hidden": plan.hidden, "data_path": plan.data, "recipe": recipe,
+                "settings": "", "protocol": "nested", "test_acc_mean": r["mean"], "test_acc_ci95": r["ci95"],
+                "ops": ops, "fixed_ops": ops if fixed is not None else None, "fixed_acc": fixed}
     for m, r in report["models"].items():
         if r["folds"] < len(plan.speakers) or m not in extra:
             continue

@@ -28,7 +28,6 @@ command again keeps finished runs, resumes interrupted ones from their last epoc
 """
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 import os
@@ -100,8 +99,10 @@ class Plan:
     def inner_dir(self, model: str, recipe: str, pair: tuple[str, str], seed: int) -> Path:
         return self.out / "inner" / model / recipe / _pair_name(pair) / f"seed{seed}"
 
-    def outer_dir(self, speaker: str, model: str, recipe: str, seed: int) -> Path:
-        outer = "outer" if self.outer_epochs == self.epochs else f"outer-{self.outer_epochs}-epochs"
+    def outer_dir(self, speaker: str, model: str, recipe: str, seed: int, epochs: int | None = None) -> Path:
+        """epochs: of the outer runs sought (default the plan's outer epochs)."""
+        epochs = epochs or self.outer_epochs
+        outer = "outer" if epochs == self.epochs else f"outer-{epochs}-epochs"
         return self.out / outer / speaker / model / recipe / f"seed{seed}"
 
     def config(self, model: str, recipe: str, held_out: tuple[str, ...], seed: int,
@@ -390,9 +391,9 @@ def ablation(plan: Plan, baseline: str = "study") -> dict:
     return rows
 
 
-def _outer_accuracies(plan: Plan, choices: dict) -> tuple[dict, dict]:
-    """Per model, and per family's chosen model: (fold, seed) -> accuracy of the outer runs found at the plan's
-    outer epochs (an outer run that trained or chose its epoch on its test speaker is an error)."""
+def _outer_accuracies(plan: Plan, choices: dict, epochs: int) -> tuple[dict, dict]:
+    """Per model, and per family's chosen model: (fold, seed) -> accuracy of the outer runs found that trained for
+    `epochs` (an outer run that trained or chose its epoch on its test speaker is an error)."""
     models: dict[str, dict] = {m: {} for m in plan.models}
     families: dict[str, dict] = {f: {} for f in FAMILIES}
     for o, choice in choices.items():
@@ -400,7 +401,7 @@ def _outer_accuracies(plan: Plan, choices: dict) -> tuple[dict, dict]:
             continue
         for m, c in choice["models"].items():
             for k in plan.outer_seeds:
-                run = _summary(plan.outer_dir(o, m, c["recipe"], k))
+                run = _summary(plan.outer_dir(o, m, c["recipe"], k, epochs))
                 if run is None:
                     continue
                 split = run.get("split_speakers") or {}
@@ -418,7 +419,7 @@ def nested_report(plan: Plan) -> dict:
     """Choices, outer accuracies and the spiking-minus-ANN gap from whatever runs have finished; with outer runs
     trained longer than the inner ones, also each family's longer-minus-shorter outer score, paired."""
     choices = {o: choose(plan, o) for o in plan.speakers}
-    models, families = _outer_accuracies(plan, choices)
+    models, families = _outer_accuracies(plan, choices, plan.outer_epochs)
     recipes = {m: {o: c["models"][m]["recipe"] for o, c in choices.items() if c is not None and m in c["models"]}
                for m in plan.models}
     report = {"plan": plan.as_dict(), "choices": choices,
@@ -431,9 +432,7 @@ def nested_report(plan: Plan) -> dict:
         report["gap"] = paired_difference({u: ann[u] for u in common}, {u: spk[u] for u in common})
         report["gap"]["complete"] = len(common) == len(plan.speakers) * len(plan.outer_seeds)
     if plan.outer_epochs != plan.epochs:
-        shorter = copy.copy(plan)
-        shorter.outer_epochs = plan.epochs
-        _, short = _outer_accuracies(shorter, choices)
+        _, short = _outer_accuracies(plan, choices, plan.epochs)
         report["longer"] = {}
         for fam, acc in families.items():
             units = set(acc) & set(short[fam])
