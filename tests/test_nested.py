@@ -208,8 +208,9 @@ def test_outer_runs_trained_longer_are_kept_apart_and_choose_nothing_new(study, 
         make_plan(tmp_path / "x", plan.data, ["gru-1"], ["study"], n_seeds=2, outer_epochs=0)
 
 
-def test_the_outer_runs_of_each_familys_chosen_model_go_first(study, tmp_path, monkeypatch):
-    """With a second spiking model, the one not chosen in a fold trains its outer runs after every chosen one."""
+def test_the_outer_runs_of_each_familys_chosen_model_go_first_seed_by_seed(study, tmp_path, monkeypatch):
+    """With a second spiking model, the one not chosen in a fold trains its outer runs after every chosen one; among
+    either, seed 0 of every fold comes before any seed 1."""
     import train.nested as nested
     plan, _ = study
     out = tmp_path / "copy"
@@ -227,6 +228,9 @@ def test_the_outer_runs_of_each_familys_chosen_model_go_first(study, tmp_path, m
     is_chosen = [m in chosen[o] for o, m in first]
     assert len(first) == 4 * 3 * 2 and sum(is_chosen) == 4 * 2 * 2
     assert is_chosen == sorted(is_chosen, reverse=True)
+    seeds = [int(d.name.removeprefix("seed")) for d, _ in batches[1]]
+    for part in (seeds[:sum(is_chosen)], seeds[sum(is_chosen):]):
+        assert part == sorted(part) and len(set(part)) == 2
 
 
 def test_plan_settings_are_checked_before_anything_runs(study, tmp_path):

@@ -278,11 +278,12 @@ def run_nested(plan: Plan, n_jobs: int = 2, log=print) -> dict:
             tmp.write_text(json.dumps(plan.as_dict(), indent=2))
         failures = run_jobs(plan.inner_jobs(), n_jobs, log)
         report = nested_report(plan)
-        outer = [(m not in {f["model"] for f in choice["families"].values()},
+        outer = [((m not in {f["model"] for f in choice["families"].values()}, k),
                   plan.outer_dir(o, m, c["recipe"], k), plan.config(m, c["recipe"], (o,), k, plan.outer_epochs))
                  for o, choice in report["choices"].items() if choice is not None
                  for m, c in choice["models"].items() for k in plan.outer_seeds]
-        # the families' chosen models first: the gap is complete before the models measured, not chosen
+        # the families' chosen models first, one seed of every fold at a time: a study stopped early (long outer
+        # runs) has a paired gap over every test speaker, not a few speakers' complete ones
         failures += run_jobs([(d, c) for _, d, c in sorted(outer, key=lambda j: j[0])], n_jobs, log)
         report = nested_report(plan)
         report["failures"] = failures
