@@ -195,11 +195,19 @@ def test_outer_runs_trained_longer_are_kept_apart_and_choose_nothing_new(study, 
         acc = lambda d: json.loads((d / "summary.json").read_text())["test_acc"]
         diffs = [acc(longer.outer_dir(o, model, r, k)) - acc(plan.outer_dir(o, model, r, k))
                  for o, r in again["models"][model]["recipes"].items() for k in (0, 1)]
-        assert again["longer"][fam]["n"] == 8 and again["longer"][fam]["mean"] == pytest.approx(np.mean(diffs))
+        assert again["longer"][2][fam]["n"] == 8 and again["longer"][2][fam]["mean"] == pytest.approx(np.mean(diffs))
     assert "longer" not in report
     assert "2 epochs (3 in the outer folds)" in format_nested(again)
     assert "outer runs at 3 minus at 2 epochs" in format_nested(again)
     assert make_plan(out, plan.data, plan.models, plan.recipes, n_seeds=2, epochs=2, hidden=8).outer_epochs == 3
+    longest = make_plan(out, plan.data, ["gru-1"], plan.recipes, n_seeds=2, epochs=2, hidden=8, outer_epochs=4)
+    further = run_nested(longest, n_jobs=0, log=lambda m: None)  # against the 2- and the 3-epoch runs, paired
+    assert sorted(further["longer"]) == [2, 3] and further["choices"] == report["choices"]
+    for shorter, runs in ((2, plan), (3, longer)):
+        diffs = [acc(longest.outer_dir(o, "gru-1", r, k)) - acc(runs.outer_dir(o, "gru-1", r, k))
+                 for o, r in again["models"]["gru-1"]["recipes"].items() for k in (0, 1)]
+        assert further["longer"][shorter]["ann"]["mean"] == pytest.approx(np.mean(diffs))
+        assert f"ann, outer runs at 4 minus at {shorter} epochs" in format_nested(further)
     old = json.loads((out / "nested.json").read_text())
     del old["outer_epochs"]
     (out / "nested.json").write_text(json.dumps(old))

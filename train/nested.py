@@ -105,6 +105,13 @@ class Plan:
         outer = "outer" if epochs == self.epochs else f"outer-{epochs}-epochs"
         return self.out / outer / speaker / model / recipe / f"seed{seed}"
 
+    def shorter_outer_epochs(self) -> list[int]:
+        """The epochs of the outer runs on disk that trained for fewer than the plan's outer epochs: the inner
+        runs' epochs, and every earlier --outer-epochs."""
+        found = {self.epochs} | {int(p.name.split("-")[1]) for p in self.out.glob("outer-*-epochs")
+                                 if p.is_dir() and p.name.split("-")[1].isdigit()}
+        return sorted(e for e in found if e < self.outer_epochs)
+
     def config(self, model: str, recipe: str, held_out: tuple[str, ...], seed: int,
                epochs: int | None = None) -> TrainConfig:
         kind, layers = parse_model(model)
@@ -418,7 +425,8 @@ def _outer_accuracies(plan: Plan, choices: dict, epochs: int) -> tuple[dict, dic
 
 def nested_report(plan: Plan) -> dict:
     """Choices, outer accuracies and the spiking-minus-ANN gap from whatever runs have finished; with outer runs
-    trained longer than the inner ones, also each family's longer-minus-shorter outer score, paired."""
+    trained longer than the inner ones, also each family's longer-minus-shorter outer score, paired, against every
+    shorter length found (report["longer"][shorter epochs][family])."""
     choices = {o: choose(plan, o) for o in plan.speakers}
     models, families = _outer_accuracies(plan, choices, plan.outer_epochs)
     recipes = {m: {o: c["models"][m]["recipe"] for o, c in choices.items() if c is not None and m in c["models"]}
@@ -432,13 +440,13 @@ def nested_report(plan: Plan) -> dict:
     if common:
         report["gap"] = paired_difference({u: ann[u] for u in common}, {u: spk[u] for u in common})
         report["gap"]["complete"] = len(common) == len(plan.speakers) * len(plan.outer_seeds)
-    if plan.outer_epochs != plan.epochs:
-        _, short = _outer_accuracies(plan, choices, plan.epochs)
-        report["longer"] = {}
+    for epochs in plan.shorter_outer_epochs():
+        _, short = _outer_accuracies(plan, choices, epochs)
         for fam, acc in families.items():
             units = set(acc) & set(short[fam])
             if units:
-                report["longer"][fam] = paired_difference({u: short[fam][u] for u in units}, {u: acc[u] for u in units})
+                report.setdefault("longer", {}).setdefault(epochs, {})[fam] = paired_difference(
+                    {u: short[fam][u] for u in units}, {u: acc[u] for u in units})
     return report
 
 
@@ -488,10 +496,11 @@ def format_nested(report: dict) -> str:
     if gap:
         lines.append(f"spiking - ANN, paired over folds and seeds: {100 * gap['mean']:+.2f} +- {100 * gap['ci95']:.2f} "
                      f"points ({gap['n']} units{'' if gap['complete'] else ', incomplete'})")
-    for fam, d in report.get("longer", {}).items():
-        lines.append(f"{fam}, outer runs at {plan['outer_epochs']} minus at {plan['epochs']} epochs (the same folds, "
-                     f"seeds and choices): {100 * d['mean']:+.2f} +- {100 * d['ci95']:.2f} points ({d['better']} better, "
-                     f"{d['worse']} worse of {d['n']})")
+    for epochs, by_family in report.get("longer", {}).items():
+        for fam, d in by_family.items():
+            lines.append(f"{fam}, outer runs at {plan['outer_epochs']} minus at {epochs} epochs (the same folds, seeds "
+                         f"and choices): {100 * d['mean']:+.2f} +- {100 * d['ci95']:.2f} points ({d['better']} better, "
+                         f"{d['worse']} worse of {d['n']})")
     for line in report.get("failures", []):
         lines.append(f"failed: {line}")
     return "\n".join(lines)
