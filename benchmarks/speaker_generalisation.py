@@ -15,7 +15,8 @@ and the last line
     loso_gru=<acc> loso_spiking=<acc of the best spiking family> gap=<spiking - gru> fixed_point_loss=<points>
     ops_ratio=<GRU ops / the spiking family's>
 
-(ops and the fixed-point loss of a family: the mean over folds of the model chosen in each.)
+(ops and the fixed-point loss of a family: the mean over folds of the model chosen in each), once the gap covers
+every fold and outer seed: a study still running (or stopped) prints its partial figures without it.
 
     .venv/bin/python benchmarks/speaker_generalisation.py --out runs/nested-shd [--data DATA] [--models ...]
         [--recipes ...] [--seeds 2] [--outer-seeds 3] [--epochs 20] [--outer-epochs 40] [--jobs 2] [--report-only]
@@ -171,9 +172,14 @@ def main() -> None:
     per_fold = lambda fam, key: np.mean([extra[c["families"][fam]["model"]][key]
                                          for c in report["choices"].values() if c])
     ann_ops, spk_ops, fixed_loss = per_fold("ann", "ops"), per_fold("spiking", "ops"), per_fold("spiking", "fixed_loss")
-    spread = fams["spiking"]["spread"]["mean"], fams["ann"]["spread"]["mean"]
-    print(f"seed spread (mean over folds of max - min): spiking {100 * spread[0]:.2f}, ANN {100 * spread[1]:.2f} points")
+    spread = ["-" if fams[f]["spread"]["mean"] is None else f"{100 * fams[f]['spread']['mean']:.2f}"
+              for f in ("spiking", "ann")]  # "-": one seed per fold so far
+    print(f"seed spread (mean over folds of max - min): spiking {spread[0]}, ANN {spread[1]} points")
     gap = report["gap"]
+    if not gap["complete"]:
+        print(f"the gap covers {gap['n']} of {len(plan.speakers) * len(plan.outer_seeds)} fold x seed units so far: "
+              "no last line until every one is in")
+        return
     print(f"loso_gru={100 * fams['ann']['mean']:.2f} loso_spiking={100 * fams['spiking']['mean']:.2f} "
           f"gap={100 * gap['mean']:+.2f} fixed_point_loss={100 * fixed_loss:.2f} ops_ratio={ann_ops / spk_ops:.1f}")
 
