@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from machine import announce_load  # noqa: E402  (benchmarks/machine.py)
 
-from train.nested import format_nested, make_plan, nested_report, read_plan, run_nested  # noqa: E402
+from train.nested import format_nested, make_plan, nested_report, percent, read_plan, run_nested  # noqa: E402
 from train.stats import mean_ci, paired_difference  # noqa: E402
 
 MODELS = "gru-2,cuba-lif-2,spikgru-2"
@@ -172,8 +172,7 @@ def main() -> None:
     per_fold = lambda fam, key: np.mean([extra[c["families"][fam]["model"]][key]
                                          for c in report["choices"].values() if c])
     ann_ops, spk_ops, fixed_loss = per_fold("ann", "ops"), per_fold("spiking", "ops"), per_fold("spiking", "fixed_loss")
-    spread = ["-" if fams[f]["spread"]["mean"] is None else f"{100 * fams[f]['spread']['mean']:.2f}"
-              for f in ("spiking", "ann")]  # "-": one seed per fold so far
+    spread = [percent(fams[f]["spread"]["mean"]) for f in ("spiking", "ann")]
     print(f"seed spread (mean over folds of max - min): spiking {spread[0]}, ANN {spread[1]} points")
     gap = report["gap"]
     if not gap["complete"]:

@@ -459,7 +459,8 @@ def report_json(obj):
     return obj
 
 
-def _pct(x) -> str:
+def percent(x) -> str:
+    """A share as percent with two decimals, "-" where there is none (one seed: no spread)."""
     return "-" if x is None else f"{100 * x:.2f}"
 
 
@@ -479,7 +480,7 @@ def format_nested(report: dict) -> str:
             diff = "" if vs is None else (f"{100 * vs['mean']:+.2f} +- {100 * vs['ci95']:.2f} "
                                           f"({vs['better']} better, {vs['worse']} worse of {vs['n']})")
             spread = row["spread"]["mean"]
-            lines.append(f"{m:<14}{r:<10}{row['units']:>5}{_pct(row['mean']):>9} %{_pct(spread):>11} %   {diff}")
+            lines.append(f"{m:<14}{r:<10}{row['units']:>5}{percent(row['mean']):>9} %{percent(spread):>11} %   {diff}")
     lines += ["", "outer folds (each model at the recipe chosen without the test speaker; mean +- 95 % CI over "
               "folds, seeds averaged per fold):",
               f"{'model':<14}{'folds':>6}{'runs':>5}   {'held-out accuracy':<20}{'seed spread':>12}   chosen recipes"]
@@ -487,11 +488,11 @@ def format_nested(report: dict) -> str:
         if not r["runs"]:
             continue
         chosen = ", ".join(f"{o} {rec}" for o, rec in r["recipes"].items())
-        lines.append(f"{m:<14}{r['folds']:>6}{r['runs']:>5}   {_pct(r['mean']):>6} +- {_pct(r['ci95']):>5} %"
-                     f"{_pct(r['spread']['mean']):>11} %   {chosen}")
+        lines.append(f"{m:<14}{r['folds']:>6}{r['runs']:>5}   {percent(r['mean']):>6} +- {percent(r['ci95']):>5} %"
+                     f"{percent(r['spread']['mean']):>11} %   {chosen}")
     for f, r in report["families"].items():
-        lines.append(f"{'best ' + f:<14}{r['folds']:>6}{r['runs']:>5}   {_pct(r['mean']):>6} +- {_pct(r['ci95']):>5} %"
-                     f"{_pct(r['spread']['mean']):>11} %")
+        lines.append(f"{'best ' + f:<14}{r['folds']:>6}{r['runs']:>5}   {percent(r['mean']):>6} +- "
+                     f"{percent(r['ci95']):>5} %{percent(r['spread']['mean']):>11} %")
     gap = report.get("gap")
     if gap:
         lines.append(f"spiking - ANN, paired over folds and seeds: {100 * gap['mean']:+.2f} +- {100 * gap['ci95']:.2f} "
