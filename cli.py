@@ -155,6 +155,14 @@ def _training_options(f):
         click.option("--average", type=float, default=None,
                      help="Average the weights after every step of this last share of the epochs, and validate and "
                           "keep the average (0: none, the study's; default: the recipe's)."),
+        click.option("--distill", type=float, default=None,
+                     help="Weight of a teacher's answers in the loss (the labels' is 1 - this; needs --teacher; "
+                          "default: the recipe's, 0)."),
+        click.option("--distill-temperature", type=float, default=None,
+                     help="Softmax temperature of the --distill term (default: the recipe's, 2)."),
+        click.option("--teacher", type=click.Path(file_okay=False), default=None,
+                     help="With --distill: a finished run that held out the same test samples, or a cross-validation "
+                          "(cv) directory whose fold of the same speaker and seed teaches each fold."),
         click.option("--decay-range", type=float, nargs=2, default=None,
                      help="Clip the hidden layers' decays to [LOW, HIGH] after each step (default: the recipe's; "
                           "study: 0 1)."),

@@ -22,6 +22,7 @@ from audio.spike_files import SpikeSet
 from common.atomic import atomic_path, check_output
 from common.errors import InputError
 from common.rundir import run_lock, run_parts
+from train.distill import teacher_run
 from train.stats import training_settings
 from train.trainer import TrainConfig, train
 
@@ -37,6 +38,11 @@ def fold_speakers(cfg: TrainConfig) -> tuple[list[str], SpikeSet]:
 
 def _dir_name(speaker: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", speaker) or "speaker"
+
+
+def fold_dir(out: str | Path, speaker: str, seed: int) -> Path:
+    """The run directory of the fold that holds out `speaker` with `seed`."""
+    return Path(out) / _dir_name(speaker) / f"seed{seed}"
 
 
 def _merged_plan(out: Path, plan: dict, data_name: str) -> dict:
@@ -81,13 +87,16 @@ def cross_validate(cfg: TrainConfig, out: str | Path, by: str = "speaker", n_see
         raise InputError(f"{cfg.data}: only {len(names)} speaker(s); leave-one-speaker-out needs at least 2")
     folds = names if not speakers else [resolve_speaker(pool, s, "--speakers") for s in speakers]
     seeds = list(range(cfg.seed, cfg.seed + n_seeds))
+    for speaker in folds if cfg.teacher else []:  # every fold's teacher is there before OUT is made
+        for seed in seeds:
+            teacher_run(cfg.teacher, speaker, seed)
     out = check_output(out, kind="cv", resume=True)
     plan_cfg = _as_json(replace(cfg, holdout_speaker=None))
     with run_lock(out):
         check_output(out, kind="cv", resume=True)
         data_name = find_source(cfg.data).name
         plan = _merged_plan(out, {"by": by, "folds": folds, "seeds": seeds, "train_config": plan_cfg}, data_name)
-        runs = [(k, speaker, out / _dir_name(speaker) / f"seed{seed}", replace(cfg, holdout_speaker=speaker, seed=seed))
+        runs = [(k, speaker, fold_dir(out, speaker, seed), replace(cfg, holdout_speaker=speaker, seed=seed))
                 for k, speaker in enumerate(folds, 1) for seed in seeds]
         for _, _, run_dir, fold_cfg in runs:
             _check_fold(out, run_dir, fold_cfg, data_name)

@@ -35,6 +35,14 @@ def readout_loss(out: torch.Tensor, labels: torch.Tensor, loss: str = "max",
     return LOSS_FUNCTIONS[loss](out, labels, label_smoothing)
 
 
+def distillation_loss(out: torch.Tensor, teacher_out: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) of the softmax at `temperature` of each readout unit's maximum over time (what the
+    class is read from), times temperature^2 so its gradients keep their scale (Hinton et al. 2015)."""
+    log_student = F.log_softmax(out.max(dim=1).values / temperature, dim=1)
+    log_teacher = F.log_softmax(teacher_out.max(dim=1).values / temperature, dim=1)
+    return F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean") * temperature ** 2
+
+
 def predict(out: torch.Tensor) -> torch.Tensor:
     """Class with the largest maximum over time."""
     return out.max(dim=1).values.argmax(dim=1)

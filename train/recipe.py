@@ -35,15 +35,20 @@ class Recipe:
     decay_max: float = 1.0
     keep: str = "best"  # the epoch a run keeps (best.pt): best validation accuracy (the study's) | last
     average: float = 0.0  # the last share of the epochs whose weights are averaged after every step (SWA, trainer)
+    distill: float = 0.0  # weight of the teacher's answers in the loss (train.distill; the labels' is 1 - distill)
+    distill_temperature: float = 2.0  # the softmax temperature of both answers in that term
 
     def validate(self) -> None:
-        for name in ("dropout", "event_drop", "label_smoothing", "spectral_tilt", "blend", "channel_shift_share"):
+        for name in ("dropout", "event_drop", "label_smoothing", "spectral_tilt", "blend", "channel_shift_share",
+                     "distill"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
                 raise InputError(f"--{name.replace('_', '-')} must be in [0, 1), got {v}")
         for name in ("weight_decay", "rate_reg", "time_stretch", "rate_target", "quiet_reg"):
             if getattr(self, name) < 0:
                 raise InputError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if not self.distill_temperature > 0:
+            raise InputError(f"--distill-temperature must be positive, got {self.distill_temperature}")
         if self.time_stretch >= 1.0:
             raise InputError(f"--time-stretch must be below 1, got {self.time_stretch}")
         if self.channel_shift < 0:

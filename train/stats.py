@@ -117,7 +117,7 @@ def training_settings(config: dict, data_name: str | None = None, held_out: bool
     defaults, option_defaults = _defaults(data_name), _option_defaults()
     out = {}
     for k, v in config.items():
-        if k in HOW_NOT_WHAT:
+        if k in HOW_NOT_WHAT or (k == "teacher" and v is None):  # runs before teachers have no such key
             continue
         if k in defaults:
             v = defaults[k] if v is None else v

@@ -30,9 +30,10 @@ from common.errors import InputError
 from common.progress import progress_bar
 from common.rundir import run_lock
 from train.checkpoint import load_checkpoint, save_checkpoint
+from train.distill import load_teacher, teacher_outputs, teacher_run
 from train.distributed import Context, describe, resolve_device, setup
 from train.loader import epoch_batches
-from train.loss import predict, readout_loss
+from train.loss import distillation_loss, predict, readout_loss
 from train.models import MODEL_KINDS, ModelConfig, build_model
 from train.projection import PROJECTIONS, choose
 from train.recipe import Recipe, lr_at, recipe_from_dict
@@ -63,6 +64,7 @@ class TrainConfig:
     device: str = "cpu"  # train.distributed.resolve_device: auto, cpu, cuda, cuda:N
     workers: int = 0  # DataLoader processes binning batches (0: in this process)
     input_projection: str = "auto"  # train.projection.choose: auto, dense, sparse (the same results either way)
+    teacher: str | None = None  # with the recipe's distill: a finished run, or a cross-validation (train.distill)
 
     @property
     def recipe_obj(self) -> Recipe:
@@ -85,6 +87,9 @@ class TrainConfig:
         if self.input_projection not in PROJECTIONS:
             raise InputError(f"--input-projection {self.input_projection!r}: choose one of {', '.join(PROJECTIONS)}")
         self.recipe_obj.validate()
+        if (self.recipe_obj.distill > 0) != (self.teacher is not None):
+            raise InputError(f"--distill {self.recipe_obj.distill} and --teacher {self.teacher}: give both (a weight "
+                             "> 0 and a teacher run) or neither")
         ModelConfig(self.model, 1, 1, self.layers, self.hidden, dict(self.options)).validate()
         check_memory(self)
 
@@ -201,20 +206,30 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     run_dir = Path(run_dir)
     cfg.validate()
     ctx = setup(cfg.device)
+    data = load_data(cfg)
+    teacher = taught_by(cfg, data)  # refused, if it is, before the run directory is made
     if not ctx.main:
         ctx.barrier()  # rank 0 has checked and locked the directory (or failed, and torchrun stops us)
-        return _train_locked(cfg, run_dir, resume, progress, model, ctx)
+        return _train_locked(cfg, run_dir, resume, progress, model, ctx, data, teacher)
     fresh = "use --resume {dir} to continue it or pick another --out"
     check_output(run_dir, kind="run", resume=resume, within=within, hint=fresh)  # before the directory is made
     with run_lock(run_dir):
         check_output(run_dir, kind="run", resume=resume, within=within, hint=fresh)
         ctx.barrier()
-        return _train_locked(cfg, run_dir, resume, progress, model, ctx)
+        return _train_locked(cfg, run_dir, resume, progress, model, ctx, data, teacher)
 
 
-def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
-                  model: torch.nn.Module | None, ctx: Context) -> dict:
-    data = load_data(cfg)
+def taught_by(cfg: TrainConfig, data: Dataset) -> tuple[Path, torch.nn.Module] | None:
+    """(the teacher's run directory, its model) for a run that distills (train.distill), checked; None: no teacher."""
+    if not cfg.teacher:
+        return None
+    run = teacher_run(cfg.teacher, cfg.holdout_speaker, cfg.seed)
+    mcfg = model_config(cfg, data)
+    return run, load_teacher(run, data, mcfg.n_in, mcfg.n_classes, cfg.data, cfg.holdout_speaker)
+
+
+def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool, model: torch.nn.Module | None,
+                  ctx: Context, data: Dataset, taught: tuple[Path, torch.nn.Module] | None) -> dict:
     mcfg = model_config(cfg, data)
     recipe = cfg.recipe_obj
     torch.manual_seed(cfg.seed)
@@ -252,13 +267,18 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
     frontend = data.frontend
     events, projection = choose(cfg.input_projection, ctx.device, getattr(model, "takes_events", False),
                                 data.train.density)
+    teacher_dir, teacher = taught if taught is not None else (None, None)
+    if teacher is not None:
+        teacher.to(ctx.device)
     if progress and ctx.main:
         print(f"training on {describe(ctx)}", file=sys.stderr, flush=True)
         print(f"input projection: {projection}", file=sys.stderr, flush=True)
         print(f"recipe: {recipe.name} ({recipe.describe()})", file=sys.stderr, flush=True)
+        if teacher_dir is not None:
+            print(f"teacher: {teacher_dir}", file=sys.stderr, flush=True)
     with ctx.peers(str(run_dir)):
         history, best = _epochs(cfg, run_dir, data, mcfg, model, net, opt, recipe, augment, batch, frontend, start,
-                                history, best, progress, ctx, events, average)
+                                history, best, progress, ctx, events, average, teacher)
     best_ckpt = load_checkpoint(run_dir / "best.pt")
     model.load_state_dict(best_ckpt["state_dict"])
     test_pred = predictions(model, data.test, device=ctx.device, events=events)
@@ -269,7 +289,8 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
                "test_acc_by_speaker": accuracy_by_speaker(test_pred, data.test),
                # who spoke the samples each split really held: what any choice made with this run has seen
                "split_speakers": {k: getattr(data, k).speaker_set() for k in ("train", "valid", "test")},
-               "input_projection": "sparse" if events else "dense"}
+               "input_projection": "sparse" if events else "dense",
+               **({"teacher": str(teacher_dir)} if teacher_dir is not None else {})}
     if ctx.main:
         with atomic_path(run_dir / "summary.json") as tmp:
             tmp.write_text(json.dumps(summary, indent=2))
@@ -315,11 +336,12 @@ def _load_fitting(path: Path, model: torch.nn.Module, kind: str) -> dict:
 def _epochs(cfg: TrainConfig, run_dir: Path, data: Dataset, mcfg: ModelConfig, model: torch.nn.Module,
             net: torch.nn.Module, opt, recipe: Recipe, augment: Augment, batch: int, frontend: dict | None,
             start: int, history: list, best: float, progress: bool, ctx: Context,
-            events: bool, average: AveragedModel | None) -> tuple[list, float]:
+            events: bool, average: AveragedModel | None, teacher: torch.nn.Module | None) -> tuple[list, float]:
     """Epochs start + 1 .. cfg.epochs, each ending with its checkpoints (rank 0); returns (history, best).
     events: batches as EventBatches (train.projection). From recipe.first_averaged_epoch on, `average` takes the
     weights after every step, and each epoch validates and keeps the average (its checkpoints hold the trained
-    weights too, to go on from)."""
+    weights too, to go on from). teacher: the model whose answers on each batch the loss also scores
+    (recipe.distill)."""
     with_hidden = recipe.rate_reg > 0 or recipe.quiet_reg > 0
     first_averaged = recipe.first_averaged_epoch(cfg.epochs)
     for epoch in range(start + 1, cfg.epochs + 1):
@@ -334,11 +356,15 @@ def _epochs(cfg: TrainConfig, run_dir: Path, data: Dataset, mcfg: ModelConfig, m
                                             ctx.world, events):
             x, y = x.to(ctx.device), y.to(ctx.device)
             T = x.shape[1]
+            taught = teacher_outputs(teacher, x) if teacher is not None else None
             if recipe.quiet_tail:
                 x = with_silence(x, recipe.quiet_tail)
             out, hidden = net(x, return_hidden=True) if with_hidden else (net(x), None)
             out, tails = out[:, :T], [h[:, T:] for h in hidden or []]
             loss = readout_loss(out, y, recipe.loss, recipe.label_smoothing)
+            if taught is not None:
+                loss = ((1 - recipe.distill) * loss +
+                        recipe.distill * distillation_loss(out, taught, recipe.distill_temperature))
             if hidden and recipe.rate_reg > 0:
                 loss = loss + recipe.rate_reg * _rate_penalty([h[:, :T] for h in hidden], recipe.rate_target)
             if recipe.quiet_tail and tails:
@@ -468,7 +494,7 @@ def config_from_options(model: str, layers: int = 2, hidden: int = 128, data: st
                         recipe_name: str | None = None,
                         holdout_speaker: str | None = None, valid_speaker: str = AUTO, device: str = "cpu",
                         workers: int = 0, decay_range=None, input_projection: str = "auto",
-                        **recipe_fields) -> TrainConfig:
+                        teacher: str | None = None, **recipe_fields) -> TrainConfig:
     """A TrainConfig from the command line's options (`train`, `cv`); checked before anything runs."""
     from train.recipe import make_recipe
     if epochs is not None and epochs < 1:
@@ -490,7 +516,8 @@ def config_from_options(model: str, layers: int = 2, hidden: int = 128, data: st
                       seed=seed, batch=batch, lr=lr, jitter=jitter, bin_hz=bin_hz, duration=duration,
                       channels=channels, options=options, recipe=make_recipe(recipe_name, model, **recipe_fields).as_dict(),
                       holdout_speaker=holdout_speaker, valid_speaker=valid_speaker, device=device, workers=workers,
-                      input_projection=input_projection)
+                      input_projection=input_projection,
+                      teacher=None if teacher is None else os.path.abspath(os.path.expanduser(teacher)))
     cfg.validate()
     resolve_device(device)  # an unavailable device is refused before any work
     return cfg
