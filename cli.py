@@ -162,7 +162,7 @@ def _training_options(f):
                      help="Softmax temperature of the --distill term (default: the recipe's, 2)."),
         click.option("--teacher", type=click.Path(file_okay=False), default=None,
                      help="With --distill: a finished run that held out the same test samples, or a cross-validation "
-                          "(cv) directory whose fold of the same speaker and seed teaches each fold."),
+                          "(cv) directory whose fold of the same speaker and seed teaches each fold (default: none)."),
         click.option("--decay-range", type=float, nargs=2, default=None,
                      help="Clip the hidden layers' decays to [LOW, HIGH] after each step (default: the recipe's; "
                           "study: 0 1)."),
