@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -301,3 +302,54 @@ def test_paired_command_compares_two_cross_validations_fold_by_fold(study, tmp_p
     (lone / "seed0").mkdir(parents=True)
     (lone / "seed0" / "summary.json").write_text((b / "seed0" / "summary.json").read_text())
     assert "unpaired comparison" in one_line_error(run_cli("paired", a, lone))
+
+
+# ---- distilling recipes: the ANN's `study` run of the same held-out speakers and seed teaches -----------------
+
+def test_a_taught_recipe_learns_from_the_anns_run_of_the_same_speakers_and_seed_and_stays_blind(tmp_path):
+    data = _four_speakers(tmp_path / "four.h5", per=3)
+    with pytest.raises(InputError, match="learns from an ANN's runs"):
+        make_plan(tmp_path / "no-ann", str(data), ["cuba-lif-1"], ["taught"], epochs=1, hidden=4)
+    assert not (tmp_path / "no-ann").exists()
+    plan = make_plan(tmp_path / "t", str(data), ["cuba-lif-1", "gru-1"], ["taught"], epochs=1, hidden=4)
+    report = run_nested(plan, n_jobs=0, log=lambda m: None)
+    runs = [json.loads(p.read_text()) for p in (tmp_path / "t").rglob("summary.json")]
+    taught = [r for r in runs if r["recipe"] == "taught"]
+    # every candidate run and every chosen outer run is taught: 6 pairs x 2 seeds x 2 models, 4 folds x 2 x 2
+    assert len(taught) == 6 * 2 * 2 + 4 * 2 * 2
+    for r in taught:
+        teacher = json.loads((Path(r["teacher"]) / "summary.json").read_text())
+        assert teacher["model"] == "gru" and teacher["recipe"] == "study" and teacher["seed"] == r["seed"]
+        assert teacher["split_speakers"]["test"] == r["split_speakers"]["test"]
+        assert {"gru-1", "study"} <= set(Path(r["teacher"]).parts)  # in the study's own layout
+        # the teacher had finished before its student began
+        assert ((Path(r["teacher"]) / "summary.json").stat().st_mtime_ns
+                <= (Path(r["run_dir"]) / "config.json").stat().st_mtime_ns)
+    assert all(c is not None and o not in c["seen"] for o, c in report["choices"].items())
+    assert report["gap"]["complete"]
+    # a teacher whose record says it heard the test speaker makes every choice with its student's score a leak
+    victim = next(r for r in taught if "/inner/" in r["run_dir"])
+    path = Path(victim["teacher"]) / "summary.json"
+    record = json.loads(path.read_text())
+    outer = min(victim["split_speakers"]["test"], key=SPEAKERS.index)  # the outer fold that reads this run first
+    record["split_speakers"]["train"].append(outer)
+    path.write_text(json.dumps(record))
+    with pytest.raises(Leak, match=f"test speaker {outer}"):
+        nested_report(read_plan(tmp_path / "t"))
+
+
+def test_parallel_jobs_wait_for_their_teachers_and_skip_those_whose_teacher_failed(tmp_path):
+    from train.nested import run_jobs
+    from train.trainer import config_from_options
+    data = _four_speakers(tmp_path / "four.h5", per=2)
+    small = dict(layers=1, hidden=4, data=str(data), epochs=2, holdout_speaker="ann,bob", valid_speaker="random")
+    teacher = (tmp_path / "teacher", config_from_options(model="gru", **small))
+    student = (tmp_path / "student", config_from_options(model="lif", distill=0.5, teacher=str(teacher[0]), **small))
+    assert run_jobs([teacher, student], n_jobs=2, log=lambda m: None) == []
+    assert ((teacher[0] / "summary.json").stat().st_mtime_ns
+            <= (student[0] / "config.json").stat().st_mtime_ns)
+    broken = (tmp_path / "broken", config_from_options(model="gru", **dict(small, epochs=1)))
+    broken[1].data = str(tmp_path / "gone.h5")  # fails in its own process
+    orphan = (tmp_path / "orphan", config_from_options(model="lif", distill=0.5, teacher=str(broken[0]), **small))
+    failures = run_jobs([broken, orphan], n_jobs=2, log=lambda m: None)
+    assert len(failures) == 2 and "not started, its teacher" in failures[1] and not orphan[0].exists()

@@ -50,6 +50,8 @@ from train.stats import mean_ci, paired_difference, seed_spread
 from train.trainer import TrainConfig, config_from_options, train
 
 FAMILIES = {"ann": ("rnn", "gru"), "spiking": SPIKING}
+# a distilling recipe's teacher (train.distill): the plan's first ANN at this recipe, same held-out speakers and seed
+TEACHER_RECIPE = "study"
 PLAN = "nested.json"
 _PLAN_KEYS = ("data", "hidden", "epochs")
 
@@ -112,17 +114,47 @@ class Plan:
                                  if p.is_dir() and p.name.split("-")[1].isdigit()}
         return sorted(e for e in found if e < self.outer_epochs)
 
+    @property
+    def teacher_model(self) -> str | None:
+        """The model whose runs at TEACHER_RECIPE teach a distilling recipe's runs: the first ANN named."""
+        return next((m for m in self.models if family_of(m) == "ann"), None)
+
     def config(self, model: str, recipe: str, held_out: tuple[str, ...], seed: int,
-               epochs: int | None = None) -> TrainConfig:
+               epochs: int | None = None, teacher: Path | None = None) -> TrainConfig:
+        """teacher: the run that teaches a distilling recipe (inner_job, outer_job)."""
         kind, layers = parse_model(model)
         return config_from_options(model=kind, layers=layers, hidden=self.hidden, data=self.data,
                                    epochs=epochs or self.epochs, seed=seed, recipe_name=recipe,
-                                   holdout_speaker=",".join(held_out), valid_speaker=RANDOM)
+                                   holdout_speaker=",".join(held_out), valid_speaker=RANDOM,
+                                   teacher=None if teacher is None else str(teacher))
+
+    def inner_job(self, model: str, recipe: str, pair: tuple[str, str], seed: int) -> tuple[Path, TrainConfig]:
+        teacher = self.inner_dir(self.teacher_model, TEACHER_RECIPE, pair, seed) if _taught(recipe) else None
+        return self.inner_dir(model, recipe, pair, seed), self.config(model, recipe, pair, seed, teacher=teacher)
+
+    def outer_job(self, speaker: str, model: str, recipe: str, seed: int) -> tuple[Path, TrainConfig]:
+        teacher = (self.outer_dir(speaker, self.teacher_model, TEACHER_RECIPE, seed) if _taught(recipe) else None)
+        return (self.outer_dir(speaker, model, recipe, seed),
+                self.config(model, recipe, (speaker,), seed, self.outer_epochs, teacher))
 
     def inner_jobs(self) -> list[tuple[Path, TrainConfig]]:
-        """Seed by seed, so that a first complete seed comes early."""
-        return [(self.inner_dir(m, r, p, k), self.config(m, r, p, k))
-                for k in self.seeds for m in self.models for r in self.recipes for p in self.pairs]
+        """Seed by seed, so that a first complete seed comes early; the teachers of a seed first."""
+        jobs = []
+        for k in self.seeds:
+            if any(_taught(r) for r in self.recipes):
+                jobs += [self.inner_job(self.teacher_model, TEACHER_RECIPE, p, k) for p in self.pairs]
+            jobs += [self.inner_job(m, r, p, k) for m in self.models for r in self.recipes for p in self.pairs]
+        return _once(jobs)
+
+
+def _once(jobs: list[tuple[Path, TrainConfig]]) -> list[tuple[Path, TrainConfig]]:
+    """Each run once, where it first comes."""
+    seen: set[Path] = set()
+    return [(d, c) for d, c in jobs if not (d in seen or seen.add(d))]
+
+
+def _taught(recipe: str) -> bool:
+    return RECIPES[recipe].distill > 0
 
 
 def _speakers_of(data: str) -> list[str]:
@@ -176,6 +208,9 @@ def make_plan(out: str | Path, data: str, models: list[str], recipes: list[str],
         plan.outer_seeds = sorted(set(old.outer_seeds) | set(plan.outer_seeds))
         if outer_epochs is None:
             plan.outer_epochs = old.outer_epochs
+    if any(_taught(r) for r in plan.recipes) and plan.teacher_model is None:
+        raise InputError(f"--recipes {', '.join(r for r in plan.recipes if _taught(r))}: learns from an ANN's runs; "
+                         "name one in --models (e.g. gru-2)")
     return plan
 
 
@@ -220,10 +255,14 @@ def run_job(run_dir: Path, cfg: TrainConfig) -> dict:
     return train(cfg, run_dir, resume=bool(run_parts(run_dir)), progress=False, within=study_above(run_dir))
 
 
+def _teacher_done(cfg: TrainConfig) -> bool:
+    return cfg.teacher is None or (Path(cfg.teacher) / "summary.json").exists()
+
+
 def run_jobs(jobs: list[tuple[Path, TrainConfig]], n_jobs: int = 2, log=print) -> list[str]:
     """Runs every unfinished job, n_jobs side by side (each a one-thread process; n_jobs 0: one at a time in this
-    process); returns the failures, one line each. A stopped parent stops its children (they keep their last
-    epoch for the next start)."""
+    process; a job whose teacher comes earlier in `jobs` waits for it); returns the failures, one line each. A
+    stopped parent stops its children (they keep their last epoch for the next start)."""
     todo = [(d, c) for d, c in jobs if not (d / "summary.json").exists()]
     failures: list[str] = []
     if not todo:
@@ -241,12 +280,18 @@ def run_jobs(jobs: list[tuple[Path, TrainConfig]], n_jobs: int = 2, log=print) -
     pending, running, finished = list(todo), [], 0
     try:
         while pending or running:
-            while pending and len(running) < n_jobs:
-                d, c = pending.pop(0)
+            while len(running) < n_jobs and (ready := [j for j in pending if _teacher_done(j[1])]):
+                d, c = ready[0]
+                pending.remove(ready[0])
                 d.parent.mkdir(parents=True, exist_ok=True)
                 log_file = open(d.parent / f"{d.name}.log", "a")
                 running.append((subprocess.Popen(_job_command(d, c), env=env, stdout=log_file, stderr=log_file),
                                 log_file, d))
+            if pending and not running:  # left waiting for teachers that failed
+                for d, c in pending:
+                    failures.append(f"{d}: not started, its teacher {c.teacher} did not finish")
+                    log(f"{d}: not started, its teacher {c.teacher} did not finish")
+                break
             time.sleep(0.5)
             for item in list(running):
                 proc, log_file, d = item
@@ -285,13 +330,15 @@ def run_nested(plan: Plan, n_jobs: int = 2, log=print) -> dict:
             tmp.write_text(json.dumps(plan.as_dict(), indent=2))
         failures = run_jobs(plan.inner_jobs(), n_jobs, log)
         report = nested_report(plan)
-        outer = [((m not in {f["model"] for f in choice["families"].values()}, k),
-                  plan.outer_dir(o, m, c["recipe"], k), plan.config(m, c["recipe"], (o,), k, plan.outer_epochs))
+        outer = [((m not in {f["model"] for f in choice["families"].values()}, k, 1),
+                  *plan.outer_job(o, m, c["recipe"], k))
                  for o, choice in report["choices"].items() if choice is not None
                  for m, c in choice["models"].items() for k in plan.outer_seeds]
-        # the families' chosen models first, one seed of every fold at a time: a study stopped early (long outer
-        # runs) has a paired gap over every test speaker, not a few speakers' complete ones
-        failures += run_jobs([(d, c) for _, d, c in sorted(outer, key=lambda j: j[0])], n_jobs, log)
+        outer += [((key[0], key[1], 0), *plan.outer_job(c.holdout_speaker, plan.teacher_model, TEACHER_RECIPE,
+                                                          c.seed)) for key, _, c in outer if c.teacher]
+        # the families' chosen models first, one seed of every fold at a time (each run's teacher before it): a
+        # study stopped early (long outer runs) has a paired gap over every test speaker, not a few speakers'
+        failures += run_jobs(_once([(d, c) for _, d, c in sorted(outer, key=lambda j: j[0])]), n_jobs, log)
         report = nested_report(plan)
         report["failures"] = failures
         return report
@@ -309,7 +356,13 @@ def _seen(run: dict, scored: str) -> set[str]:
     if not split.get("train"):
         raise InputError(f"{run.get('run_dir')}: records no speakers of its samples (trained before the nested "
                          "protocol existed); train it again")
-    return set(split["train"]) | set(split.get("valid", [])) | {scored}
+    seen = set(split["train"]) | set(split.get("valid", [])) | {scored}
+    if run.get("teacher"):  # what its teacher heard reached the run through the teacher's answers
+        teacher = _summary(Path(run["teacher"]))
+        if teacher is None:
+            raise InputError(f"{run.get('run_dir')}: its teacher {run['teacher']} is not a finished run")
+        seen |= _seen(teacher, scored)
+    return seen
 
 
 def inner_scores(plan: Plan, test_speaker: str) -> dict:
@@ -412,9 +465,9 @@ def _outer_accuracies(plan: Plan, choices: dict, epochs: int) -> tuple[dict, dic
                 run = _summary(plan.outer_dir(o, m, c["recipe"], k, epochs))
                 if run is None:
                     continue
-                split = run.get("split_speakers") or {}
-                if o in set(split.get("train", [o])) | set(split.get("valid", [])):
-                    raise Leak(f"{run['run_dir']}: the outer run for {o} trained or chose its epoch on {o}")
+                if not (run.get("split_speakers") or {}).get("train") or o in _seen(run, None) - {None}:
+                    raise Leak(f"{run['run_dir']}: the outer run for {o} trained or chose its epoch on {o}, or was "
+                               "taught by a run that did")
                 models[m][(o, k)] = run["test_acc"]
         for fam, c in choice["families"].items():
             for k in plan.outer_seeds:

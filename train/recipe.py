@@ -109,6 +109,9 @@ RECIPES = {
     "regular-last": replace(REGULAR, name="regular-last", keep="last"),
     # regular, averaging the weights over the second half of the steps and keeping the average
     "regular-avg": replace(REGULAR, name="regular-avg", average=0.5, keep="last"),
+    # regular, and the answers of a GRU trained on the same voices (train.distill; nested: its `study` run of the same
+    # held-out speakers and seed)
+    "taught": replace(REGULAR, name="taught", distill=0.5),
     # everything that moves a sample towards another voice, together, at the ranges of adult voices: vocal tract
     # length moves formants by up to about +-20 % (about +-50 of 700 ERB-spaced channels at 1-2 kHz: a share of
     # 0.08), speaking rate by a quarter either way
