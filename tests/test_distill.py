@@ -12,7 +12,7 @@ from train.checkpoint import load_checkpoint
 from train.distill import teacher_outputs
 from train.loss import distillation_loss
 from train.models import model_from_checkpoint
-from train.trainer import config_from_options, train
+from train.trainer import config_from_options, resume_runs, train
 
 TINY = dict(layers=1, hidden=16, bin_hz=25, batch=16, data="builtin")
 CLI_TINY = ("--layers", "1", "--hidden", "8", "--bin-hz", "25", "--batch", "32", "--epochs", "1", "--quiet")
@@ -90,3 +90,19 @@ def test_a_cross_validation_teaches_each_fold_with_its_own_fold_and_needs_all_of
             assert run["teacher"] == str(teachers / speaker / f"seed{seed}")
             assert run["split_speakers"]["test"] == [speaker]
     assert np.isfinite(run["test_acc"])
+
+
+def test_a_resumed_student_is_the_run_it_began_as_or_refuses(tmp_path):
+    held_out = dict(holdout_speaker="speaker1", valid_speaker="random", **TINY)
+    teacher = tmp_path / "teacher"
+    train(config_from_options(model="gru", epochs=2, keep="last", **held_out), teacher, progress=False)
+    student = dict(model="lif", recipe_name="study", seed=3, distill=0.5, teacher=str(teacher), **held_out)
+    train(config_from_options(epochs=3, **student), tmp_path / "straight", progress=False)
+    train(config_from_options(epochs=1, **student), tmp_path / "resumed", progress=False)
+    resume_runs(tmp_path / "resumed", epochs=3, progress=False)
+    a, b = (load_checkpoint(tmp_path / name / "last.pt")["state_dict"] for name in ("straight", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    resume_runs(teacher, epochs=3, progress=False)  # the teacher now keeps another epoch
+    line = one_line_error(run_cli("train", "--resume", tmp_path / "resumed", "--epochs", "4", "--quiet"))
+    assert "began with its teacher's epoch 2" in line and "now keeps epoch 3" in line
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 3

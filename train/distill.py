@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,6 +19,13 @@ from common.errors import InputError
 from train.checkpoint import load_checkpoint
 from train.models import model_from_checkpoint
 from train.projection import dense_input
+
+
+@dataclass
+class Teacher:
+    run: Path
+    model: torch.nn.Module  # eval mode, no gradients
+    epoch: int  # of its best.pt: a run resumed with another teacher would not be the run it began as
 
 
 def teacher_run(teacher: str | Path, holdout_speaker: str | None, seed: int) -> Path:
@@ -43,8 +51,8 @@ def _same_data(a: str, b: str) -> bool:
     return norm(str(a)) == norm(str(b))
 
 
-def load_teacher(run: Path, data, n_in: int, n_classes: int, cfg_data: str, holdout_speaker: str | None):
-    """The teacher model of run directory `run` (eval mode, no gradients), checked blind to `data`'s test split."""
+def load_teacher(run: Path, data, n_in: int, n_classes: int, cfg_data: str, holdout_speaker: str | None) -> Teacher:
+    """The teacher in run directory `run`, checked blind to `data`'s test split."""
     summary_path = run / "summary.json"
     try:
         summary = json.loads(summary_path.read_text())
@@ -69,7 +77,7 @@ def load_teacher(run: Path, data, n_in: int, n_classes: int, cfg_data: str, hold
     model = model_from_checkpoint(ckpt)
     for p in model.parameters():
         p.requires_grad_(False)
-    return model
+    return Teacher(run, model, int(ckpt["epoch"]))
 
 
 @torch.no_grad()

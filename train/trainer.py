@@ -30,7 +30,7 @@ from common.errors import InputError
 from common.progress import progress_bar
 from common.rundir import run_lock
 from train.checkpoint import load_checkpoint, save_checkpoint
-from train.distill import load_teacher, teacher_outputs, teacher_run
+from train.distill import Teacher, load_teacher, teacher_outputs, teacher_run
 from train.distributed import Context, describe, resolve_device, setup
 from train.loader import epoch_batches
 from train.loss import distillation_loss, predict, readout_loss
@@ -219,17 +219,17 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
         return _train_locked(cfg, run_dir, resume, progress, model, ctx, data, teacher)
 
 
-def taught_by(cfg: TrainConfig, data: Dataset) -> tuple[Path, torch.nn.Module] | None:
-    """(the teacher's run directory, its model) for a run that distills (train.distill), checked; None: no teacher."""
+def taught_by(cfg: TrainConfig, data: Dataset) -> Teacher | None:
+    """The teacher of a run that distills (train.distill), checked; None: no teacher."""
     if not cfg.teacher:
         return None
     run = teacher_run(cfg.teacher, cfg.holdout_speaker, cfg.seed)
     mcfg = model_config(cfg, data)
-    return run, load_teacher(run, data, mcfg.n_in, mcfg.n_classes, cfg.data, cfg.holdout_speaker)
+    return load_teacher(run, data, mcfg.n_in, mcfg.n_classes, cfg.data, cfg.holdout_speaker)
 
 
 def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool, model: torch.nn.Module | None,
-                  ctx: Context, data: Dataset, taught: tuple[Path, torch.nn.Module] | None) -> dict:
+                  ctx: Context, data: Dataset, teacher: Teacher | None) -> dict:
     mcfg = model_config(cfg, data)
     recipe = cfg.recipe_obj
     torch.manual_seed(cfg.seed)
@@ -244,6 +244,9 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
             if (run_dir / name).exists():
                 ckpt = _load_fitting(run_dir / name, model, cfg.model)
         start, history, best = ckpt["epoch"], ckpt["history"], ckpt["best_valid"]
+        if teacher is not None and ckpt.get("teacher_epoch") != teacher.epoch:
+            raise InputError(f"{run_dir}: began with its teacher's epoch {ckpt.get('teacher_epoch')}, {teacher.run} "
+                             f"now keeps epoch {teacher.epoch}: resumed, it would not be the run it began as")
         if "trained_state_dict" in ckpt:  # an averaging run: it goes on from its own weights (and its average)
             model.load_state_dict(ckpt["trained_state_dict"])
     elif resume and ctx.main:
@@ -267,15 +270,14 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
     frontend = data.frontend
     events, projection = choose(cfg.input_projection, ctx.device, getattr(model, "takes_events", False),
                                 data.train.density)
-    teacher_dir, teacher = taught if taught is not None else (None, None)
     if teacher is not None:
-        teacher.to(ctx.device)
+        teacher.model.to(ctx.device)
     if progress and ctx.main:
         print(f"training on {describe(ctx)}", file=sys.stderr, flush=True)
         print(f"input projection: {projection}", file=sys.stderr, flush=True)
         print(f"recipe: {recipe.name} ({recipe.describe()})", file=sys.stderr, flush=True)
-        if teacher_dir is not None:
-            print(f"teacher: {teacher_dir}", file=sys.stderr, flush=True)
+        if teacher is not None:
+            print(f"teacher: {teacher.run} (epoch {teacher.epoch})", file=sys.stderr, flush=True)
     with ctx.peers(str(run_dir)):
         history, best = _epochs(cfg, run_dir, data, mcfg, model, net, opt, recipe, augment, batch, frontend, start,
                                 history, best, progress, ctx, events, average, teacher)
@@ -290,7 +292,7 @@ def _train_locked(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool,
                # who spoke the samples each split really held: what any choice made with this run has seen
                "split_speakers": {k: getattr(data, k).speaker_set() for k in ("train", "valid", "test")},
                "input_projection": "sparse" if events else "dense",
-               **({"teacher": str(teacher_dir)} if teacher_dir is not None else {})}
+               **({"teacher": str(teacher.run)} if teacher is not None else {})}
     if ctx.main:
         with atomic_path(run_dir / "summary.json") as tmp:
             tmp.write_text(json.dumps(summary, indent=2))
@@ -336,7 +338,7 @@ def _load_fitting(path: Path, model: torch.nn.Module, kind: str) -> dict:
 def _epochs(cfg: TrainConfig, run_dir: Path, data: Dataset, mcfg: ModelConfig, model: torch.nn.Module,
             net: torch.nn.Module, opt, recipe: Recipe, augment: Augment, batch: int, frontend: dict | None,
             start: int, history: list, best: float, progress: bool, ctx: Context,
-            events: bool, average: AveragedModel | None, teacher: torch.nn.Module | None) -> tuple[list, float]:
+            events: bool, average: AveragedModel | None, teacher: Teacher | None) -> tuple[list, float]:
     """Epochs start + 1 .. cfg.epochs, each ending with its checkpoints (rank 0); returns (history, best).
     events: batches as EventBatches (train.projection). From recipe.first_averaged_epoch on, `average` takes the
     weights after every step, and each epoch validates and keeps the average (its checkpoints hold the trained
@@ -356,7 +358,7 @@ def _epochs(cfg: TrainConfig, run_dir: Path, data: Dataset, mcfg: ModelConfig, m
                                             ctx.world, events):
             x, y = x.to(ctx.device), y.to(ctx.device)
             T = x.shape[1]
-            taught = teacher_outputs(teacher, x) if teacher is not None else None
+            taught = teacher_outputs(teacher.model, x) if teacher is not None else None
             if recipe.quiet_tail:
                 x = with_silence(x, recipe.quiet_tail)
             out, hidden = net(x, return_hidden=True) if with_hidden else (net(x), None)
@@ -398,6 +400,8 @@ def _epochs(cfg: TrainConfig, run_dir: Path, data: Dataset, mcfg: ModelConfig, m
         best = valid if kept else best
         if ctx.main:
             payload = _payload(cfg, mcfg, data, model, opt, epoch, history, best, frontend)
+            if teacher is not None:
+                payload["teacher_epoch"] = teacher.epoch
             if averaged:
                 payload.update(trained_state_dict=payload["state_dict"], state_dict=average.module.state_dict(),
                                average_count=int(average.n_averaged))
