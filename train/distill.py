@@ -67,13 +67,16 @@ def load_teacher(run: Path, data, n_in: int, n_classes: int, cfg_data: str, hold
     if holdout_speaker is not None:
         split = summary.get("split_speakers") or {}
         heard = set(split.get("train", [])) | set(split.get("valid", []))
-        if not heard or heard & set(data.test.speaker_set()):
-            raise InputError(f"--teacher {run}: it heard {', '.join(sorted(heard & set(data.test.speaker_set()))) or 'unknown speakers'}, "
+        if not heard:
+            raise InputError(f"--teacher {run}: records no speakers of its samples (trained before teachers existed)")
+        if heard & set(data.test.speaker_set()):
+            raise InputError(f"--teacher {run}: it heard {', '.join(sorted(heard & set(data.test.speaker_set())))}, "
                              "whom this run is scored on")
     spec = (ckpt.get("data") or {}).get("spec")
     if spec != data.spec.__dict__ or ckpt["model"]["n_in"] != n_in or ckpt["model"]["n_classes"] != n_classes:
         raise InputError(f"--teacher {run}: binned or shaped otherwise ({spec}, {ckpt['model']['n_in']} inputs, "
-                         f"{ckpt['model']['n_classes']} classes) than this run ({data.spec.__dict__}, {n_in}, {n_classes})")
+                         f"{ckpt['model']['n_classes']} classes) than this run ({data.spec.__dict__}, {n_in}, "
+                         f"{n_classes})")
     model = model_from_checkpoint(ckpt)
     for p in model.parameters():
         p.requires_grad_(False)

@@ -337,7 +337,7 @@ def run_nested(plan: Plan, n_jobs: int = 2, log=print) -> dict:
         outer += [((key[0], key[1], 0), *plan.outer_job(c.holdout_speaker, plan.teacher_model, TEACHER_RECIPE,
                                                           c.seed)) for key, _, c in outer if c.teacher]
         # the families' chosen models first, one seed of every fold at a time (each run's teacher before it): a
-        # study stopped early (long outer runs) has a paired gap over every test speaker, not a few speakers'
+        # study stopped early (long outer runs) has a paired gap over every test speaker, not a few speakers' whole
         failures += run_jobs(_once([(d, c) for _, d, c in sorted(outer, key=lambda j: j[0])]), n_jobs, log)
         report = nested_report(plan)
         report["failures"] = failures
@@ -350,13 +350,13 @@ def _summary(run_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _seen(run: dict, scored: str) -> set[str]:
+def _seen(run: dict, scored: str | None = None) -> set[str]:
     """Every speaker whose samples a choice made with `run`'s score on `scored` has used."""
     split = run.get("split_speakers") or {}
     if not split.get("train"):
         raise InputError(f"{run.get('run_dir')}: records no speakers of its samples (trained before the nested "
                          "protocol existed); train it again")
-    seen = set(split["train"]) | set(split.get("valid", [])) | {scored}
+    seen = set(split["train"]) | set(split.get("valid", [])) | ({scored} if scored else set())
     if run.get("teacher"):  # what its teacher heard reached the run through the teacher's answers
         teacher = _summary(Path(run["teacher"]))
         if teacher is None:
@@ -465,7 +465,7 @@ def _outer_accuracies(plan: Plan, choices: dict, epochs: int) -> tuple[dict, dic
                 run = _summary(plan.outer_dir(o, m, c["recipe"], k, epochs))
                 if run is None:
                     continue
-                if not (run.get("split_speakers") or {}).get("train") or o in _seen(run, None) - {None}:
+                if not (run.get("split_speakers") or {}).get("train") or o in _seen(run):
                     raise Leak(f"{run['run_dir']}: the outer run for {o} trained or chose its epoch on {o}, or was "
                                "taught by a run that did")
                 models[m][(o, k)] = run["test_acc"]
