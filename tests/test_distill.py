@@ -1,4 +1,4 @@
-"""Distillation (train.distill): the teacher's answers pull the student's towards them, and a teacher that could
+"""Distillation (train.checkpoint): the teacher's answers pull the student's towards them, and a teacher that could
 carry the student's test samples into its training is refused before anything is written."""
 import json
 
@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from audio.datasets import load_dataset
 from conftest import one_line_error, run_cli
 from train.checkpoint import load_checkpoint
-from train.distill import teacher_outputs
+from train.checkpoint import teacher_outputs
 from train.loss import distillation_loss
 from train.models import model_from_checkpoint
 from train.trainer import config_from_options, resume_runs, train

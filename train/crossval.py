@@ -22,7 +22,7 @@ from audio.spike_files import SpikeSet
 from common.atomic import atomic_path, check_output
 from common.errors import InputError
 from common.rundir import run_lock, run_parts
-from train.distill import teacher_run
+from train.checkpoint import teacher_run
 from train.stats import training_settings
 from train.trainer import TrainConfig, train
 

@@ -50,7 +50,7 @@ from train.stats import mean_ci, paired_difference, seed_spread
 from train.trainer import TrainConfig, config_from_options, train
 
 FAMILIES = {"ann": ("rnn", "gru"), "spiking": SPIKING}
-# a distilling recipe's teacher (train.distill): the plan's first ANN at this recipe, same held-out speakers and seed
+# a distilling recipe's teacher (train.checkpoint): the plan's first ANN at this recipe, same held-out speakers and seed
 TEACHER_RECIPE = "study"
 PLAN = "nested.json"
 _PLAN_KEYS = ("data", "hidden", "epochs")

@@ -35,7 +35,7 @@ class Recipe:
     decay_max: float = 1.0
     keep: str = "best"  # the epoch a run keeps (best.pt): best validation accuracy (the study's) | last
     average: float = 0.0  # the last share of the epochs whose weights are averaged after every step (SWA, trainer)
-    distill: float = 0.0  # weight of the teacher's answers in the loss (train.distill; the labels' is 1 - distill)
+    distill: float = 0.0  # weight of the teacher's answers in the loss (train.checkpoint; the labels' is 1 - distill)
     distill_temperature: float = 2.0  # the softmax temperature of both answers in that term
 
     def validate(self) -> None:
@@ -109,7 +109,7 @@ RECIPES = {
     "regular-last": replace(REGULAR, name="regular-last", keep="last"),
     # regular, averaging the weights over the second half of the steps and keeping the average
     "regular-avg": replace(REGULAR, name="regular-avg", average=0.5, keep="last"),
-    # regular, and the answers of a GRU trained on the same voices (train.distill; nested: its `study` run of the same
+    # regular, and the answers of a GRU trained on the same voices (train.checkpoint; nested: its `study` run of the same
     # held-out speakers and seed)
     "taught": replace(REGULAR, name="taught", distill=0.5),
     # everything that moves a sample towards another voice, together, at the ranges of adult voices: vocal tract

@@ -29,8 +29,7 @@ from common.atomic import atomic_path, check_output
 from common.errors import InputError
 from common.progress import progress_bar
 from common.rundir import run_lock
-from train.checkpoint import load_checkpoint, save_checkpoint
-from train.distill import Teacher, load_teacher, teacher_outputs, teacher_run
+from train.checkpoint import Teacher, load_checkpoint, load_teacher, save_checkpoint, teacher_outputs, teacher_run
 from train.distributed import Context, describe, resolve_device, setup
 from train.loader import epoch_batches
 from train.loss import distillation_loss, predict, readout_loss
@@ -64,7 +63,7 @@ class TrainConfig:
     device: str = "cpu"  # train.distributed.resolve_device: auto, cpu, cuda, cuda:N
     workers: int = 0  # DataLoader processes binning batches (0: in this process)
     input_projection: str = "auto"  # train.projection.choose: auto, dense, sparse (the same results either way)
-    teacher: str | None = None  # with the recipe's distill: a finished run, or a cross-validation (train.distill)
+    teacher: str | None = None  # with the recipe's distill: a finished run, or a cross-validation (train.checkpoint)
 
     @property
     def recipe_obj(self) -> Recipe:
@@ -220,7 +219,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
 
 
 def taught_by(cfg: TrainConfig, data: Dataset) -> Teacher | None:
-    """The teacher of a run that distills (train.distill), checked; None: no teacher."""
+    """The teacher of a run that distills (train.checkpoint), checked; None: no teacher."""
     if not cfg.teacher:
         return None
     run = teacher_run(cfg.teacher, cfg.holdout_speaker, cfg.seed)
