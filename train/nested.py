@@ -280,9 +280,9 @@ def run_jobs(jobs: list[tuple[Path, TrainConfig]], n_jobs: int = 2, log=print) -
     pending, running, finished = list(todo), [], 0
     try:
         while pending or running:
-            while len(running) < n_jobs and (ready := [j for j in pending if _teacher_done(j[1])]):
-                d, c = ready[0]
-                pending.remove(ready[0])
+            while len(running) < n_jobs and (job := next((j for j in pending if _teacher_done(j[1])), None)):
+                pending.remove(job)
+                d, c = job
                 d.parent.mkdir(parents=True, exist_ok=True)
                 log_file = open(d.parent / f"{d.name}.log", "a")
                 running.append((subprocess.Popen(_job_command(d, c), env=env, stdout=log_file, stderr=log_file),

@@ -205,13 +205,14 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     run_dir = Path(run_dir)
     cfg.validate()
     ctx = setup(cfg.device)
+    fresh = "use --resume {dir} to continue it or pick another --out"
+    if ctx.main:
+        check_output(run_dir, kind="run", resume=resume, within=within, hint=fresh)  # before the directory is made
     data = load_data(cfg)
     teacher = taught_by(cfg, data)  # refused, if it is, before the run directory is made
     if not ctx.main:
         ctx.barrier()  # rank 0 has checked and locked the directory (or failed, and torchrun stops us)
         return _train_locked(cfg, run_dir, resume, progress, model, ctx, data, teacher)
-    fresh = "use --resume {dir} to continue it or pick another --out"
-    check_output(run_dir, kind="run", resume=resume, within=within, hint=fresh)  # before the directory is made
     with run_lock(run_dir):
         check_output(run_dir, kind="run", resume=resume, within=within, hint=fresh)
         ctx.barrier()
